@@ -1,0 +1,377 @@
+"""AIMET's quantization grid: the Encoding type and min/max -> grid rules.
+
+An encoding is AIMET's tuple (bitwidth, min, max, delta, offset). ``delta``
+is the step (AIMET writes it as ``scale``) and ``offset`` is the *negative*
+zero point, an integer, so that the integer grid is ``[0, 2**bitwidth - 1]``
+and a value ``x`` maps to ``q = round(x / delta) - offset``, back to
+``delta * (q + offset)``.
+
+The rules from a calibrated range to a grid (AIMET's
+``getComputedEncodings``) are implemented once, in TensorFlow ops, by
+:func:`grid_from_range`; :func:`compute_encoding` runs it eagerly on numpy
+input and the simulation runs it in-graph on learnable min/max variables, so
+there is no second copy of the grid math.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "MAX_BITWIDTH",
+    "MIN_BITWIDTH",
+    "MIN_RANGE",
+    "Encoding",
+    "compute_encoding",
+    "float_encoding",
+    "grid_from_range",
+    "num_steps",
+]
+
+MIN_BITWIDTH = 2
+MAX_BITWIDTH = 32
+# AIMET's MIN_RANGE: every grid spans at least this much.
+MIN_RANGE = 0.01
+FLOAT_BITWIDTHS = (16, 32)
+
+
+def _check_bitwidth(bitwidth, name="bitwidth"):
+    if isinstance(bitwidth, (bool, np.bool_)) or not isinstance(
+        bitwidth, (int, np.integer)
+    ):
+        raise ValueError(
+            f"{name} must be an int from {MIN_BITWIDTH} to {MAX_BITWIDTH}; "
+            f"got {bitwidth!r} of type {type(bitwidth).__name__}."
+        )
+    if not MIN_BITWIDTH <= bitwidth <= MAX_BITWIDTH:
+        raise ValueError(
+            f"{name}={bitwidth} is not supported: integer grids take "
+            f"{MIN_BITWIDTH} to {MAX_BITWIDTH} bits (use float_encoding(16) "
+            "for fp16)."
+        )
+    return int(bitwidth)
+
+
+def num_steps(bitwidth, is_symmetric=False, strict_symmetric=False):
+    """The number of grid steps: ``2**bitwidth - 1``, one fewer if strict.
+
+    Args:
+        bitwidth: bits of the integer grid, 2 to 32.
+        is_symmetric: whether the grid is symmetric. Defaults to False.
+        strict_symmetric: drop one level so a symmetric grid is exactly
+            symmetric (-127..127 at 8 bits). Only used when ``is_symmetric``.
+            Defaults to False.
+
+    Returns:
+        The step count as a Python int.
+
+    Example:
+
+    >>> num_steps(8), num_steps(8, is_symmetric=True, strict_symmetric=True)
+    (255, 254)
+    """
+    bitwidth = _check_bitwidth(bitwidth)
+    return 2**bitwidth - 1 - int(bool(is_symmetric and strict_symmetric))
+
+
+def round_half_away_from_zero(x):
+    """Rounds to the nearest integer, halves away from zero (``std::round``).
+
+    ``tf.round`` rounds halves to even; AIMET's kernels use ``std::round``.
+    Ties are detected exactly (``x - round(x)`` is exact in floating point)
+    and moved away from zero.
+
+    Args:
+        x: a float tensor.
+
+    Returns:
+        A tensor like ``x`` holding whole numbers.
+
+    Example:
+
+    >>> round_half_away_from_zero(tf.constant([0.5, 1.5, 2.5, -2.5])).numpy()
+    array([ 1.,  2.,  3., -3.], dtype=float32)
+    """
+    nearest_even = tf.round(x)
+    is_tie = tf.equal(tf.abs(x - nearest_even), 0.5)
+    return tf.where(is_tie, x + 0.5 * tf.sign(x), nearest_even)
+
+
+def grid_from_range(
+    encoding_min,
+    encoding_max,
+    bitwidth,
+    is_symmetric=False,
+    strict_symmetric=False,
+    unsigned_symmetric=False,
+):
+    """AIMET's rules from a calibrated range to a grid, as TensorFlow ops.
+
+    Element-wise over per-channel tensors. The steps (AIMET's
+    ``getComputedEncodings``):
+
+    1. The range is made to contain zero, ``min = min(0, min)`` and
+       ``max = max(0, max)``, and to be at least 0.01 wide,
+       ``max = max(max, min + 0.01)``.
+    2. Signed symmetric (``is_symmetric``, unless ``unsigned_symmetric`` and
+       ``min >= 0``): with ``N`` steps and ``M = max(|min|, |max|)``,
+       ``delta = M / floor(N / 2)`` and ``offset = -ceil(N / 2)`` (-128 at 8
+       bits, -127 when strict).
+    3. Asymmetric, and unsigned symmetric when ``min >= 0``:
+       ``delta = (max - min) / N``, and the zero point is nudged so 0.0 is a
+       grid point: ``offset = -clip(round(-min / delta), 0, N)``,
+       ``min = offset * delta``, ``max = min + (max_in - min_in)``.
+
+    The zero point is a rounded, piecewise constant function of the range;
+    its gradient is stopped, so gradients reach ``min``/``max`` through
+    ``delta`` only (what range learning needs).
+
+    Args:
+        encoding_min: float tensor, the observed or learned minimum.
+        encoding_max: float tensor of the same shape, the maximum.
+        bitwidth: Python int, 2 to 32.
+        is_symmetric: symmetric grid. Defaults to False.
+        strict_symmetric: drop one level of a symmetric grid. Defaults to
+            False.
+        unsigned_symmetric: a symmetric grid over non-negative data uses
+            ``[0, max]`` with all ``2**bitwidth`` levels. Defaults to False.
+
+    Returns:
+        A tuple ``(delta, offset, grid_min, grid_max)`` of tensors shaped
+        like the inputs; ``offset`` holds whole numbers in the input dtype.
+
+    Example:
+
+    >>> delta, offset, lo, hi = grid_from_range(
+    ...     tf.constant(-0.5, tf.float64), tf.constant(1.3, tf.float64), 8)
+    >>> int(offset.numpy()), round(float(lo.numpy()), 6)
+    (-71, -0.501176)
+    """
+    steps = num_steps(bitwidth, is_symmetric, strict_symmetric)
+    encoding_min = tf.convert_to_tensor(encoding_min)
+    encoding_max = tf.convert_to_tensor(encoding_max, encoding_min.dtype)
+    dtype = encoding_min.dtype
+    # 1. The range contains zero and is at least MIN_RANGE wide.
+    lo = tf.minimum(encoding_min, tf.zeros_like(encoding_min))
+    hi = tf.maximum(encoding_max, tf.zeros_like(encoding_max))
+    hi = tf.maximum(hi, lo + tf.constant(MIN_RANGE, dtype))
+
+    # 3. Asymmetric (and unsigned symmetric) grid with a nudged zero point.
+    asym_delta = (hi - lo) / steps
+    zero_point = tf.clip_by_value(
+        round_half_away_from_zero(tf.stop_gradient(-lo / asym_delta)),
+        0.0,
+        float(steps),
+    )
+    asym_offset = -zero_point
+    asym_min = asym_offset * asym_delta
+    asym_max = asym_min + (hi - lo)
+    if not is_symmetric:
+        return asym_delta, asym_offset, asym_min, asym_max
+
+    # 2. Signed symmetric grid.
+    positive_levels = steps // 2
+    sym_delta = tf.maximum(tf.abs(lo), tf.abs(hi)) / positive_levels
+    sym_offset = tf.fill(tf.shape(lo), tf.constant(-(steps - positive_levels), dtype))
+    sym_min = sym_offset * sym_delta
+    sym_max = positive_levels * sym_delta
+    if not unsigned_symmetric:
+        return sym_delta, sym_offset, sym_min, sym_max
+    unsigned = tf.greater_equal(lo, 0.0)
+    return tuple(
+        tf.where(unsigned, a, s)
+        for a, s in zip(
+            (asym_delta, asym_offset, asym_min, asym_max),
+            (sym_delta, sym_offset, sym_min, sym_max),
+        )
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Encoding:
+    """A quantization grid in AIMET's terms, per tensor or per channel.
+
+    Integer encodings hold numpy arrays (0-d per tensor, 1-d per channel) for
+    ``min``, ``max``, ``delta`` and ``offset``; float encodings (AIMET's
+    ``dtype: "float"``, fp16) hold only ``bitwidth``. Build integer ones with
+    :func:`compute_encoding` and float ones with :func:`float_encoding`.
+
+    Attributes:
+        bitwidth: bits of the grid.
+        min: grid minimum, ``offset * delta``.
+        max: grid maximum.
+        delta: the step, AIMET's ``scale``.
+        offset: the negative zero point, whole numbers.
+        is_symmetric: whether the grid was computed as symmetric.
+        dtype: ``"int"`` or ``"float"``.
+        strict_symmetric: the symmetric grid drops one level.
+        unsigned_symmetric: symmetric grids over non-negative ranges are
+            unsigned.
+
+    Example:
+
+    >>> enc = compute_encoding(-1.0, 1.0, 8, is_symmetric=True)
+    >>> int(enc.offset), float(enc.delta) == 1.0 / 127
+    (-128, True)
+    """
+
+    bitwidth: int
+    min: np.ndarray = None
+    max: np.ndarray = None
+    delta: np.ndarray = None
+    offset: np.ndarray = None
+    is_symmetric: bool = False
+    dtype: str = "int"
+    strict_symmetric: bool = False
+    unsigned_symmetric: bool = False
+
+    @property
+    def scale(self):
+        """AIMET's file name for ``delta``."""
+        return self.delta
+
+    @property
+    def is_float(self):
+        return self.dtype == "float"
+
+    @property
+    def is_per_channel(self):
+        return self.delta is not None and np.ndim(self.delta) == 1
+
+    @property
+    def num_channels(self):
+        return int(np.size(self.delta)) if self.is_per_channel else 1
+
+    @property
+    def num_steps(self):
+        return num_steps(self.bitwidth, self.is_symmetric, self.strict_symmetric)
+
+    def __repr__(self):
+        if self.is_float:
+            return f"Encoding(dtype='float', bitwidth={self.bitwidth})"
+        kind = "symmetric" if self.is_symmetric else "asymmetric"
+        if self.is_per_channel:
+            return (
+                f"Encoding(bitwidth={self.bitwidth}, {kind}, per-channel x"
+                f"{self.num_channels}, min=[{np.min(self.min):.6g}..], "
+                f"max=[..{np.max(self.max):.6g}])"
+            )
+        return (
+            f"Encoding(bitwidth={self.bitwidth}, {kind}, min={float(self.min):.6g}"
+            f", max={float(self.max):.6g}, delta={float(self.delta):.6g}, "
+            f"offset={int(self.offset)})"
+        )
+
+
+def float_encoding(bitwidth=16):
+    """AIMET's float data type: the tensor is cast to fp16 and back.
+
+    Args:
+        bitwidth: 16 (fp16) or 32 (no-op). Defaults to 16.
+
+    Returns:
+        An :class:`Encoding` with ``dtype="float"``.
+
+    Example:
+
+    >>> float_encoding(16)
+    Encoding(dtype='float', bitwidth=16)
+    """
+    if bitwidth not in FLOAT_BITWIDTHS:
+        raise ValueError(
+            f"bitwidth={bitwidth!r} is not a float data type AIMET supports; "
+            f"use one of {FLOAT_BITWIDTHS}."
+        )
+    return Encoding(bitwidth=bitwidth, dtype="float")
+
+
+def _as_range_array(value, name):
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim > 1:
+        raise ValueError(
+            f"{name} must be a scalar or a 1-d per-channel array; got shape "
+            f"{array.shape}."
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError(
+            f"{name} must be finite; got {value!r}. NaN or inf in a range "
+            "means the calibrated tensor held NaN or inf."
+        )
+    return array
+
+
+def compute_encoding(
+    encoding_min,
+    encoding_max,
+    bitwidth,
+    is_symmetric=False,
+    strict_symmetric=False,
+    unsigned_symmetric=False,
+):
+    """Computes AIMET's grid for an observed range.
+
+    See :func:`grid_from_range` for the rules. Per-channel when given 1-d
+    arrays; scalars give a per-tensor encoding.
+
+    Args:
+        encoding_min: the observed minimum, a scalar or 1-d array.
+        encoding_max: the observed maximum, same shape.
+        bitwidth: bits of the integer grid, 2 to 32.
+        is_symmetric: signed symmetric grid (offset ``-2**(bitwidth-1)``).
+            Defaults to False.
+        strict_symmetric: drop one level so the grid is exactly symmetric.
+            Defaults to False.
+        unsigned_symmetric: a symmetric grid over a range with
+            ``min >= 0`` becomes ``[0, max]`` with all levels. Defaults to
+            False.
+
+    Returns:
+        An :class:`Encoding`.
+
+    Raises:
+        ValueError: for a bitwidth outside 2..32, NaN or inf bounds, a
+            ``min`` above ``max``, or shapes that do not match.
+
+    Example:
+
+    >>> enc = compute_encoding(-0.5, 1.3, bitwidth=8)
+    >>> int(enc.offset), round(float(enc.min), 6), round(float(enc.max), 6)
+    (-71, -0.501176, 1.298824)
+    """
+    bitwidth = _check_bitwidth(bitwidth)
+    lo = _as_range_array(encoding_min, "encoding_min")
+    hi = _as_range_array(encoding_max, "encoding_max")
+    if lo.shape != hi.shape:
+        raise ValueError(
+            f"encoding_min has shape {lo.shape} but encoding_max has shape "
+            f"{hi.shape}; give one value per channel to both."
+        )
+    if np.any(lo > hi):
+        bad = np.flatnonzero(np.atleast_1d(lo > hi))[:3]
+        raise ValueError(
+            f"encoding_min must not exceed encoding_max; at channel(s) "
+            f"{bad.tolist()}: min={np.atleast_1d(lo)[bad].tolist()}, "
+            f"max={np.atleast_1d(hi)[bad].tolist()}."
+        )
+    delta, offset, grid_min, grid_max = (
+        t.numpy()
+        for t in grid_from_range(
+            tf.constant(lo),
+            tf.constant(hi),
+            bitwidth,
+            is_symmetric,
+            strict_symmetric,
+            unsigned_symmetric,
+        )
+    )
+    return Encoding(
+        bitwidth=bitwidth,
+        min=grid_min,
+        max=grid_max,
+        delta=delta,
+        offset=offset,
+        is_symmetric=bool(is_symmetric),
+        strict_symmetric=bool(strict_symmetric),
+        unsigned_symmetric=bool(unsigned_symmetric),
+    )

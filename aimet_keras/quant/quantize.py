@@ -1,0 +1,270 @@
+"""Quantize-dequantize on AIMET's grid, per tensor or per channel, as TF ops.
+
+Forward (AIMET's ``trim_functions.cpp``), with ``N`` grid steps::
+
+    q = clip(round(x / delta) - offset, 0, N)
+    y = delta * (q + offset)
+
+``round`` rounds halves away from zero, like AIMET's ``std::round`` (not
+``tf.round``, which rounds halves to even).
+
+Backward: the straight-through estimator passes the gradient for
+``grid_min <= x <= grid_max`` and zeroes it outside. With a learned range,
+``delta`` gets the LSQ gradient (Esser et al., 2020), as in AIMET's range
+learning: ``round(x / delta) - x / delta`` where the value is inside the
+grid and the clipped integer level ``q + offset`` where it is clipped.
+AIMET's own Keras kernel drops the zero point from the clipped term, so its
+``d/dmin`` is wrong for clipped values; here the derivative is exact there
+(it matches finite differences) and flows to min/max through ``delta``.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from aimet_keras.quant import encoding as encoding_lib
+
+__all__ = [
+    "channel_axes",
+    "quantize_dequantize",
+    "quantize_dequantize_range",
+]
+
+_HALF_TYPES = (tf.float16, tf.bfloat16)
+
+
+def _check_float_input(x, name="x"):
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        raise ValueError(
+            f"{name} must be a float tensor (float16, bfloat16, float32 or "
+            f"float64) to be quantized; got dtype {x.dtype.name}. Integer "
+            "tensors are already on a grid: leave them unquantized."
+        )
+    if x.shape.rank is None:
+        raise ValueError(f"{name} must have a known rank to be quantized.")
+    return x
+
+
+def channel_axes(axis, rank):
+    """Normalizes a per-channel ``axis`` (an int or a tuple) for a rank.
+
+    A tuple names several axes whose flattened product is the channel count,
+    for example ``(-2, -1)`` for a DepthwiseConv2D kernel ``(H, W, I, M)``.
+
+    Args:
+        axis: an int or a tuple of ints, negative counting from the end.
+        rank: the tensor rank.
+
+    Returns:
+        A sorted tuple of non-negative axes.
+
+    Raises:
+        ValueError: when an axis is outside the rank or repeated.
+
+    Example:
+
+    >>> channel_axes(-1, 4), channel_axes((-2, -1), 4)
+    ((3,), (2, 3))
+    """
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    normalized = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or not -rank <= a < rank:
+            raise ValueError(
+                f"axis={axis!r} is not valid for a tensor of rank {rank}; "
+                f"use an int (or a tuple of ints) in [-{rank}, {rank - 1}]."
+            )
+        normalized.append(int(a) % rank)
+    if len(set(normalized)) != len(normalized) or not normalized:
+        raise ValueError(f"axis={axis!r} repeats an axis or is empty.")
+    return tuple(sorted(normalized))
+
+
+def _broadcast_shape(x, axis, num_channels):
+    """Shape that puts ``num_channels`` values along ``axis`` of ``x``."""
+    rank = x.shape.rank
+    if axis is None:
+        if num_channels != 1:
+            raise ValueError(
+                f"A per-channel encoding with {num_channels} channels needs "
+                "an axis; pass axis=-1 for Conv and Dense kernels, (-2, -1) "
+                "for DepthwiseConv2D and -2 for Conv2DTranspose."
+            )
+        return [1] * rank
+    axes = channel_axes(axis, rank)
+    dims = [x.shape[a] for a in axes]
+    if any(d is None for d in dims):
+        raise ValueError(
+            f"axis={axis!r} of a tensor of shape {x.shape} has an unknown "
+            "size; per-channel quantization needs a static channel size."
+        )
+    if int(np.prod(dims)) != num_channels:
+        raise ValueError(
+            f"axis={axis!r} of a tensor of shape {tuple(x.shape)} holds "
+            f"{int(np.prod(dims))} channels but the encoding has "
+            f"{num_channels}; pick the axis whose size matches."
+        )
+    shape = [1] * rank
+    for a in axes:
+        shape[a] = x.shape[a]
+    return shape
+
+
+def _reduce_to(grad, shape):
+    """Sums a broadcast gradient back to a keepdims ``shape``."""
+    axes = [i for i, d in enumerate(shape) if d == 1]
+    return tf.reduce_sum(grad, axis=axes, keepdims=True) if axes else grad
+
+
+@tf.custom_gradient
+def _quantize_dequantize_core(x, delta, offset, steps):
+    """The kernel; ``delta``/``offset`` broadcast against ``x``."""
+    scaled = x / delta
+    rounded = encoding_lib.round_half_away_from_zero(scaled)
+    level = tf.clip_by_value(rounded - offset, 0.0, steps)
+    y = (level + offset) * delta
+
+    def grad(dy):
+        grid_min = offset * delta
+        grid_max = (steps + offset) * delta
+        inside = tf.logical_and(x >= grid_min, x <= grid_max)
+        dx = tf.where(inside, dy, tf.zeros_like(dy))
+        unclipped = tf.logical_and(rounded - offset >= 0.0, rounded - offset <= steps)
+        ddelta_elementwise = tf.where(unclipped, rounded - scaled, level + offset)
+        ddelta = _reduce_to(dy * ddelta_elementwise, delta.shape)
+        return dx, ddelta, None, None
+
+    return y, grad
+
+
+def _compute_dtype(x):
+    # Grids up to 16 bits need more integers than fp16 holds exactly.
+    return tf.float32 if x.dtype in _HALF_TYPES else x.dtype
+
+
+def _apply_grid(x, delta, offset, steps, axis):
+    num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
+    shape = _broadcast_shape(x, axis, num_channels)
+    dtype = _compute_dtype(x)
+    y = _quantize_dequantize_core(
+        tf.cast(x, dtype),
+        tf.reshape(tf.cast(delta, dtype), shape),
+        tf.reshape(tf.cast(offset, dtype), shape),
+        tf.constant(float(steps), dtype),
+    )
+    return tf.cast(y, x.dtype)
+
+
+@tf.custom_gradient
+def _cast_to_fp16(x):
+    y = tf.cast(tf.cast(x, tf.float16), x.dtype)
+    return y, lambda dy: dy
+
+
+def quantize_dequantize(x, encoding, axis=None):
+    """Quantizes ``x`` onto an encoding's grid and back (fake quantization).
+
+    ``y = delta * (clip(round(x / delta) - offset, 0, N) + offset)`` with
+    ``N`` the encoding's step count, element-wise, per tensor or per channel.
+    Rounding is half away from zero, as AIMET's ``std::round``. The gradient
+    is straight-through: it passes where ``min <= x <= max`` and is zero
+    outside. A float encoding (fp16) casts to float16 and back, with an
+    identity gradient.
+
+    Args:
+        x: a float tensor.
+        encoding: an :class:`~aimet_keras.quant.Encoding`.
+        axis: the channel axis of a per-channel encoding: an int, or a tuple
+            of axes flattened in order (``(-2, -1)`` for a DepthwiseConv2D
+            kernel ``(H, W, I, M)``). Conv1D/2D/3D and Dense kernels use -1,
+            Conv2DTranspose kernels ``(H, W, O, I)`` use -2. Must be None for
+            a per-tensor encoding. Defaults to None.
+
+    Returns:
+        A tensor like ``x``.
+
+    Raises:
+        ValueError: for a non-float ``x``, or an ``axis`` whose size does
+            not match the encoding's channel count.
+
+    Example:
+
+    >>> enc = compute_encoding(-1.0, 1.0, bitwidth=4, is_symmetric=True)
+    >>> quantize_dequantize(tf.constant([0.3, -2.0]), enc).numpy()
+    array([ 0.2857143, -1.1428572], dtype=float32)
+    """
+    x = _check_float_input(x)
+    if not isinstance(encoding, encoding_lib.Encoding):
+        raise ValueError(
+            f"encoding must be an aimet_keras.quant.Encoding; got "
+            f"{type(encoding).__name__}. Build one with compute_encoding()."
+        )
+    if encoding.is_float:
+        return x if encoding.bitwidth == 32 else _cast_to_fp16(x)
+    if axis is not None and not encoding.is_per_channel:
+        raise ValueError(
+            f"axis={axis!r} was given but the encoding is per-tensor; pass "
+            "axis=None or a per-channel encoding."
+        )
+    return _apply_grid(
+        x,
+        tf.constant(encoding.delta),
+        tf.constant(encoding.offset),
+        encoding.num_steps,
+        axis,
+    )
+
+
+def quantize_dequantize_range(
+    x,
+    encoding_min,
+    encoding_max,
+    bitwidth,
+    is_symmetric=False,
+    strict_symmetric=False,
+    unsigned_symmetric=False,
+    axis=None,
+):
+    """Quantize-dequantize with a learnable range (AIMET's range learning).
+
+    The grid is derived in-graph from ``encoding_min``/``encoding_max`` by
+    :func:`~aimet_keras.quant.grid_from_range`, so both may be trainable
+    variables: ``x`` gets the straight-through gradient and the range gets
+    the LSQ gradient described in this module's docstring, summed per
+    channel.
+
+    Args:
+        x: a float tensor.
+        encoding_min: scalar or per-channel tensor or variable.
+        encoding_max: same shape as ``encoding_min``.
+        bitwidth: Python int, 2 to 32.
+        is_symmetric: signed symmetric grid. Defaults to False.
+        strict_symmetric: drop one level of a symmetric grid. Defaults to
+            False.
+        unsigned_symmetric: unsigned grid over non-negative ranges. Defaults
+            to False.
+        axis: per-channel axis as in :func:`quantize_dequantize`. Defaults to
+            None.
+
+    Returns:
+        A tensor like ``x``.
+
+    Example:
+
+    >>> lo, hi = tf.Variable(-1.0), tf.Variable(1.0)
+    >>> with tf.GradientTape() as tape:
+    ...     y = quantize_dequantize_range(tf.constant([3.0]), lo, hi, 8)
+    >>> [round(float(g), 2) for g in tape.gradient(y, [lo, hi])]
+    [-0.5, 0.5]
+    """
+    x = _check_float_input(x)
+    delta, offset, _, _ = encoding_lib.grid_from_range(
+        encoding_min,
+        encoding_max,
+        bitwidth,
+        is_symmetric,
+        strict_symmetric,
+        unsigned_symmetric,
+    )
+    steps = encoding_lib.num_steps(bitwidth, is_symmetric, strict_symmetric)
+    return _apply_grid(x, delta, offset, steps, axis)
