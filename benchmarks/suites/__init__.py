@@ -1,0 +1,36 @@
+"""The benchmark suites, one module each.
+
+A suite module ``benchmarks.suites.<name>`` defines ``run(quick=False)``,
+which returns a :class:`benchmarks.harness.Report`. Modules are imported only
+when their suite runs, so ``python -m benchmarks list`` starts no TensorFlow.
+"""
+
+import importlib
+
+__all__ = ["SUITES", "get_suite"]
+
+# Suite name (and module name) -> one-line description.
+SUITES = {
+    "grid": (
+        "quantize_dequantize vs a plain clip-and-round op (XLA and not), and "
+        "observer update/compute_encoding cost vs the FP32 forward passes"
+    ),
+    "zoo": (
+        "reference models: Fashion-MNIST accuracy (full test set and shipped "
+        "slice), parameters, file sizes; the fer model on LFW faces"
+    ),
+}
+
+
+def get_suite(name):
+    """Imports and returns the module of suite ``name``.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    if name not in SUITES:
+        raise ValueError(
+            f"Unknown suite {name!r}; use one of {sorted(SUITES)} "
+            "(`python -m benchmarks list`)."
+        )
+    return importlib.import_module(f"benchmarks.suites.{name}")
