@@ -33,9 +33,10 @@ _KERNEL_AXES = {"depthwise_kernel": (-2, -1), "kernel": -1}
 class OutputFakeQuant(keras.layers.Layer):
     """Runs a layer, then observes or fake-quantizes its output."""
 
-    def __init__(self, layer, **kwargs):
+    def __init__(self, layer, quantize_output=True, **kwargs):
         super().__init__(name=f"{layer.name}_q", **kwargs)
         self.layer = layer
+        self.quantize_output = quantize_output
         self.observer = observers.SqnrObserver(name=f"{layer.name}_observer")
         self.encoding = None
 
@@ -47,6 +48,8 @@ class OutputFakeQuant(keras.layers.Layer):
 
     def call(self, inputs, mask=None):
         outputs = self.layer(inputs)
+        if not self.quantize_output:
+            return outputs
         if self.encoding is None:
             self.observer.update(outputs)
             return outputs
@@ -88,12 +91,34 @@ def quantize_weights(layers):
     return encodings
 
 
+def fused_outputs(model):
+    """Names of layers whose output feeds only a BatchNormalization or ReLU.
+
+    As in AIMET's default config (Conv+BN pairs, Conv+ReLU and Add+ReLU
+    supergroups), those outputs stay in float: the target fuses the ops.
+    """
+    producers = {id(layer.output): layer.name for layer in model.layers}
+    consumers = {}
+    for layer in model.layers[1:]:
+        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+        for tensor in inputs:
+            consumers.setdefault(producers.get(id(tensor)), []).append(layer)
+    fusing = (keras.layers.BatchNormalization, keras.layers.ReLU)
+    return {
+        name
+        for name, users in consumers.items()
+        if len(users) == 1 and isinstance(users[0], fusing)
+    }
+
+
 def simulate(model, calibration_images):
     """Returns a W8A8 simulation of ``model`` and its encodings."""
+    fused = fused_outputs(model)
     wrapped = keras.models.clone_model(
         model,
         clone_function=lambda layer: OutputFakeQuant(
-            layer.__class__.from_config(layer.get_config())
+            layer.__class__.from_config(layer.get_config()),
+            quantize_output=layer.name not in fused,
         ),
     )
     for original, wrapper in zip(model.layers[1:], wrapped.layers[1:]):
@@ -102,6 +127,8 @@ def simulate(model, calibration_images):
     wrapped.predict(calibration_images, batch_size=250, verbose=0)
     activation_encodings = {}
     for wrapper in wrapped.layers[1:]:
+        if not wrapper.quantize_output:
+            continue
         wrapper.encoding = wrapper.observer.compute_encoding(BITWIDTH)
         activation_encodings[f"{wrapper.layer.name}:0"] = wrapper.encoding
     # Rebuild the traced functions now that encodings are set.

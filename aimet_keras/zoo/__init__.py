@@ -90,7 +90,11 @@ def load_model(name, compile=True):
     """
     import keras
 
-    return keras.models.load_model(model_path(name), compile=compile)
+    # The files hold no optimizer state; compile here so evaluate() works.
+    model = keras.models.load_model(model_path(name), compile=False)
+    if compile:
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
 
 
 def fer_model_path():

@@ -1,0 +1,33 @@
+"""The README's main job: W8A8 simulation of a shipped model."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_quickstart_runs_and_stays_close_to_fp32(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| W8A8 simulated |" in result.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["fp32_accuracy"] > 0.9
+    # W8A8 lands within about a point of FP32 on these models.
+    assert abs(summary["fp32_accuracy"] - summary["w8a8_accuracy"]) < 0.01
+    assert summary["w8_size_kib"] < summary["fp32_size_kib"] / 2
+    encodings = json.loads((tmp_path / "resnet_w8a8.encodings").read_text())
+    assert encodings["version"] == "0.6.1"
+    kernel = encodings["param_encodings"]["stem_conv/kernel:0"]
+    assert len(kernel) == 16  # one entry per output channel
+    assert all(e["offset"] == -128 and e["is_symmetric"] == "True" for e in kernel)
+    for entries in encodings["activation_encodings"].values():
+        (entry,) = entries
+        assert entry["min"] <= 0.0 <= entry["max"]
