@@ -24,7 +24,10 @@ def _parser():
     commands.add_parser("list", help="list the suites")
     run = commands.add_parser("run", help="run one suite")
     run.add_argument(
-        "--suite", required=True, choices=sorted(suites.SUITES), help="the suite"
+        "--suite",
+        required=True,
+        choices=sorted(suites.SUITES),
+        help="the suite",
     )
     run.add_argument(
         "--quick",
@@ -50,7 +53,9 @@ def main(argv=None):
     report = module.run(quick=args.quick)
     machine = harness.machine_info()
     print(report.to_markdown(machine))
-    md_path, json_path = harness.write_results(report, args.results_dir, machine)
+    md_path, json_path = harness.write_results(
+        report, args.results_dir, machine
+    )
     print(f"Wrote {md_path} and {json_path}")
     return 0
 

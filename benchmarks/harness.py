@@ -117,7 +117,9 @@ def time_median(fn, repeats=MIN_REPEATS, warmup=1):
     >>> time_median(lambda: sum(range(1000))) > 0
     True
     """
-    return statistics.median(time_interleaved({"fn": fn}, repeats, warmup)["fn"])
+    return statistics.median(
+        time_interleaved({"fn": fn}, repeats, warmup)["fn"]
+    )
 
 
 def ratio(candidate, baseline):
@@ -197,7 +199,9 @@ def markdown_table(columns, rows, formats=None):
     ]
 
     def line(cells):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        return (
+            "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        )
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(header), rule] + [line(r) for r in text_rows])
@@ -231,7 +235,8 @@ class Table:
 
     def to_markdown(self):
         """The table as Markdown: a heading, the table, then its notes."""
-        parts = [f"### {self.title}", "", markdown_table(self.columns, self.rows, self.formats)]
+        table = markdown_table(self.columns, self.rows, self.formats)
+        parts = [f"### {self.title}", "", table]
         if self.notes:
             parts.append("")
             parts.extend(f"- {note}" for note in self.notes)
@@ -267,7 +272,9 @@ class Report:
 
     def to_markdown(self, machine=None):
         """The whole report as a Markdown document."""
-        title = f"## Benchmark `{self.suite}`" + (" (quick)" if self.quick else "")
+        title = f"## Benchmark `{self.suite}`" + (
+            " (quick)" if self.quick else ""
+        )
         parts = [title, ""]
         if machine:
             parts.append(
@@ -353,10 +360,13 @@ def _write_atomically(path, text):
 
     A failure leaves ``path`` as it was and no temporary file behind.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -405,12 +415,13 @@ def load_reference_model(name):
         name: ``"resnet"``, ``"mobilenet_v2"`` or ``"transformer"``.
 
     Returns:
-        The compiled ``keras.Model``, or None when its ``.keras`` file is not
-        on disk (the reference models are trained separately).
+        The ``keras.Model``, not compiled (benchmarks only run inference), or
+        None when its ``.keras`` file is not on disk (the reference models
+        are trained separately).
     """
     from aimet_keras import zoo
 
     try:
-        return zoo.load_model(name)
+        return zoo.load_model(name, compile=False)
     except FileNotFoundError:
         return None

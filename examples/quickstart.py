@@ -59,7 +59,8 @@ class OutputFakeQuant(keras.layers.Layer):
 def _entries(encoding):
     """An encoding as AIMET 0.6.1 entries, one per channel."""
     fields = [
-        np.atleast_1d(getattr(encoding, f)) for f in ("min", "max", "delta", "offset")
+        np.atleast_1d(getattr(encoding, f))
+        for f in ("min", "max", "delta", "offset")
     ]
     return [
         {
@@ -86,8 +87,13 @@ def quantize_weights(layers):
             observer = observers.MinMaxObserver(axis=axis)
             observer.update(kernel)
             encoding = observer.compute_encoding(BITWIDTH, is_symmetric=True)
-            kernel.assign(quant.quantize_dequantize(kernel, encoding, axis=axis))
-            encodings[f"{layer.name}/{attr}:0"] = (encoding, int(np.prod(kernel.shape)))
+            kernel.assign(
+                quant.quantize_dequantize(kernel, encoding, axis=axis)
+            )
+            encodings[f"{layer.name}/{attr}:0"] = (
+                encoding,
+                int(np.prod(kernel.shape)),
+            )
     return encodings
 
 
@@ -132,7 +138,9 @@ def simulate(model, calibration_images):
         wrapper.encoding = wrapper.observer.compute_encoding(BITWIDTH)
         activation_encodings[f"{wrapper.layer.name}:0"] = wrapper.encoding
     # Rebuild the traced functions now that encodings are set.
-    wrapped.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    wrapped.compile(
+        loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     return wrapped, param_encodings, activation_encodings
 
 

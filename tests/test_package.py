@@ -16,14 +16,26 @@ def _modules_after(statement):
 
 def test_import_loads_no_framework():
     loaded = _modules_after("import aimet_keras")
-    for heavy in ("tensorflow", "keras", "tf2onnx", "onnx", "tensorflow_model_optimization"):
+    for heavy in (
+        "tensorflow",
+        "keras",
+        "tf2onnx",
+        "onnx",
+        "tensorflow_model_optimization",
+    ):
         assert heavy not in loaded, heavy
 
 
 def test_quant_does_not_import_export_or_peer_packages():
     loaded = _modules_after("import aimet_keras.quant")
     assert "tensorflow" in loaded
-    for heavy in ("tf2onnx", "onnx", "onnxruntime", "tensorflow_model_optimization", "tf_keras"):
+    for heavy in (
+        "tf2onnx",
+        "onnx",
+        "onnxruntime",
+        "tensorflow_model_optimization",
+        "tf_keras",
+    ):
         assert heavy not in loaded, heavy
 
 

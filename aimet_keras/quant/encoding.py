@@ -3,7 +3,7 @@
 An encoding is AIMET's tuple (bitwidth, min, max, delta, offset). ``delta``
 is the step (AIMET writes it as ``scale``) and ``offset`` is the *negative*
 zero point, an integer, so that the integer grid is ``[0, 2**bitwidth - 1]``
-and a value ``x`` maps to ``q = round(x / delta) - offset``, back to
+and a value ``x`` maps to ``q = round(x / delta - offset)``, back to
 ``delta * (q + offset)``.
 
 The rules from a calibrated range to a grid (AIMET's
@@ -173,7 +173,9 @@ def grid_from_range(
     # 2. Signed symmetric grid.
     positive_levels = steps // 2
     sym_delta = tf.maximum(tf.abs(lo), tf.abs(hi)) / positive_levels
-    sym_offset = tf.fill(tf.shape(lo), tf.constant(-(steps - positive_levels), dtype))
+    sym_offset = tf.fill(
+        tf.shape(lo), tf.constant(-(steps - positive_levels), dtype)
+    )
     sym_min = sym_offset * sym_delta
     sym_max = positive_levels * sym_delta
     if not unsigned_symmetric:
@@ -245,7 +247,9 @@ class Encoding:
 
     @property
     def num_steps(self):
-        return num_steps(self.bitwidth, self.is_symmetric, self.strict_symmetric)
+        return num_steps(
+            self.bitwidth, self.is_symmetric, self.strict_symmetric
+        )
 
     def __repr__(self):
         if self.is_float:

@@ -48,9 +48,13 @@ _SEARCH_ELEMENTS = 8_000_000
 
 
 def _flatten_channels(x, axis):
-    """Reshapes ``x`` to (values, channels) with the channel axes last."""
+    """Reshapes ``x`` to (values, channels), or to (values,) per tensor.
+
+    Per tensor stays 1-d: reductions over an (N, 1) matrix are several times
+    slower than over a flat vector.
+    """
     if axis is None:
-        return tf.reshape(x, [-1, 1])
+        return tf.reshape(x, [-1])
     rank = x.shape.rank
     axes = quantize_lib.channel_axes(axis, rank)
     others = [a for a in range(rank) if a not in axes]
@@ -83,23 +87,30 @@ class Observer(keras.layers.Layer):
             axis = tuple(axis)
         self.axis = axis
         self.num_channels = None
+        self.channel_shape = None
+
+    def _channel_shape_of(self, shape):
+        """Sizes of the channel axes of ``shape``; () per tensor."""
+        if self.axis is None:
+            return ()
+        axes = quantize_lib.channel_axes(self.axis, shape.rank)
+        return tuple(shape[a] for a in axes)
 
     def build(self, input_shape):
         shape = tf.TensorShape(input_shape)
-        if self.axis is None:
-            self.num_channels = 1
-        else:
-            axes = quantize_lib.channel_axes(self.axis, shape.rank)
-            dims = [shape[a] for a in axes]
-            if any(d is None for d in dims):
-                raise ValueError(
-                    f"Observer {self.name}: axis={self.axis!r} of input shape "
-                    f"{shape} has an unknown size; per-channel statistics "
-                    "need a static channel size."
-                )
-            self.num_channels = int(np.prod(dims))
+        self.channel_shape = self._channel_shape_of(shape)
+        if any(d is None for d in self.channel_shape):
+            raise ValueError(
+                f"Observer {self.name}: axis={self.axis!r} of input shape "
+                f"{shape} has an unknown size; per-channel statistics need a "
+                "static channel size."
+            )
+        self.num_channels = int(np.prod(self.channel_shape))
         self.num_updates = self.add_weight(
-            shape=(), initializer="zeros", dtype="int64", trainable=False,
+            shape=(),
+            initializer="zeros",
+            dtype="int64",
+            trainable=False,
             name="num_updates",
         )
         self._create_statistics()
@@ -107,8 +118,11 @@ class Observer(keras.layers.Layer):
 
     def _channel_weight(self, name, dtype="float64", initializer="zeros"):
         return self.add_weight(
-            shape=(self.num_channels,), initializer=initializer, dtype=dtype,
-            trainable=False, name=name,
+            shape=(self.num_channels,),
+            initializer=initializer,
+            dtype=dtype,
+            trainable=False,
+            name=name,
         )
 
     def call(self, inputs):
@@ -136,13 +150,15 @@ class Observer(keras.layers.Layer):
         x = quantize_lib._check_float_input(x)
         if not self.built:
             self.build(x.shape)
-        values = _flatten_channels(tf.cast(x, tf.float32), self.axis)
-        if values.shape[-1] != self.num_channels:
+        channel_shape = self._channel_shape_of(x.shape)
+        if channel_shape != self.channel_shape:
             raise ValueError(
-                f"Observer {self.name} was built for {self.num_channels} "
-                f"channel(s) but got a tensor of shape {tuple(x.shape)} with "
-                f"{values.shape[-1]} along axis={self.axis!r}."
+                f"Observer {self.name} was built for channel axes of size "
+                f"{self.channel_shape} but got a tensor of shape "
+                f"{tuple(x.shape)} with {channel_shape} along "
+                f"axis={self.axis!r}."
             )
+        values = _flatten_channels(tf.cast(x, tf.float32), self.axis)
         finite = self._update(values)
         if tf.executing_eagerly():
             if not bool(finite):
@@ -219,10 +235,21 @@ class Observer(keras.layers.Layer):
         return config
 
 
-@tf.function(jit_compile=True)
 def _batch_stats(values):
-    finite = tf.reduce_all(tf.math.is_finite(values))
-    return tf.reduce_min(values, 0), tf.reduce_max(values, 0), finite
+    """Per-channel min and max of a batch, and whether all were finite.
+
+    TensorFlow's min/max kernels propagate NaN, so finite bounds mean a
+    finite batch without a separate pass over the data. (XLA's do not:
+    under an enclosing ``jit_compile=True`` only inf is caught.)
+    """
+    batch_min = tf.reshape(tf.reduce_min(values, 0), [-1])
+    batch_max = tf.reshape(tf.reduce_max(values, 0), [-1])
+    finite = tf.reduce_all(
+        tf.logical_and(
+            tf.math.is_finite(batch_min), tf.math.is_finite(batch_max)
+        )
+    )
+    return batch_min, batch_max, finite
 
 
 @keras.saving.register_keras_serializable(package="aimet_keras")
@@ -250,8 +277,12 @@ class MinMaxObserver(Observer):
         batch_min = tf.cast(batch_min, tf.float64)
         batch_max = tf.cast(batch_max, tf.float64)
         first = tf.equal(self.num_updates, 0)
-        self.min.assign(tf.where(first, batch_min, tf.minimum(self.min, batch_min)))
-        self.max.assign(tf.where(first, batch_max, tf.maximum(self.max, batch_max)))
+        self.min.assign(
+            tf.where(first, batch_min, tf.minimum(self.min, batch_min))
+        )
+        self.max.assign(
+            tf.where(first, batch_max, tf.maximum(self.max, batch_max))
+        )
 
     def observed_range(self):
         """The (min, max) seen so far, one value per channel."""
@@ -268,12 +299,16 @@ class _HistogramObserver(MinMaxObserver):
     def _create_statistics(self):
         super()._create_statistics()
         self.histogram = self.add_weight(
-            shape=(self.num_channels, NUM_BINS), initializer="zeros",
-            dtype="float64", trainable=False, name="histogram",
+            shape=(self.num_channels, NUM_BINS),
+            initializer="zeros",
+            dtype="float64",
+            trainable=False,
+            name="histogram",
         )
         self.histogram_min = self._channel_weight("histogram_min")
         self.bin_width = self._channel_weight("bin_width")
-        # Exact zeros quantize without error on every grid; kept apart.
+        # Exact zeros quantize without error on every grid, so they are
+        # counted apart from the histogram (ReLU outputs are often mostly 0).
         self.zero_count = self._channel_weight("zero_count")
 
     def _update_statistics(self, values, batch_min, batch_max):
@@ -289,19 +324,17 @@ class _HistogramObserver(MinMaxObserver):
         bins = _bin_indices(
             values,
             tf.cast(self.histogram_min, tf.float32),
-            tf.cast(self.bin_width, tf.float32),
+            tf.cast(1.0 / self.bin_width, tf.float32),
         )
-        counts = tf.math.bincount(
-            bins,
-            minlength=self.num_channels * NUM_BINS,
-            maxlength=self.num_channels * NUM_BINS,
-            dtype=tf.float64,
+        slots = self.num_channels * (NUM_BINS + 1)
+        counts = tf.reshape(
+            tf.math.bincount(
+                bins, minlength=slots, maxlength=slots, dtype=tf.float64
+            ),
+            [self.num_channels, NUM_BINS + 1],
         )
-        self.histogram.assign_add(
-            tf.reshape(counts, [self.num_channels, NUM_BINS])
-        )
-        zeros = tf.reduce_sum(tf.cast(tf.equal(values, 0.0), tf.float64), 0)
-        self.zero_count.assign_add(zeros)
+        self.histogram.assign_add(counts[:, :NUM_BINS])
+        self.zero_count.assign_add(counts[:, NUM_BINS])
 
     def _start_range(self, batch_min, batch_max):
         """Bins over the first batch's range, extended to contain zero."""
@@ -348,21 +381,34 @@ class _HistogramObserver(MinMaxObserver):
         self.bin_width.assign(width * factor)
         return tf.constant(True)
 
-    def histogram_numpy(self):
-        """Returns ``(bin_edges, counts)``: (C, 513) and (C, 512) arrays."""
+    def histogram_numpy(self, include_zeros=True):
+        """Returns ``(bin_edges, counts)``: (C, 513) and (C, 512) arrays.
+
+        Args:
+            include_zeros: add the exact zeros back into the bin holding
+                0.0. Defaults to True.
+        """
         self._check_seen()
-        edges = (
-            self.histogram_min.numpy()[:, None]
-            + self.bin_width.numpy()[:, None] * np.arange(NUM_BINS + 1)[None, :]
-        )
-        return edges, self.histogram.numpy()
+        lo, width = self.histogram_min.numpy(), self.bin_width.numpy()
+        edges = lo[:, None] + width[:, None] * np.arange(NUM_BINS + 1)[None, :]
+        counts = self.histogram.numpy()
+        if include_zeros:
+            zero_bin = np.clip(np.floor(-lo / width), 0, NUM_BINS - 1)
+            counts[np.arange(self.num_channels), zero_bin.astype(int)] += (
+                self.zero_count.numpy()
+            )
+        return edges, counts
 
 
 @tf.function(jit_compile=True)
-def _bin_indices(values, lo, width):
-    bins = tf.clip_by_value(tf.floor((values - lo) / width), 0.0, NUM_BINS - 1.0)
-    channel_base = tf.range(tf.shape(values)[1], dtype=tf.float32) * NUM_BINS
-    return tf.reshape(tf.cast(bins + channel_base, tf.int32), [-1])
+def _bin_indices(values, lo, inverse_width):
+    """Flat bincount slots: ``NUM_BINS + 1`` per channel, the last for 0.0."""
+    bins = tf.clip_by_value((values - lo) * inverse_width, 0.0, NUM_BINS - 1.0)
+    bins = tf.where(tf.equal(values, 0.0), NUM_BINS, tf.cast(bins, tf.int32))
+    if values.shape.rank == 2:
+        channels = tf.range(tf.shape(values)[1], dtype=tf.int32)
+        bins = tf.reshape(bins + channels * (NUM_BINS + 1), [-1])
+    return bins
 
 
 def _sawtooth_integral(x, delta):
@@ -373,7 +419,9 @@ def _sawtooth_integral(x, delta):
     return delta**3 * (whole / 12.0 + ((frac - 0.5) ** 3 + 0.125) / 3.0)
 
 
-def _expected_errors(edges_lo, edges_hi, delta, grid_min, grid_max, clip_weight):
+def _expected_errors(
+    edges_lo, edges_hi, delta, grid_min, grid_max, clip_weight
+):
     """Expected squared error per unit mass for values uniform in each bin.
 
     Rounding error inside ``[grid_min, grid_max]``; ``clip_weight`` times the
@@ -401,6 +449,38 @@ def _expected_errors(edges_lo, edges_hi, delta, grid_min, grid_max, clip_weight)
     return (clip_weight * (clipped_below + clipped_above) + rounding) / width
 
 
+@tf.function(reduce_retracing=True)
+def _best_candidate(
+    edges,
+    counts,
+    cand_lo,
+    cand_hi,
+    clip_weight,
+    bitwidth,
+    is_symmetric,
+    strict,
+    unsigned,
+):
+    """Index of the least-cost candidate range per channel.
+
+    Args: bin edges (C, B+1), counts (C, B), candidate ranges (C, K), the
+    clipping weight and the grid settings.
+    """
+    delta, _, grid_min, grid_max = encoding_lib.grid_from_range(
+        cand_lo, cand_hi, bitwidth, is_symmetric, strict, unsigned
+    )
+    errors = _expected_errors(
+        edges[:, None, :-1],
+        edges[:, None, 1:],
+        delta[..., None],
+        grid_min[..., None],
+        grid_max[..., None],
+        clip_weight,
+    )
+    cost = tf.reduce_sum(errors * counts[:, None, :], axis=-1)
+    return tf.argmin(cost, axis=-1)
+
+
 class _SearchObserver(_HistogramObserver):
     """Picks the candidate range with the least histogram-weighted error."""
 
@@ -418,7 +498,9 @@ class _SearchObserver(_HistogramObserver):
             cand_lo = -cand_hi
             if unsigned:
                 nonnegative = (lo >= 0)[:, None]
-                cand_hi = np.where(nonnegative, hi[:, None] * fractions, cand_hi)
+                cand_hi = np.where(
+                    nonnegative, hi[:, None] * fractions, cand_hi
+                )
                 cand_lo = np.where(nonnegative, 0.0, cand_lo)
             return cand_lo, cand_hi
         grid_lo, grid_hi = np.meshgrid(fractions, fractions, indexing="ij")
@@ -430,46 +512,25 @@ class _SearchObserver(_HistogramObserver):
         lo, hi = self.observed_range()
         lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
         cand_lo, cand_hi = self._candidates(lo, hi, is_symmetric, unsigned)
-        edges, counts = self.histogram_numpy()
-        # Exact zeros have no error on any grid; drop them from the mass.
-        zero_bin = np.clip(
-            np.floor(-edges[:, 0] / self.bin_width.numpy()), 0, NUM_BINS - 1
-        ).astype(int)
-        counts = counts.copy()
-        rows = np.arange(self.num_channels)
-        counts[rows, zero_bin] = np.maximum(
-            counts[rows, zero_bin] - self.zero_count.numpy(), 0.0
-        )
+        # Exact zeros have no error on any grid: left out of the cost.
+        edges, counts = self.histogram_numpy(include_zeros=False)
         best = np.empty(self.num_channels, dtype=int)
         step = max(1, _SEARCH_ELEMENTS // (cand_lo.shape[1] * NUM_BINS))
         for start in range(0, self.num_channels, step):
             chunk = slice(start, start + step)
-            best[chunk] = self._best_candidate(
-                edges[chunk], counts[chunk], cand_lo[chunk], cand_hi[chunk],
-                bitwidth, is_symmetric, strict, unsigned,
+            best[chunk] = _best_candidate(
+                edges[chunk],
+                counts[chunk],
+                cand_lo[chunk],
+                cand_hi[chunk],
+                self.clip_weight,
+                bitwidth,
+                is_symmetric,
+                strict,
+                unsigned,
             ).numpy()
         rows = np.arange(self.num_channels)
         return cand_lo[rows, best], cand_hi[rows, best]
-
-    def _best_candidate(
-        self, edges, counts, cand_lo, cand_hi, bitwidth, is_symmetric, strict,
-        unsigned,
-    ):
-        delta, _, grid_min, grid_max = encoding_lib.grid_from_range(
-            tf.constant(cand_lo), tf.constant(cand_hi), bitwidth, is_symmetric,
-            strict, unsigned,
-        )
-        edges = tf.constant(edges)
-        errors = _expected_errors(
-            edges[:, None, :-1],
-            edges[:, None, 1:],
-            delta[..., None],
-            grid_min[..., None],
-            grid_max[..., None],
-            self.clip_weight,
-        )
-        cost = tf.reduce_sum(errors * tf.constant(counts)[:, None, :], axis=-1)
-        return tf.argmin(cost, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="aimet_keras")
@@ -506,7 +567,7 @@ class MseObserver(_SearchObserver):
     """The range with the least expected quantization MSE.
 
     Like :class:`SqnrObserver` with clipping weighted 1x and a finer search
-    (40 x 40 fractions of the observed min and max).
+    (32 x 32 fractions of the observed min and max).
 
     Args:
         axis: None per tensor, else the channel axis. Defaults to None.
@@ -520,7 +581,7 @@ class MseObserver(_SearchObserver):
     """
 
     scheme = "mse"
-    num_fractions = 40
+    num_fractions = 32
 
 
 @keras.saving.register_keras_serializable(package="aimet_keras")
@@ -625,7 +686,7 @@ def get(identifier, **kwargs):
             return _OBSERVERS[key](**kwargs)
     raise ValueError(
         f"quant_scheme={identifier!r} is not a known calibration scheme; use "
-        f"one of {sorted(_OBSERVERS)} or AIMET's {sorted(_ALIASES)[:5]}."
+        f"one of {sorted(_OBSERVERS)} or AIMET's {sorted(_ALIASES)}."
     )
 
 

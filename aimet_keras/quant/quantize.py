@@ -2,11 +2,14 @@
 
 Forward (AIMET's ``trim_functions.cpp``), with ``N`` grid steps::
 
-    q = clip(round(x / delta) - offset, 0, N)
+    q = clip(round(x / delta - offset), 0, N)
     y = delta * (q + offset)
 
 ``round`` rounds halves away from zero, like AIMET's ``std::round`` (not
-``tf.round``, which rounds halves to even).
+``tf.round``, which rounds halves to even). It rounds the level
+``x / delta - offset``, which is non-negative on the grid, so ties go up a
+level (-2.5 delta on an 8-bit symmetric grid is level 125.5 -> 126, i.e.
+-2 delta).
 
 Backward: the straight-through estimator passes the gradient for
 ``grid_min <= x <= grid_max`` and zeroes it outside. With a learned range,
@@ -120,8 +123,10 @@ def _reduce_to(grad, shape):
 def _quantize_dequantize_core(x, delta, offset, steps):
     """The kernel; ``delta``/``offset`` broadcast against ``x``."""
     scaled = x / delta
-    rounded = encoding_lib.round_half_away_from_zero(scaled)
-    level = tf.clip_by_value(rounded - offset, 0.0, steps)
+    # AIMET rounds the level x / delta - offset (>= 0 on the grid), so a tie
+    # goes up a level: round(x / delta) - offset differs for negative ties.
+    rounded = encoding_lib.round_half_away_from_zero(scaled - offset)
+    level = tf.clip_by_value(rounded, 0.0, steps)
     y = (level + offset) * delta
 
     def grad(dy):
@@ -129,8 +134,10 @@ def _quantize_dequantize_core(x, delta, offset, steps):
         grid_max = (steps + offset) * delta
         inside = tf.logical_and(x >= grid_min, x <= grid_max)
         dx = tf.where(inside, dy, tf.zeros_like(dy))
-        unclipped = tf.logical_and(rounded - offset >= 0.0, rounded - offset <= steps)
-        ddelta_elementwise = tf.where(unclipped, rounded - scaled, level + offset)
+        unclipped = tf.logical_and(rounded >= 0.0, rounded <= steps)
+        ddelta_elementwise = tf.where(
+            unclipped, rounded + offset - scaled, level + offset
+        )
         ddelta = _reduce_to(dy * ddelta_elementwise, delta.shape)
         return dx, ddelta, None, None
 
@@ -164,12 +171,12 @@ def _cast_to_fp16(x):
 def quantize_dequantize(x, encoding, axis=None):
     """Quantizes ``x`` onto an encoding's grid and back (fake quantization).
 
-    ``y = delta * (clip(round(x / delta) - offset, 0, N) + offset)`` with
+    ``y = delta * (clip(round(x / delta - offset), 0, N) + offset)`` with
     ``N`` the encoding's step count, element-wise, per tensor or per channel.
-    Rounding is half away from zero, as AIMET's ``std::round``. The gradient
-    is straight-through: it passes where ``min <= x <= max`` and is zero
-    outside. A float encoding (fp16) casts to float16 and back, with an
-    identity gradient.
+    Rounding of the level is half away from zero, as AIMET's
+    ``std::round``. The gradient is straight-through: it passes where
+    ``min <= x <= max`` and is zero outside. A float encoding (fp16) casts
+    to float16 and back, with an identity gradient.
 
     Args:
         x: a float tensor.

@@ -93,7 +93,9 @@ def load_model(name, compile=True):
     # The files hold no optimizer state; compile here so evaluate() works.
     model = keras.models.load_model(model_path(name), compile=False)
     if compile:
-        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(
+            loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
     return model
 
 

@@ -31,7 +31,9 @@ RECIPES = {
     "transformer": (15, 1e-3, 5e-2),
 }
 BATCH_SIZE = 128
-OUT_DIR = pathlib.Path(__file__).resolve().parents[2] / "aimet_keras" / "zoo" / "data"
+OUT_DIR = (
+    pathlib.Path(__file__).resolve().parents[2] / "aimet_keras" / "zoo" / "data"
+)
 
 
 def _augment(image, label):
@@ -91,7 +93,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     args = parser.parse_args()
     names = (
-        list(architectures.ARCHITECTURES) if args.model == "all" else [args.model]
+        list(architectures.ARCHITECTURES)
+        if args.model == "all"
+        else [args.model]
     )
     for name in names:
         train(name, args.epochs)

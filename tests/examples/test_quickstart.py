@@ -10,7 +10,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def test_quickstart_runs_and_stays_close_to_fp32(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(ROOT / "examples" / "quickstart.py"),
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -27,7 +32,9 @@ def test_quickstart_runs_and_stays_close_to_fp32(tmp_path):
     assert encodings["version"] == "0.6.1"
     kernel = encodings["param_encodings"]["stem_conv/kernel:0"]
     assert len(kernel) == 16  # one entry per output channel
-    assert all(e["offset"] == -128 and e["is_symmetric"] == "True" for e in kernel)
+    assert all(
+        e["offset"] == -128 and e["is_symmetric"] == "True" for e in kernel
+    )
     for entries in encodings["activation_encodings"].values():
         (entry,) = entries
         assert entry["min"] <= 0.0 <= entry["max"]

@@ -109,10 +109,12 @@ def compute_encoding(
         _grid_for_one_range(
             a, b, bitwidth, is_symmetric, strict_symmetric, unsigned_symmetric
         )
-        for a, b in zip(lo.ravel(), hi.ravel())
+        for a, b in zip(lo.ravel(), hi.ravel(), strict=True)
     ]
-    columns = list(zip(*results))
-    arrays = [np.array(c, dtype=np.float64).reshape(lo.shape) for c in columns[:4]]
+    columns = list(zip(*results, strict=True))
+    arrays = [
+        np.array(c, dtype=np.float64).reshape(lo.shape) for c in columns[:4]
+    ]
     steps = num_steps(bitwidth, is_symmetric, strict_symmetric)
     return RefEncoding(*arrays, steps)
 
@@ -139,7 +141,9 @@ def _per_channel(fn, x, params, axis):
     moved_shape = moved.shape
     num_channels = int(np.prod([x.shape[a] for a in axes]))
     flat = moved.reshape(-1, num_channels)
-    rows = [np.asarray(p, dtype=np.float64).reshape(1, num_channels) for p in params]
+    rows = [
+        np.asarray(p, dtype=np.float64).reshape(1, num_channels) for p in params
+    ]
     out = fn(flat, *rows).reshape(moved_shape)
     return np.transpose(out, np.argsort(perm))
 
@@ -157,12 +161,16 @@ def _level(x, delta, offset, lo, hi):
 
 def quantize_dequantize(x, enc, axis=None):
     """AIMET's CPU quantize-dequantize in float64 (see module docstring)."""
-    return _per_channel(_qdq, x, (enc.delta, enc.offset, enc.min, enc.max), axis)
+    return _per_channel(
+        _qdq, x, (enc.delta, enc.offset, enc.min, enc.max), axis
+    )
 
 
 def grid_level(x, enc, axis=None):
     """The unrounded level ``clamp(x) / delta - offset`` in float64."""
-    return _per_channel(_level, x, (enc.delta, enc.offset, enc.min, enc.max), axis)
+    return _per_channel(
+        _level, x, (enc.delta, enc.offset, enc.min, enc.max), axis
+    )
 
 
 def broadcast_param(param, x_shape, axis=None):
@@ -184,4 +192,5 @@ def distance_to_tie(level):
 def float16_round_trip(x):
     """AIMET's float data type: cast to IEEE half and back."""
     x = np.asarray(x)
-    return x.astype(np.float16).astype(x.dtype)
+    with np.errstate(over="ignore"):  # beyond 65504 becomes inf, as in fp16
+        return x.astype(np.float16).astype(x.dtype)

@@ -58,9 +58,10 @@ def _channel_count(shape, axis):
 
 
 def _sample_x(rs, shape, ref_enc, axis=None, spill=0.3):
-    """float32 values over the grid and a bit beyond, with zeros and levels.
+    """float32 values over the grid and ``spill`` widths beyond it.
 
-    The last axis... any layout: per-channel ranges broadcast via the model.
+    About one in six is an exact zero and one in six a grid point; the
+    per-channel grids broadcast along ``axis`` as in the model.
     """
     lo = ref.broadcast_param(ref_enc.min, shape, axis)
     hi = ref.broadcast_param(ref_enc.max, shape, axis)
@@ -96,7 +97,7 @@ def _assert_close_to_reference(y, x, ref_enc, axis=None):
         f"{bad.sum()} of {bad.size} elements differ: x={x64[bad][:5]}, "
         f"got={y[bad][:5]}, want={want[bad][:5]}, level={level[bad][:5]}"
     )
-    bad_tie = near_tie & (err > delta * (1 + 1e-5))
+    bad_tie = near_tie & (err > delta + 4 * ulp)
     assert not bad_tie.any(), (x64[bad_tie][:5], y[bad_tie][:5])
     return near_tie
 
@@ -114,9 +115,11 @@ def _assert_on_grid(y, ref_enc, axis=None):
     assert np.all(nearest >= 0) and np.all(nearest <= ref_enc.steps)
 
 
+# No float64 subnormals: TF's CPU kernels flush them to zero, see
+# test_encoding.test_subnormal_negative_min_is_signed_symmetric.
 _RANGE = st.tuples(
-    st.floats(-50.0, 5.0, allow_nan=False),
-    st.floats(-5.0, 50.0, allow_nan=False),
+    st.floats(-50.0, 5.0, allow_nan=False, allow_subnormal=False),
+    st.floats(-5.0, 50.0, allow_nan=False, allow_subnormal=False),
 ).map(sorted)
 
 
@@ -208,8 +211,10 @@ def test_ties_round_half_away_from_zero_on_the_level(dtype):
     want = np.array([1, 2, 3, 0, -1, -2, 127, -126, -127, -128, 127]) * d
     y = quantize_dequantize(tf.constant(steps * d, dtype), enc)
     np.testing.assert_array_equal(y.numpy(), want)
-    ref_y = ref.quantize_dequantize(steps * d, ref.compute_encoding(
-        -127 / 128, 127 / 128, 8, is_symmetric=True))
+    ref_y = ref.quantize_dequantize(
+        steps * d,
+        ref.compute_encoding(-127 / 128, 127 / 128, 8, is_symmetric=True),
+    )
     np.testing.assert_array_equal(ref_y, want)
 
 
@@ -252,9 +257,7 @@ def test_zero_maps_exactly_to_zero(rng, bitwidth, setting, layout, per_channel):
         enc, _ = _encodings(rng[0], rng[1], bitwidth, setting)
         axis = None
     for dtype in (tf.float32, tf.float64, tf.float16):
-        x = tf.concat(
-            [tf.zeros(shape, dtype), -tf.zeros(shape, dtype)], axis=0
-        )
+        x = tf.concat([tf.zeros(shape, dtype), -tf.zeros(shape, dtype)], axis=0)
         y = quantize_dequantize(x, enc, axis=axis)
         assert y.dtype == dtype
         assert np.all(y.numpy() == 0.0)
@@ -345,11 +348,9 @@ def test_channel_axes():
 
 
 @FAST
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    dtype=st.sampled_from([np.float32, np.float64]),
-)
-def test_float16_encoding_is_a_float16_round_trip(seed, dtype):
+@given(seed=st.integers(0, 2**31 - 1))
+def test_float16_encoding_is_a_float16_round_trip(seed):
+    dtype = np.float32
     rs = np.random.RandomState(seed)
     x = (
         rs.standard_normal(300)
@@ -359,6 +360,31 @@ def test_float16_encoding_is_a_float16_round_trip(seed, dtype):
     y = quantize_dequantize(tf.constant(x), float_encoding(16))
     assert y.dtype == tf.as_dtype(dtype)
     np.testing.assert_array_equal(y.numpy(), ref.float16_round_trip(x))
+
+
+def test_float16_encoding_of_float64_input():
+    # float64 input: fp16 values, and the float32 round trip of the input
+    # (TF casts float64 -> float16 through float32).
+    x = np.random.RandomState(0).standard_normal(500) * 100
+    y = quantize_dequantize(tf.constant(x), float_encoding(16)).numpy()
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(
+        y, ref.float16_round_trip(x.astype(np.float32))
+    )
+    np.testing.assert_array_equal(y, y.astype(np.float16))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="TF casts float64 -> float16 via float32 (double rounding); a "
+    "float64 value just below an fp16 midpoint rounds up instead of down",
+)
+def test_float16_encoding_of_float64_rounds_once():
+    x = np.array([60.609375 - 2.0**-40])  # just below the fp16 midpoint
+    want = ref.float16_round_trip(x)  # numpy: one rounding -> 60.59375
+    assert want[0] == 60.59375
+    y = quantize_dequantize(tf.constant(x), float_encoding(16)).numpy()
+    np.testing.assert_array_equal(y, want)
 
 
 def test_float_encodings_gradient_and_fp32_identity():
@@ -425,7 +451,8 @@ def test_straight_through_gradient(rng, bitwidth, setting, seed, layout):
 
 def test_straight_through_gradient_at_range_ends():
     enc = _power_of_two_symmetric()
-    x = tf.constant([float(enc.min), float(enc.max), 0.0, 1.0, -1.0])
+    # min = -1, max = 127/128: both ends pass the gradient, beyond them not.
+    x = tf.constant([float(enc.min), float(enc.max), 0.0, 1.0, -1.5])
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = quantize_dequantize(x, enc)
@@ -493,11 +520,13 @@ def test_range_gradient_of_clipped_values_matches_finite_differences(
     width = hi - lo
     rs = np.random.RandomState(seed)
     _, ref_enc = _encodings(lo, hi, bitwidth, setting)
-    # Well above max and well below min.
+    # Well above max and well below min: more than half a step beyond, so
+    # the rounded level is outside [0, N] (reference 3.7's "outside").
+    delta = float(ref_enc.delta)
     x = np.concatenate(
         [
-            ref_enc.max + width * rs.uniform(0.05, 2.0, 3),
-            ref_enc.min - width * rs.uniform(0.05, 2.0, 3),
+            ref_enc.max + delta + width * rs.uniform(0.0, 2.0, 3),
+            ref_enc.min - delta - width * rs.uniform(0.0, 2.0, 3),
         ]
     )
     eps = 1e-8 * width
@@ -506,6 +535,10 @@ def test_range_gradient_of_clipped_values_matches_finite_differences(
         # +-eps cannot move it.
         zero_point = -lo * ref_enc.steps / width
         assume(ref.distance_to_tie(zero_point) > 1e-3)
+    else:
+        # delta = max(|min|, |max|) / floor(N / 2) has a kink where
+        # |min| == |max|: no derivative there for FD to match.
+        assume(abs(abs(lo) - abs(hi)) > 1e3 * eps)
     for name, index in (("min", 0), ("max", 1)):
         plus = [lo, hi]
         minus = [lo, hi]
@@ -514,20 +547,36 @@ def test_range_gradient_of_clipped_values_matches_finite_differences(
         assert _offset(*plus, bitwidth, setting) == _offset(
             *minus, bitwidth, setting
         ), f"the zero point moved with {name} +- eps"
-    for i in range(len(x)):
-        xi = x[i : i + 1]
-        _, _, g_lo, g_hi, g_x = _range_grads(xi, lo, hi, bitwidth, setting)
-        assert g_x[0] == 0.0  # clipped: no gradient to x
-        fd_lo = (
-            _forward(xi, lo + eps, hi, bitwidth, setting)
-            - _forward(xi, lo - eps, hi, bitwidth, setting)
-        )[0] / (2 * eps)
-        fd_hi = (
-            _forward(xi, lo, hi + eps, bitwidth, setting)
-            - _forward(xi, lo, hi - eps, bitwidth, setting)
-        )[0] / (2 * eps)
-        np.testing.assert_allclose(g_lo, fd_lo, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(g_hi, fd_hi, rtol=1e-5, atol=1e-6)
+    weights = rs.uniform(0.5, 2.0, len(x))
+
+    def fd(d_lo, d_hi, ones=1.0):
+        lo_p, hi_p = (lo + d_lo) * ones, (hi + d_hi) * ones
+        lo_m, hi_m = (lo - d_lo) * ones, (hi - d_hi) * ones
+        axis = None if np.ndim(ones) == 0 else -1
+        up = _forward(x[None, :], lo_p, hi_p, bitwidth, setting, axis)
+        down = _forward(x[None, :], lo_m, hi_m, bitwidth, setting, axis)
+        return ((up - down) * weights).reshape(-1) / (2 * eps)
+
+    # Per tensor: d sum(w * y) / d min and d max.
+    _, _, g_lo, g_hi, g_x = _range_grads(
+        x, lo, hi, bitwidth, setting, weights=tf.constant(weights)
+    )
+    np.testing.assert_array_equal(g_x, 0.0)  # clipped: no gradient to x
+    np.testing.assert_allclose(g_lo, fd(eps, 0).sum(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_hi, fd(0, eps).sum(), rtol=1e-5, atol=1e-6)
+    # Element by element: one channel per element with the same range.
+    ones = np.ones(len(x))
+    _, _, g_lo, g_hi, _ = _range_grads(
+        x[None, :],
+        lo * ones,
+        hi * ones,
+        bitwidth,
+        setting,
+        axis=-1,
+        weights=tf.constant(weights[None, :]),
+    )
+    np.testing.assert_allclose(g_lo, fd(eps, 0, ones), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_hi, fd(0, eps, ones), rtol=1e-5, atol=1e-6)
 
 
 def test_range_gradient_of_clipped_values_by_hand():
@@ -565,9 +614,7 @@ def test_range_gradient_inside_is_lsq(rng, bitwidth, setting, seed):
     rs = np.random.RandomState(seed)
     _, ref_enc = _encodings(lo, hi, bitwidth, setting)
     delta = float(ref_enc.delta)
-    x = rs.uniform(
-        float(ref_enc.min) + delta, float(ref_enc.max) - delta, 40
-    )
+    x = rs.uniform(float(ref_enc.min) + delta, float(ref_enc.max) - delta, 40)
     weights = rs.uniform(-1.0, 1.0, 40)
     y, _, g_lo, g_hi, g_x = _range_grads(
         x, lo, hi, bitwidth, setting, weights=tf.constant(weights)
@@ -643,8 +690,9 @@ def _eager_and_jit(fn, *args):
     return fn(*args), jitted(*args)
 
 
-@pytest.mark.parametrize("layout", ["per_tensor", "conv2d_hwio",
-                                    "depthwise_hwim"])
+@pytest.mark.parametrize(
+    "layout", ["per_tensor", "conv2d_hwio", "depthwise_hwim"]
+)
 @pytest.mark.parametrize("setting", ["asym", "sym"])
 def test_xla_matches_eager(layout, setting):
     rs = np.random.RandomState(7)
@@ -671,7 +719,15 @@ def test_xla_matches_eager(layout, setting):
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_xla_range_learning_matches_eager(per_channel):
+def test_xla_range_learning_matches_reference(per_channel):
+    """Range learning under XLA: same grid up to float32 rounding.
+
+    Not bit-exact with eager: XLA's algebraic simplifier turns the constant
+    division ``(max - min) / N`` in grid_from_range into a multiplication by
+    ``1 / N``, so delta can differ by one float32 ulp, and XLA sums the
+    per-channel range gradients in another order. Both runs must still
+    match the float64 model (one step at near-ties) and each other closely.
+    """
     rs = np.random.RandomState(3)
     if per_channel:
         shape, axis = LAYOUTS["conv2d_hwio"]
@@ -681,19 +737,49 @@ def test_xla_range_learning_matches_eager(per_channel):
         shape, axis = (5, 40), None
         lo0, hi0 = -0.61, 1.37
     _, ref_enc = _encodings(lo0, hi0, 8, "asym")
-    x = tf.constant(_sample_x(rs, shape, ref_enc, axis, spill=0.5))
+    x_np = _sample_x(rs, shape, ref_enc, axis, spill=0.5)
+    x = tf.constant(x_np)
+    weights = tf.constant(rs.uniform(-1.0, 1.0, shape).astype(np.float32))
     lo = tf.Variable(np.float32(lo0))
     hi = tf.Variable(np.float32(hi0))
+    # The float32 variables hold rounded copies of lo0/hi0.
+    ref_enc = ref.compute_encoding(
+        np.float32(lo0).astype(np.float64),
+        np.float32(hi0).astype(np.float64),
+        8,
+    )
 
     def fn(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = quantize_dequantize_range(x, lo, hi, 8, axis=axis)
-            loss = tf.reduce_sum(y * tf.sin(x))
+            loss = tf.reduce_sum(y * weights)
         return (y,) + tuple(tape.gradient(loss, [x, lo, hi]))
 
     eager, jit = _eager_and_jit(fn, x)
-    for e, j in zip(eager, jit):
+    for out in (eager, jit):
+        _assert_close_to_reference(out[0].numpy(), x_np, ref_enc, axis)
+    inside, outside = _margin_mask(x_np.astype(np.float64), ref_enc, axis, 1e-4)
+    for out in (eager, jit):
+        g_x = out[1].numpy()
+        np.testing.assert_array_equal(g_x[inside], weights.numpy()[inside])
+        np.testing.assert_array_equal(g_x[outside], 0.0)
+    atol = 1e-5 * float(np.sum(np.abs(weights.numpy())))
+    for e, j in zip(eager[2:], jit[2:], strict=True):
+        np.testing.assert_allclose(j.numpy(), e.numpy(), rtol=1e-4, atol=atol)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="XLA rewrites the constant division (max - min) / N in "
+    "grid_from_range as (max - min) * (1 / N): delta is off by an ulp",
+)
+def test_xla_grid_from_range_is_bit_exact():
+    rs = np.random.RandomState(0)
+    lo = tf.constant(-rs.uniform(0.01, 3, 2000).astype(np.float32))
+    hi = tf.constant(rs.uniform(0.01, 3, 2000).astype(np.float32))
+    eager, jit = _eager_and_jit(lambda a, b: grid_from_range(a, b, 8), lo, hi)
+    for e, j in zip(eager, jit, strict=True):
         np.testing.assert_array_equal(j.numpy(), e.numpy())
 
 
@@ -722,14 +808,12 @@ def test_per_channel_axis_size_mismatch_raises():
     with pytest.raises(ValueError, match="axis"):
         quantize_dequantize(x, enc, axis=(-2, -1))
     with pytest.raises(ValueError, match="axis"):
-        quantize_dequantize_range(
-            x, -np.ones(4), np.ones(4), 8, axis=-1
-        )
+        quantize_dequantize_range(x, -np.ones(4), np.ones(4), 8, axis=-1)
     # The right axis works.
     assert quantize_dequantize(x, enc, axis=-2).shape == x.shape
 
 
-@pytest.mark.parametrize("axis", [4, -5, (1, 1), (), (-2, 7), 1.0])
+@pytest.mark.parametrize("axis", [4, -5, (1, 1), (), (-2, 7)])
 def test_out_of_range_axis_raises(axis):
     enc = compute_encoding(-np.ones(4), np.ones(4), 8)
     with pytest.raises(ValueError, match="axis"):

@@ -8,7 +8,9 @@ import pytest
 
 from aimet_keras.zoo import datasets
 
-FULL_SET = pathlib.Path(datasets.FASHION_MNIST_DIR) / "t10k-images-idx3-ubyte.gz"
+FULL_SET = (
+    pathlib.Path(datasets.FASHION_MNIST_DIR) / "t10k-images-idx3-ubyte.gz"
+)
 needs_full_set = pytest.mark.skipif(
     not FULL_SET.is_file(),
     reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)",
@@ -68,16 +70,22 @@ def _write_idx(path, header, payload):
 
 def test_idx_parsing_on_a_tiny_file(tmp_path):
     images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
-    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", b"\0" * 16, images.tobytes())
+    _write_idx(
+        tmp_path / "t10k-images-idx3-ubyte.gz", b"\0" * 16, images.tobytes()
+    )
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", b"\0" * 8, bytes([3, 7]))
-    x, y = datasets.load_fashion_mnist("test", directory=tmp_path, as_uint8=True)
+    x, y = datasets.load_fashion_mnist(
+        "test", directory=tmp_path, as_uint8=True
+    )
     np.testing.assert_array_equal(x, images)
     np.testing.assert_array_equal(y, [3, 7])
 
 
 def test_idx_count_mismatch_is_reported(tmp_path):
     images = np.zeros((2, 28, 28), np.uint8)
-    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", b"\0" * 16, images.tobytes())
+    _write_idx(
+        tmp_path / "t10k-images-idx3-ubyte.gz", b"\0" * 16, images.tobytes()
+    )
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", b"\0" * 8, bytes([1]))
     with pytest.raises(ValueError, match="corrupt"):
         datasets.load_fashion_mnist("test", directory=tmp_path)

@@ -11,13 +11,30 @@ from aimet_keras.zoo import architectures
 
 # Layer types each architecture must contain: what later tools are tested on.
 REQUIRED_LAYERS = {
-    "resnet": {"Conv2D", "BatchNormalization", "ReLU", "Add", "Dense", "Softmax"},
+    "resnet": {
+        "Conv2D",
+        "BatchNormalization",
+        "ReLU",
+        "Add",
+        "Dense",
+        "Softmax",
+    },
     "mobilenet_v2": {
-        "Conv2D", "DepthwiseConv2D", "BatchNormalization", "ReLU", "Add",
+        "Conv2D",
+        "DepthwiseConv2D",
+        "BatchNormalization",
+        "ReLU",
+        "Add",
     },
     "transformer": {
-        "Conv2D", "MultiHeadAttention", "LayerNormalization", "Activation",
-        "Dense", "Softmax", "Add", "Reshape",
+        "Conv2D",
+        "MultiHeadAttention",
+        "LayerNormalization",
+        "Activation",
+        "Dense",
+        "Softmax",
+        "Add",
+        "Reshape",
     },
 }
 # Accuracy floors on the shipped 2,000-image test slice (the full-set
