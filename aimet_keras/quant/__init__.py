@@ -1,5 +1,6 @@
 """The number grid: encodings, quantize-dequantize and calibration observers."""
 
+from aimet_keras.quant import observers
 from aimet_keras.quant.encoding import MAX_BITWIDTH
 from aimet_keras.quant.encoding import MIN_BITWIDTH
 from aimet_keras.quant.encoding import Encoding
@@ -8,6 +9,11 @@ from aimet_keras.quant.encoding import float_encoding
 from aimet_keras.quant.encoding import grid_from_range
 from aimet_keras.quant.encoding import num_steps
 from aimet_keras.quant.encoding import round_half_away_from_zero
+from aimet_keras.quant.observers import MinMaxObserver
+from aimet_keras.quant.observers import MseObserver
+from aimet_keras.quant.observers import Observer
+from aimet_keras.quant.observers import PercentileObserver
+from aimet_keras.quant.observers import SqnrObserver
 from aimet_keras.quant.quantize import channel_axes
 from aimet_keras.quant.quantize import quantize_dequantize
 from aimet_keras.quant.quantize import quantize_dequantize_range
@@ -16,11 +22,17 @@ __all__ = [
     "MAX_BITWIDTH",
     "MIN_BITWIDTH",
     "Encoding",
+    "MinMaxObserver",
+    "MseObserver",
+    "Observer",
+    "PercentileObserver",
+    "SqnrObserver",
     "channel_axes",
     "compute_encoding",
     "float_encoding",
     "grid_from_range",
     "num_steps",
+    "observers",
     "quantize_dequantize",
     "quantize_dequantize_range",
     "round_half_away_from_zero",

@@ -262,8 +262,9 @@ class Encoding:
                 f"max=[..{np.max(self.max):.6g}])"
             )
         return (
-            f"Encoding(bitwidth={self.bitwidth}, {kind}, min={float(self.min):.6g}"
-            f", max={float(self.max):.6g}, delta={float(self.delta):.6g}, "
+            f"Encoding(bitwidth={self.bitwidth}, {kind}, "
+            f"min={float(self.min):.6g}, max={float(self.max):.6g}, "
+            f"delta={float(self.delta):.6g}, "
             f"offset={int(self.offset)})"
         )
 

@@ -8,12 +8,12 @@ stream over any number of batches and save with the model. All of them work
 per tensor (``axis=None``) or per channel (``axis=-1``, or a tuple such as
 ``(-2, -1)`` for a DepthwiseConv2D kernel), vectorised over channels.
 
-| scheme (AIMET name)          | class                | range chosen          |
-|------------------------------|----------------------|-----------------------|
-| ``tf``                       | MinMaxObserver       | running min and max   |
-| ``tf_enhanced``              | SqnrObserver         | histogram search, clipping weighted 3x |
-| ``percentile``               | PercentileObserver   | histogram percentiles |
-| ``mse``                      | MseObserver          | histogram search, least MSE |
+| scheme (AIMET's)  | class              | range chosen                      |
+|-------------------|--------------------|-----------------------------------|
+| ``tf``            | MinMaxObserver     | running min and max               |
+| ``tf_enhanced``   | SqnrObserver       | search, clipping error weighted 3x |
+| ``percentile``    | PercentileObserver | histogram percentiles             |
+| ``mse``           | MseObserver        | search, least expected MSE        |
 
 The histogram observers keep 512 bins per channel. Unlike AIMET, whose
 histogram range is fixed by the first batch (later values outside it are
@@ -21,8 +21,8 @@ dropped), the range here grows to cover every value seen: it widens by whole
 multiples of the bin width, so the re-binned counts stay exact.
 """
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 from aimet_keras.quant import encoding as encoding_lib
@@ -77,8 +77,9 @@ class Observer(keras.layers.Layer):
 
     >>> obs = MinMaxObserver()
     >>> obs.update(np.array([-1.0, 3.0], np.float32))
-    >>> obs.compute_encoding(8).max.round(4)
-    3.0
+    >>> enc = obs.compute_encoding(8)  # zero nudged onto the grid
+    >>> round(float(enc.min), 4), round(float(enc.max), 4)
+    (-1.0039, 2.9961)
     """
 
     def __init__(self, axis=None, **kwargs):

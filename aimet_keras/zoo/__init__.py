@@ -1,4 +1,4 @@
-"""Reference models and data that work offline, for examples, tests and benchmarks.
+"""Reference models and data that work offline: examples, tests, benchmarks.
 
 * :func:`load_model` returns one of the Fashion-MNIST models trained by
   ``examples/zoo/train_reference_models.py`` and shipped in the wheel:

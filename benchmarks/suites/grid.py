@@ -348,8 +348,8 @@ def _observer_tables(quick, repeats, extra):
         },
     )
     update.notes += [
-        "Baseline: a tf.function (no XLA, as Keras' predict on CPU) running the "
-        "model with every layer's output as an output, over all batches.",
+        "Baseline: a tf.function (no XLA, as Keras' predict on CPU) running "
+        "the model with every layer's output as an output, over all batches.",
         "'from Python': observer.update() on each output of the compiled "
         "forward pass (one tf.function call per observer and batch). "
         "'traced': the updates traced into the forward pass's tf.function.",

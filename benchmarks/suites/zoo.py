@@ -92,7 +92,8 @@ def _fashion_mnist_table(quick):
         )
     table.notes.append(
         "Top-1 accuracy of the model's argmax over its class probabilities. "
-        "Train missing models with `python examples/zoo/train_reference_models.py`."
+        "Train missing models with "
+        "`python examples/zoo/train_reference_models.py`."
     )
     if quick:
         table.notes.append(

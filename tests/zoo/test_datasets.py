@@ -13,7 +13,8 @@ FULL_SET = (
 )
 needs_full_set = pytest.mark.skipif(
     not FULL_SET.is_file(),
-    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)",
+    reason="Debian's dataset-fashion-mnist is not installed "
+    "(.ci/run installs it)",
 )
 
 

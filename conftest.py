@@ -1,0 +1,20 @@
+"""Shared pytest setup: names the docstring examples use without importing."""
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _doctest_names(doctest_namespace):
+    import tensorflow as tf
+
+    from aimet_keras import quant
+    from aimet_keras import zoo
+
+    doctest_namespace.update(np=np, tf=tf, quant=quant, zoo=zoo)
+    doctest_namespace.update(
+        {name: getattr(quant, name) for name in quant.__all__}
+    )
+    doctest_namespace.update(
+        load_fashion_mnist_slice=zoo.load_fashion_mnist_slice
+    )
