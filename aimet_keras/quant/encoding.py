@@ -125,7 +125,9 @@ def grid_from_range(
 
     The zero point is a rounded, piecewise constant function of the range;
     its gradient is stopped, so gradients reach ``min``/``max`` through
-    ``delta`` only (what range learning needs).
+    ``delta`` only (what range learning needs). The arithmetic is float64,
+    like AIMET's C++, whatever the input dtype; the results are cast back,
+    so eager and XLA-compiled calls agree bit for bit.
 
     Args:
         encoding_min: float tensor, the observed or learned minimum.
@@ -148,10 +150,21 @@ def grid_from_range(
     >>> int(offset.numpy()), round(float(lo.numpy()), 6)
     (-71, -0.501176)
     """
-    steps = num_steps(bitwidth, is_symmetric, strict_symmetric)
     encoding_min = tf.convert_to_tensor(encoding_min)
     encoding_max = tf.convert_to_tensor(encoding_max, encoding_min.dtype)
-    dtype = encoding_min.dtype
+    grid = _grid_float64(
+        tf.cast(encoding_min, tf.float64),
+        tf.cast(encoding_max, tf.float64),
+        num_steps(bitwidth, is_symmetric, strict_symmetric),
+        is_symmetric,
+        unsigned_symmetric,
+    )
+    return tuple(tf.cast(t, encoding_min.dtype) for t in grid)
+
+
+def _grid_float64(encoding_min, encoding_max, steps, is_symmetric, unsigned):
+    """:func:`grid_from_range` on float64 tensors with ``steps`` steps."""
+    dtype = tf.float64
     # 1. The range contains zero and is at least MIN_RANGE wide.
     lo = tf.minimum(encoding_min, tf.zeros_like(encoding_min))
     hi = tf.maximum(encoding_max, tf.zeros_like(encoding_max))
@@ -178,11 +191,11 @@ def grid_from_range(
     )
     sym_min = sym_offset * sym_delta
     sym_max = positive_levels * sym_delta
-    if not unsigned_symmetric:
+    if not unsigned:
         return sym_delta, sym_offset, sym_min, sym_max
-    unsigned = tf.greater_equal(lo, 0.0)
+    nonnegative = tf.greater_equal(lo, 0.0)
     return tuple(
-        tf.where(unsigned, a, s)
+        tf.where(nonnegative, a, s)
         for a, s in zip(
             (asym_delta, asym_offset, asym_min, asym_max),
             (sym_delta, sym_offset, sym_min, sym_max),
