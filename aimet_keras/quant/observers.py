@@ -166,9 +166,9 @@ class Observer(keras.layers.Layer):
                 raise ValueError(
                     f"Observer {self.name} was given a tensor of shape "
                     f"{tuple(x.shape)} holding NaN or inf; its statistics "
-                    "are unchanged. Find the layer that produces non-finite "
-                    "values (for example with keras.layers checks) before "
-                    "calibrating."
+                    "are unchanged. Find the op that produces them "
+                    "(tf.debugging.enable_check_numerics() names it) and fix "
+                    "it before calibrating."
                 )
         else:
             tf.debugging.Assert(
