@@ -39,7 +39,7 @@ REQUIRED_LAYERS = {
 }
 # Accuracy floors on the shipped 2,000-image test slice (the full-set
 # numbers are in benchmarks/results/zoo.md).
-MIN_SLICE_ACCURACY = {"resnet": 0.90, "mobilenet_v2": 0.89, "transformer": 0.85}
+MIN_SLICE_ACCURACY = {"resnet": 0.90, "mobilenet_v2": 0.89, "transformer": 0.87}
 
 
 def _layer_types(model):
