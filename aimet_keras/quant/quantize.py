@@ -162,9 +162,32 @@ def _apply_grid(x, delta, offset, steps, axis):
     return tf.cast(y, x.dtype)
 
 
+def _float64_to_float32_round_to_odd(x):
+    """float64 -> float32 rounding inexact results to an odd mantissa.
+
+    TensorFlow casts float64 to float16 through float32, rounding twice; a
+    value just below an fp16 midpoint can round up to it and then up again.
+    Rounding the first step to odd keeps the information that makes the
+    second rounding correct, since float32 carries 13 more mantissa bits
+    than float16.
+    """
+    y = tf.cast(x, tf.float32)
+    back = tf.cast(y, tf.float64)
+    bits = tf.bitcast(y, tf.int32)
+    # Truncate: one step toward zero where nearest rounding went away from
+    # it (float bits are sign and magnitude), then force the last bit on.
+    bits = tf.where(tf.abs(back) > tf.abs(x), bits - 1, bits)
+    odd = tf.bitwise.bitwise_or(bits, tf.ones_like(bits))
+    inexact = tf.not_equal(back, x)
+    return tf.bitcast(tf.where(inexact, odd, bits), tf.float32)
+
+
 @tf.custom_gradient
 def _cast_to_fp16(x):
-    y = tf.cast(tf.cast(x, tf.float16), x.dtype)
+    narrow = x
+    if x.dtype == tf.float64:
+        narrow = _float64_to_float32_round_to_odd(x)
+    y = tf.cast(tf.cast(narrow, tf.float16), x.dtype)
     return y, lambda dy: dy
 
 
