@@ -351,6 +351,9 @@ def compute_encoding(
         ValueError: for a bitwidth outside 2..32, NaN or inf bounds, a
             ``min`` above ``max``, or shapes that do not match.
 
+    Bounds smaller in magnitude than float64's smallest normal number
+    (about 2.2e-308) count as 0, as TensorFlow's CPU kernels flush them.
+
     Example:
 
     >>> enc = compute_encoding(-0.5, 1.3, bitwidth=8)
