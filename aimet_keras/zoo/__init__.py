@@ -130,8 +130,8 @@ def load_fer_model():
 
     Example:
 
-    >>> model = load_fer_model()  # doctest: +SKIP
-    >>> model.input_shape  # doctest: +SKIP
+    >>> model = load_fer_model()
+    >>> model.input_shape
     (None, 64, 64, 1)
     """
     import keras
