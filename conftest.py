@@ -18,3 +18,8 @@ def _doctest_names(doctest_namespace):
     doctest_namespace.update(
         load_fashion_mnist_slice=zoo.load_fashion_mnist_slice
     )
+    from aimet_keras import export
+
+    doctest_namespace.update(
+        {name: getattr(export, name) for name in export.__all__}
+    )

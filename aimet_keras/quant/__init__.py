@@ -5,6 +5,7 @@ from aimet_keras.quant.encoding import MAX_BITWIDTH
 from aimet_keras.quant.encoding import MIN_BITWIDTH
 from aimet_keras.quant.encoding import Encoding
 from aimet_keras.quant.encoding import compute_encoding
+from aimet_keras.quant.encoding import encoding_from_scale_offset
 from aimet_keras.quant.encoding import float_encoding
 from aimet_keras.quant.encoding import grid_from_range
 from aimet_keras.quant.encoding import num_steps
@@ -29,6 +30,7 @@ __all__ = [
     "SqnrObserver",
     "channel_axes",
     "compute_encoding",
+    "encoding_from_scale_offset",
     "float_encoding",
     "grid_from_range",
     "num_steps",

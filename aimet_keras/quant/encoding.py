@@ -24,6 +24,7 @@ __all__ = [
     "MIN_RANGE",
     "Encoding",
     "compute_encoding",
+    "encoding_from_scale_offset",
     "float_encoding",
     "grid_from_range",
     "num_steps",
@@ -395,4 +396,69 @@ def compute_encoding(
         is_symmetric=bool(is_symmetric),
         strict_symmetric=bool(strict_symmetric),
         unsigned_symmetric=bool(unsigned_symmetric),
+    )
+
+
+def encoding_from_scale_offset(scale, offset, bitwidth, is_symmetric=False):
+    """Rebuilds an encoding from a file's scale (delta) and offset.
+
+    The grid kind follows from the offset, as AIMET writes it: a symmetric
+    grid with offset 0 is unsigned, one with offset ``-(2**(b-1) - 1)`` is
+    strict; ``min = offset * scale`` and ``max = (N + offset) * scale``.
+
+    Args:
+        scale: the step, a scalar or 1-d per-channel array, > 0.
+        offset: the negative zero point, whole numbers, same shape.
+        bitwidth: bits of the grid, 2 to 32.
+        is_symmetric: whether the file marks the grid symmetric. Defaults
+            to False.
+
+    Returns:
+        An :class:`Encoding`.
+
+    Raises:
+        ValueError: for a non-positive or non-finite scale, an offset that
+            is not a whole number within ``[-N, 0]``, or mismatched shapes.
+
+    Example:
+
+    >>> enc = encoding_from_scale_offset(0.8 / 127, -128, 8, True)
+    >>> round(float(enc.max), 6), round(float(enc.min), 6)
+    (0.8, -0.806299)
+    """
+    bitwidth = _check_bitwidth(bitwidth)
+    delta = _as_range_array(scale, "scale")
+    zero = _as_range_array(offset, "offset")
+    if delta.shape != zero.shape:
+        raise ValueError(
+            f"scale has shape {delta.shape} but offset has shape "
+            f"{zero.shape}; give one value per channel to both."
+        )
+    if np.any(delta <= 0):
+        raise ValueError(f"scale must be > 0; got {scale!r}.")
+    unsigned = bool(is_symmetric and np.all(zero == 0))
+    strict = bool(
+        is_symmetric
+        and not unsigned
+        and np.all(zero == -(2 ** (bitwidth - 1) - 1))
+    )
+    steps = num_steps(bitwidth, is_symmetric, strict)
+    if (
+        np.any(zero != np.round(zero))
+        or np.any(zero < -steps)
+        or np.any(zero > 0)
+    ):
+        raise ValueError(
+            f"offset must hold whole numbers in [-{steps}, 0] for a "
+            f"{bitwidth}-bit grid; got {offset!r}."
+        )
+    return Encoding(
+        bitwidth=bitwidth,
+        min=zero * delta,
+        max=(steps + zero) * delta,
+        delta=delta,
+        offset=zero,
+        is_symmetric=bool(is_symmetric),
+        strict_symmetric=strict,
+        unsigned_symmetric=unsigned,
     )
