@@ -21,6 +21,7 @@ import pathlib
 import keras
 import numpy as np
 
+from aimet_keras import export
 from aimet_keras import quant
 from aimet_keras import zoo
 from aimet_keras.quant import observers
@@ -54,26 +55,6 @@ class OutputFakeQuant(keras.layers.Layer):
             self.observer.update(outputs)
             return outputs
         return quant.quantize_dequantize(outputs, self.encoding)
-
-
-def _entries(encoding):
-    """An encoding as AIMET 0.6.1 entries, one per channel."""
-    fields = [
-        np.atleast_1d(getattr(encoding, f))
-        for f in ("min", "max", "delta", "offset")
-    ]
-    return [
-        {
-            "bitwidth": encoding.bitwidth,
-            "dtype": "int",
-            "is_symmetric": str(encoding.is_symmetric),
-            "min": float(lo),
-            "max": float(hi),
-            "scale": float(delta),
-            "offset": int(offset),
-        }
-        for lo, hi, delta, offset in zip(*fields)
-    ]
 
 
 def quantize_weights(layers):
@@ -170,17 +151,12 @@ def main():
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    encodings = {
-        "version": "0.6.1",
-        "activation_encodings": {
-            k: _entries(v) for k, v in activation_encodings.items()
-        },
-        "param_encodings": {
-            k: _entries(v) for k, (v, _) in param_encodings.items()
-        },
-    }
-    (out / f"{args.model}_w8a8.encodings").write_text(
-        json.dumps(encodings, indent=1, sort_keys=True)
+    export.write_encodings(
+        out / f"{args.model}_w8a8.encodings",
+        export.encodings_to_dict(
+            {name: enc for name, (enc, _) in param_encodings.items()},
+            activation_encodings,
+        ),
     )
     summary = {
         "model": args.model,
