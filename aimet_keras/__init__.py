@@ -20,7 +20,7 @@ import importlib
 
 __version__ = "0.1.0.dev0"
 
-_SUBPACKAGES = ("export", "quant", "zoo")
+_SUBPACKAGES = ("export", "quant", "sim", "zoo")
 
 __all__ = ["__version__", *_SUBPACKAGES]
 

@@ -1,0 +1,400 @@
+"""AIMET's quantsim config JSON, parsed and checked into plain data.
+
+The file's sections apply from least to most specific (AIMET's order):
+``defaults`` -> ``params`` -> ``op_type`` -> ``supergroups`` ->
+``model_input`` -> ``model_output``. This module reads a file, checks every
+key (an unknown key or a bad value is an error naming its path, such as
+``op_type.Conv.per_chanel_quantization``) and returns a frozen
+:class:`QuantSimConfig`; the simulation resolves it per layer and never
+reads the JSON itself.
+
+Booleans are AIMET's strings ``"True"``/``"False"``; JSON booleans are
+accepted too. One extension: a param entry may carry ``"bitwidth"`` (the
+shipped TFLite config gives biases 32 bits).
+
+Shipped configs, by name: ``"default"`` (AIMET's default), ``"tflite_int8"``
+(TFLite's int8 spec: symmetric per-channel int8 conv weights with the
+-127..127 range, per-tensor Dense weights, asymmetric int8 activations,
+int32 biases) and ``"htp"`` (like AIMET's HTP V73 config).
+"""
+
+import dataclasses
+import difflib
+import json
+import pathlib
+
+from aimet_keras.sim import op_types
+
+__all__ = [
+    "CONFIG_NAMES",
+    "OpTypeSettings",
+    "ParamSettings",
+    "QuantSimConfig",
+    "load_quantsim_config",
+]
+
+_CONFIG_DIR = pathlib.Path(__file__).parent / "configs"
+CONFIG_NAMES = ("default", "tflite_int8", "htp")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSettings:
+    """Settings of one parameter kind (``weight``, ``bias``, ...).
+
+    None means "not set here": a less specific section decides.
+    """
+
+    is_quantized: bool = None
+    is_symmetric: bool = None
+    bitwidth: int = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OpTypeSettings:
+    """``op_type.<name>`` settings; None means "not set here"."""
+
+    is_input_quantized: bool = None
+    is_output_quantized: bool = None
+    is_symmetric: bool = None
+    per_channel_quantization: bool = None
+    params: dict = dataclasses.field(default_factory=dict)
+    encoding_constraints: tuple = None
+    supported_kernels: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantSimConfig:
+    """A checked quantsim config.
+
+    Attributes:
+        output_quantized: ``defaults.ops.is_output_quantized``.
+        activation_symmetric: ``defaults.ops.is_symmetric``.
+        param_defaults: ``defaults.params`` as :class:`ParamSettings`.
+        strict_symmetric: ``defaults.strict_symmetric``.
+        unsigned_symmetric: ``defaults.unsigned_symmetric``.
+        per_channel_quantization: ``defaults.per_channel_quantization``.
+        hw_version: ``defaults.hw_version`` or None.
+        supported_kernels: ``defaults.supported_kernels``.
+        params: ``{param kind: ParamSettings}``.
+        op_types: ``{ONNX op type: OpTypeSettings}``.
+        supergroups: tuples of op types fused for quantization.
+        model_input_quantized: ``model_input.is_input_quantized``.
+        model_output_quantized: ``model_output.is_output_quantized``.
+        source: where the config came from.
+    """
+
+    output_quantized: bool = False
+    activation_symmetric: bool = False
+    param_defaults: ParamSettings = ParamSettings(False, False)
+    strict_symmetric: bool = False
+    unsigned_symmetric: bool = False
+    per_channel_quantization: bool = False
+    hw_version: str = None
+    supported_kernels: tuple = ()
+    params: dict = dataclasses.field(default_factory=dict)
+    op_types: dict = dataclasses.field(default_factory=dict)
+    supergroups: tuple = ()
+    model_input_quantized: bool = False
+    model_output_quantized: bool = False
+    source: str = "<dict>"
+
+
+class _Reader:
+    """Walks the JSON, naming the path of anything wrong."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def fail(self, path, message):
+        raise ValueError(f"Quantsim config {self.source}: {path}: {message}")
+
+    def object(self, value, path, allowed):
+        if not isinstance(value, dict):
+            self.fail(path, f"expected an object, got {type(value).__name__}.")
+        for key in value:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                self.fail(
+                    f"{path}.{key}" if path else key,
+                    f"unknown key.{hint} Known keys: {sorted(allowed)}.",
+                )
+        return value
+
+    def boolean(self, value, path):
+        if isinstance(value, bool):
+            return value
+        if value in ("True", "False"):
+            return value == "True"
+        self.fail(path, f'expected "True" or "False", got {value!r}.')
+
+    def optional_bool(self, obj, key, path):
+        return self.boolean(obj[key], f"{path}.{key}") if key in obj else None
+
+    def param(self, value, path):
+        obj = self.object(
+            value, path, ("is_quantized", "is_symmetric", "bitwidth")
+        )
+        bitwidth = obj.get("bitwidth")
+        if bitwidth is not None and (
+            not isinstance(bitwidth, int) or not 2 <= bitwidth <= 32
+        ):
+            self.fail(
+                f"{path}.bitwidth", f"expected an int 2..32, got {bitwidth!r}."
+            )
+        return ParamSettings(
+            self.optional_bool(obj, "is_quantized", path),
+            self.optional_bool(obj, "is_symmetric", path),
+            bitwidth,
+        )
+
+    def op_type_name(self, name, path):
+        if name not in op_types.ONNX_OP_TYPES:
+            close = difflib.get_close_matches(name, op_types.ONNX_OP_TYPES, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            self.fail(
+                path,
+                f"{name!r} is not an op type aimet_keras knows (AIMET's "
+                f"configs name ONNX op types such as 'Conv', 'Gemm', "
+                f"'Relu').{hint}",
+            )
+        return name
+
+    def kernels(self, value, path):
+        if not isinstance(value, list):
+            self.fail(path, "expected a list of {activation, param} kernels.")
+        for index, kernel in enumerate(value):
+            where = f"{path}[{index}]"
+            self.object(kernel, where, ("activation", "param"))
+            for side in ("activation", "param"):
+                spec = self.object(
+                    kernel.get(side, {}),
+                    f"{where}.{side}",
+                    ("bitwidth", "dtype"),
+                )
+                if spec.get("dtype", "int") not in ("int", "float"):
+                    self.fail(
+                        f"{where}.{side}.dtype", "expected 'int' or 'float'."
+                    )
+        return tuple(json.dumps(k, sort_keys=True) for k in value)
+
+    def op_type(self, value, path):
+        obj = self.object(
+            value,
+            path,
+            (
+                "is_input_quantized",
+                "is_output_quantized",
+                "is_symmetric",
+                "per_channel_quantization",
+                "params",
+                "encoding_constraints",
+                "supported_kernels",
+            ),
+        )
+        params = {
+            kind: self.param(setting, f"{path}.params.{kind}")
+            for kind, setting in self.object(
+                obj.get("params", {}), f"{path}.params", _AnyKey()
+            ).items()
+        }
+        constraints = None
+        if "encoding_constraints" in obj:
+            where = f"{path}.encoding_constraints"
+            bounds = self.object(
+                obj["encoding_constraints"], where, ("min", "max")
+            )
+            try:
+                constraints = (float(bounds["min"]), float(bounds["max"]))
+            except (KeyError, TypeError, ValueError):
+                self.fail(where, "expected numbers 'min' and 'max'.")
+            if constraints[0] > constraints[1]:
+                self.fail(where, "min must not exceed max.")
+        return OpTypeSettings(
+            is_input_quantized=self.optional_bool(
+                obj, "is_input_quantized", path
+            ),
+            is_output_quantized=self.optional_bool(
+                obj, "is_output_quantized", path
+            ),
+            is_symmetric=self.optional_bool(obj, "is_symmetric", path),
+            per_channel_quantization=self.optional_bool(
+                obj, "per_channel_quantization", path
+            ),
+            params=params,
+            encoding_constraints=constraints,
+            supported_kernels=self.kernels(
+                obj.get("supported_kernels", []), f"{path}.supported_kernels"
+            ),
+        )
+
+
+class _AnyKey(tuple):
+    """An ``allowed`` that accepts every key (param kinds are open)."""
+
+    def __contains__(self, key):
+        return isinstance(key, str)
+
+
+def _parse(data, source):
+    read = _Reader(source)
+    top = read.object(
+        data,
+        "",
+        (
+            "defaults",
+            "params",
+            "op_type",
+            "supergroups",
+            "model_input",
+            "model_output",
+        ),
+    )
+    defaults = read.object(
+        top.get("defaults", {}),
+        "defaults",
+        (
+            "ops",
+            "params",
+            "strict_symmetric",
+            "unsigned_symmetric",
+            "per_channel_quantization",
+            "hw_version",
+            "supported_kernels",
+        ),
+    )
+    ops = defaults.get("ops", {})
+    if isinstance(ops, dict) and "is_input_quantized" in ops:
+        read.fail(
+            "defaults.ops.is_input_quantized",
+            "not allowed in defaults (as in AIMET); set is_input_quantized "
+            "per op_type or model_input.",
+        )
+    ops = read.object(
+        ops, "defaults.ops", ("is_output_quantized", "is_symmetric")
+    )
+    param_defaults = read.param(defaults.get("params", {}), "defaults.params")
+    supergroups = []
+    raw_groups = top.get("supergroups", [])
+    if not isinstance(raw_groups, list):
+        read.fail("supergroups", "expected a list of {op_list: [...]}.")
+    for index, group in enumerate(raw_groups):
+        where = f"supergroups[{index}]"
+        ops_list = read.object(group, where, ("op_list",)).get("op_list")
+        if not isinstance(ops_list, list) or len(ops_list) < 2:
+            read.fail(
+                f"{where}.op_list", "expected a list of at least 2 op types."
+            )
+        supergroups.append(
+            tuple(
+                read.op_type_name(name, f"{where}.op_list[{i}]")
+                for i, name in enumerate(ops_list)
+            )
+        )
+    model_input = read.object(
+        top.get("model_input", {}), "model_input", ("is_input_quantized",)
+    )
+    model_output = read.object(
+        top.get("model_output", {}), "model_output", ("is_output_quantized",)
+    )
+    return QuantSimConfig(
+        output_quantized=bool(
+            read.optional_bool(ops, "is_output_quantized", "defaults.ops")
+        ),
+        activation_symmetric=bool(
+            read.optional_bool(ops, "is_symmetric", "defaults.ops")
+        ),
+        param_defaults=ParamSettings(
+            bool(param_defaults.is_quantized),
+            bool(param_defaults.is_symmetric),
+            param_defaults.bitwidth,
+        ),
+        strict_symmetric=bool(
+            read.optional_bool(defaults, "strict_symmetric", "defaults")
+        ),
+        unsigned_symmetric=bool(
+            read.optional_bool(defaults, "unsigned_symmetric", "defaults")
+        ),
+        per_channel_quantization=bool(
+            read.optional_bool(defaults, "per_channel_quantization", "defaults")
+        ),
+        hw_version=defaults.get("hw_version"),
+        supported_kernels=read.kernels(
+            defaults.get("supported_kernels", []), "defaults.supported_kernels"
+        ),
+        params={
+            kind: read.param(setting, f"params.{kind}")
+            for kind, setting in read.object(
+                top.get("params", {}), "params", _AnyKey()
+            ).items()
+        },
+        op_types={
+            read.op_type_name(name, f"op_type.{name}"): read.op_type(
+                setting, f"op_type.{name}"
+            )
+            for name, setting in read.object(
+                top.get("op_type", {}), "op_type", _AnyKey()
+            ).items()
+        },
+        supergroups=tuple(supergroups),
+        model_input_quantized=bool(
+            read.optional_bool(model_input, "is_input_quantized", "model_input")
+        ),
+        model_output_quantized=bool(
+            read.optional_bool(
+                model_output, "is_output_quantized", "model_output"
+            )
+        ),
+        source=source,
+    )
+
+
+def load_quantsim_config(config=None):
+    """Reads and checks an AIMET quantsim config.
+
+    Args:
+        config: None (AIMET's default config), a shipped config's name
+            (``"default"``, ``"tflite_int8"``, ``"htp"``), a path to a JSON
+            file, a dict, or a :class:`QuantSimConfig` (returned as is).
+            Defaults to None.
+
+    Returns:
+        A :class:`QuantSimConfig`.
+
+    Raises:
+        FileNotFoundError: for a path that does not exist.
+        ValueError: for invalid JSON, an unknown key or a bad value, naming
+            the file and the key's path.
+
+    Example:
+
+    >>> config = load_quantsim_config("tflite_int8")
+    >>> config.per_channel_quantization
+    True
+    >>> config.op_types["Gemm"].per_channel_quantization
+    False
+    >>> config.params["bias"].bitwidth
+    32
+    """
+    if isinstance(config, QuantSimConfig):
+        return config
+    if config is None:
+        config = "default"
+    if isinstance(config, dict):
+        return _parse(config, "<dict>")
+    if isinstance(config, str) and config in CONFIG_NAMES:
+        path = _CONFIG_DIR / f"{config}.json"
+    else:
+        path = pathlib.Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Quantsim config {path} not found; pass a JSON file or one "
+                f"of the shipped configs {list(CONFIG_NAMES)}."
+            )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"Quantsim config {path} is not valid JSON: {error}"
+        ) from None
+    return _parse(data, str(path))

@@ -1,0 +1,175 @@
+"""AIMET's op type names (ONNX's) for Keras layers, as a table.
+
+AIMET's quantsim config names ops by ONNX type (``"Conv"``, ``"Gemm"``,
+``"Relu"``); :func:`onnx_op_type` maps a Keras layer to that name. One row per
+Keras class; the few layers whose type depends on their settings
+(``ReLU(max_value=6)`` is ``Clip``, ``Activation`` goes by its function) are
+resolved in :func:`onnx_op_type`.
+"""
+
+__all__ = ["KERAS_TO_ONNX", "ONNX_OP_TYPES", "onnx_op_type"]
+
+KERAS_TO_ONNX = {
+    "Conv1D": "Conv",
+    "Conv2D": "Conv",
+    "Conv3D": "Conv",
+    "DepthwiseConv1D": "Conv",
+    "DepthwiseConv2D": "Conv",
+    "SeparableConv1D": "Conv",
+    "SeparableConv2D": "Conv",
+    "Conv1DTranspose": "ConvTranspose",
+    "Conv2DTranspose": "ConvTranspose",
+    "Conv3DTranspose": "ConvTranspose",
+    "Dense": "Gemm",
+    "EinsumDense": "MatMul",
+    "MultiHeadAttention": "MultiHeadAttention",
+    "Embedding": "Gather",
+    "BatchNormalization": "BatchNormalization",
+    "LayerNormalization": "LayerNormalization",
+    "GroupNormalization": "GroupNormalization",
+    "UnitNormalization": "LpNormalization",
+    "ReLU": "Relu",
+    "PReLU": "PRelu",
+    "LeakyReLU": "LeakyRelu",
+    "ELU": "Elu",
+    "Softmax": "Softmax",
+    "Add": "Add",
+    "Subtract": "Sub",
+    "Multiply": "Mul",
+    "Average": "Mean",
+    "Maximum": "Max",
+    "Minimum": "Min",
+    "Concatenate": "Concat",
+    "MaxPooling1D": "MaxPool",
+    "MaxPooling2D": "MaxPool",
+    "MaxPooling3D": "MaxPool",
+    "AveragePooling1D": "AveragePool",
+    "AveragePooling2D": "AveragePool",
+    "AveragePooling3D": "AveragePool",
+    "GlobalAveragePooling1D": "GlobalAveragePool",
+    "GlobalAveragePooling2D": "GlobalAveragePool",
+    "GlobalAveragePooling3D": "GlobalAveragePool",
+    "GlobalMaxPooling1D": "GlobalMaxPool",
+    "GlobalMaxPooling2D": "GlobalMaxPool",
+    "GlobalMaxPooling3D": "GlobalMaxPool",
+    "Reshape": "Reshape",
+    "Flatten": "Flatten",
+    "Permute": "Transpose",
+    "RepeatVector": "Tile",
+    "UpSampling1D": "Upsample",
+    "UpSampling2D": "Upsample",
+    "UpSampling3D": "Upsample",
+    "ZeroPadding1D": "Pad",
+    "ZeroPadding2D": "Pad",
+    "ZeroPadding3D": "Pad",
+    "Cropping1D": "Slice",
+    "Cropping2D": "Slice",
+    "Cropping3D": "Slice",
+    "Dropout": "Dropout",
+    "SpatialDropout1D": "Dropout",
+    "SpatialDropout2D": "Dropout",
+    "SpatialDropout3D": "Dropout",
+    "GaussianNoise": "Dropout",
+    "GaussianDropout": "Dropout",
+    "AlphaDropout": "Dropout",
+    "Rescaling": "Mul",
+    "Normalization": "Normalization",
+    "Identity": "Identity",
+    "LSTM": "LSTM",
+    "GRU": "GRU",
+    "SimpleRNN": "RNN",
+}
+
+# Keras's activation function names -> ONNX op types.
+_ACTIVATIONS = {
+    "relu": "Relu",
+    "relu6": "Clip",
+    "sigmoid": "Sigmoid",
+    "hard_sigmoid": "HardSigmoid",
+    "tanh": "Tanh",
+    "softmax": "Softmax",
+    "gelu": "Gelu",
+    "swish": "Swish",
+    "silu": "Swish",
+    "hard_swish": "HardSwish",
+    "hard_silu": "HardSwish",
+    "elu": "Elu",
+    "selu": "Selu",
+    "leaky_relu": "LeakyRelu",
+    "softplus": "Softplus",
+    "softsign": "Softsign",
+    "exponential": "Exp",
+    "linear": "Identity",
+}
+
+# Every op type a config may name: the mapped ones plus those AIMET's
+# shipped configs use for ops Keras has no layer for.
+ONNX_OP_TYPES = (
+    frozenset(KERAS_TO_ONNX.values())
+    | frozenset(_ACTIVATIONS.values())
+    | frozenset(
+        {
+            "BatchPermutation",
+            "BatchToSpace",
+            "ChannelShuffle",
+            "Clip",
+            "CropAndResize",
+            "DepthToSpace",
+            "Div",
+            "Expand",
+            "Gather",
+            "GatherND",
+            "InstanceNormalization",
+            "MaxRoiPool",
+            "Neg",
+            "NonMaxSuppression",
+            "NonZero",
+            "Pow",
+            "ReduceMax",
+            "ReduceMean",
+            "ReduceMin",
+            "ReduceSum",
+            "Resize",
+            "ScatterElements",
+            "Shape",
+            "Split",
+            "Sqrt",
+            "Squeeze",
+            "SpaceToBatch",
+            "SpaceToDepth",
+            "TopK",
+            "Unsqueeze",
+            "Where",
+            "Cast",
+            "Erf",
+            "Abs",
+        }
+    )
+)
+
+
+def onnx_op_type(layer):
+    """AIMET's (ONNX) op type name of a Keras layer, or ``"Unknown"``.
+
+    Args:
+        layer: a ``keras.layers.Layer``.
+
+    Returns:
+        The op type string, e.g. ``"Conv"`` for ``Conv2D``, ``"Clip"`` for
+        ``ReLU(max_value=6)`` and ``"Gelu"`` for ``Activation("gelu")``.
+
+    Example:
+
+    >>> import keras
+    >>> onnx_op_type(keras.layers.ReLU(max_value=6.0))
+    'Clip'
+    >>> onnx_op_type(keras.layers.Activation("gelu"))
+    'Gelu'
+    """
+    name = type(layer).__name__
+    if name == "Activation":
+        function = getattr(layer.activation, "__name__", str(layer.activation))
+        return _ACTIVATIONS.get(function, "Unknown")
+    if name == "ReLU" and getattr(layer, "max_value", None) is not None:
+        return "Clip"
+    return KERAS_TO_ONNX.get(name, "Unknown")
