@@ -19,6 +19,9 @@ def _doctest_names(doctest_namespace):
         load_fashion_mnist_slice=zoo.load_fashion_mnist_slice
     )
     from aimet_keras import export
+    from aimet_keras import sim
+
+    doctest_namespace.update(TensorQuantizer=sim.TensorQuantizer)
 
     doctest_namespace.update(
         {name: getattr(export, name) for name in export.__all__}

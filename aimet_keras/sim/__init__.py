@@ -1,4 +1,4 @@
-"""Quantization simulation: AIMET's quantsim config and op-type table.
+"""Quantization simulation: quantizers, AIMET's quantsim config, op types.
 
 ``QuantizationSimModel`` and ``quantize_model`` build on these (in progress).
 """
@@ -9,12 +9,14 @@ from aimet_keras.sim.config import ParamSettings
 from aimet_keras.sim.config import QuantSimConfig
 from aimet_keras.sim.config import load_quantsim_config
 from aimet_keras.sim.op_types import onnx_op_type
+from aimet_keras.sim.quantizer import TensorQuantizer
 
 __all__ = [
     "CONFIG_NAMES",
     "OpTypeSettings",
     "ParamSettings",
     "QuantSimConfig",
+    "TensorQuantizer",
     "load_quantsim_config",
     "onnx_op_type",
 ]

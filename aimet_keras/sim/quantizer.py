@@ -1,0 +1,255 @@
+"""TensorQuantizer: one tensor's observer plus its fake-quantization grid.
+
+A quantizer has two switches, as in PyTorch's fake-quantize modules and
+AIMET's op modes: ``observing`` (gather statistics, pass values through:
+AIMET's ``updateStats``) and ``enabled`` (AIMET's ``passThrough`` when off).
+After calibration, :meth:`TensorQuantizer.compute_encoding` turns the
+observer's statistics into the grid, kept in the ``encoding_min`` /
+``encoding_max`` variables so that a change of encoding needs no retracing
+and the grid saves with the model; with ``range_learning=True`` they are
+trainable (AIMET's range-learning schemes).
+
+The switches are Python attributes read when a function is traced: after
+flipping one, rebuild a compiled model's functions (``QuantizationSimModel``
+does this for you).
+"""
+
+import keras
+import numpy as np
+
+from aimet_keras.quant import encoding as encoding_lib
+from aimet_keras.quant import observers as observers_lib
+from aimet_keras.quant import quantize as quantize_lib
+
+__all__ = ["TensorQuantizer"]
+
+
+@keras.saving.register_keras_serializable(package="aimet_keras")
+class TensorQuantizer(keras.layers.Layer):
+    """Observes a tensor, then fake-quantizes it on AIMET's grid.
+
+    Args:
+        bitwidth: bits of the grid, 2 to 32 (16 or 32 for
+            ``data_type="float"``). Defaults to 8.
+        is_symmetric: signed symmetric grid. Defaults to False.
+        strict_symmetric: drop one level of a symmetric grid. Defaults to
+            False.
+        unsigned_symmetric: a symmetric grid over non-negative data is
+            unsigned. Defaults to False.
+        axis: None per tensor, else the channel axis (an int or a tuple,
+            see :func:`~aimet_keras.quant.quantize_dequantize`). Defaults to
+            None.
+        quant_scheme: the calibration scheme, any name
+            :func:`aimet_keras.quant.observers.get` accepts. Defaults to
+            ``"tf_enhanced"``.
+        data_type: ``"int"`` or ``"float"`` (fp16 cast). Defaults to
+            ``"int"``.
+        enabled: quantize (True) or pass values through. Defaults to True.
+        range_learning: make ``encoding_min``/``encoding_max`` trainable.
+            Defaults to False.
+
+    Input shape:
+        Any float tensor; the channel axes must keep their size.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+
+    >>> q = TensorQuantizer(bitwidth=4, is_symmetric=True, quant_scheme="tf")
+    >>> x = np.array([-1.0, -0.3, 0.0, 0.5], "float32")
+    >>> q.observing = True
+    >>> _ = q(x)  # observes, passes x through
+    >>> q.compute_encoding()
+    >>> q.observing = False
+    >>> np.round(q(x).numpy() * 7, 3)  # on the grid of 1/7 steps
+    array([-7., -2.,  0.,  4.], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        bitwidth=8,
+        is_symmetric=False,
+        strict_symmetric=False,
+        unsigned_symmetric=False,
+        axis=None,
+        quant_scheme="tf_enhanced",
+        data_type="int",
+        enabled=True,
+        range_learning=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if data_type not in ("int", "float"):
+            raise ValueError(
+                f"TensorQuantizer {self.name}: data_type={data_type!r}; use "
+                "'int' or 'float'."
+            )
+        if data_type == "float":
+            encoding_lib.float_encoding(bitwidth)  # validates 16 / 32
+        else:
+            encoding_lib._check_bitwidth(bitwidth)
+        self.bitwidth = int(bitwidth)
+        self.is_symmetric = bool(is_symmetric)
+        self.strict_symmetric = bool(strict_symmetric)
+        self.unsigned_symmetric = bool(unsigned_symmetric)
+        self.axis = tuple(axis) if isinstance(axis, list) else axis
+        self.quant_scheme = quant_scheme
+        self.data_type = data_type
+        self.enabled = bool(enabled)
+        self.range_learning = bool(range_learning)
+        self.observing = False
+        self.observer = observers_lib.get(quant_scheme, axis=self.axis)
+        # Mirrors the has_encoding variable on the Python side: call() reads
+        # it while tracing, when variables have no value to read.
+        self._initialized = False
+
+    def build(self, input_shape):
+        self.observer.build(input_shape)
+        shape = (self.observer.num_channels,) if self.axis is not None else ()
+        self.encoding_min = self.add_weight(
+            shape=shape,
+            initializer="zeros",
+            trainable=self.range_learning,
+            name="encoding_min",
+        )
+        self.encoding_max = self.add_weight(
+            shape=shape,
+            initializer="zeros",
+            trainable=self.range_learning,
+            name="encoding_max",
+        )
+        # 1 once an encoding is set; until then the quantizer passes values
+        # through, as AIMET does for quantizers that never saw data.
+        self.has_encoding = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            name="has_encoding",
+        )
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+
+    def call(self, inputs):
+        if not self.enabled:
+            return inputs
+        if self.data_type == "float":
+            return quantize_lib.quantize_dequantize(
+                inputs, encoding_lib.float_encoding(self.bitwidth)
+            )
+        if self.observing:
+            self.observer.update(inputs)
+            return inputs
+        if not self.is_initialized:
+            return inputs
+        return quantize_lib.quantize_dequantize_range(
+            inputs,
+            self.encoding_min,
+            self.encoding_max,
+            self.bitwidth,
+            self.is_symmetric,
+            self.strict_symmetric,
+            self.unsigned_symmetric,
+            axis=self.axis,
+        )
+
+    @property
+    def is_initialized(self):
+        """Whether an encoding was computed, set or loaded."""
+        return self._initialized
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self._initialized = int(self.has_encoding.numpy()) == 1
+
+    def compute_encoding(self):
+        """Sets the encoding from the observer's statistics.
+
+        Raises:
+            ValueError: if the observer saw no data.
+        """
+        self.set_encoding(
+            self.observer.compute_encoding(
+                self.bitwidth,
+                self.is_symmetric,
+                self.strict_symmetric,
+                self.unsigned_symmetric,
+            )
+        )
+
+    def set_encoding(self, encoding):
+        """Uses ``encoding`` from now on (for example one read from a file).
+
+        Args:
+            encoding: an :class:`~aimet_keras.quant.Encoding` with this
+                quantizer's bitwidth and channel count.
+
+        Raises:
+            ValueError: when bitwidth or channel count differ, naming both.
+        """
+        if not self.built:
+            raise ValueError(
+                f"TensorQuantizer {self.name} is not built; call it on a "
+                "tensor (or build it) before setting an encoding."
+            )
+        if encoding.is_float or encoding.bitwidth != self.bitwidth:
+            raise ValueError(
+                f"TensorQuantizer {self.name} quantizes to {self.bitwidth}-bit "
+                f"{self.data_type}; got {encoding!r}. Change the quantizer's "
+                "bitwidth first."
+            )
+        expected = self.observer.num_channels if self.axis is not None else 1
+        if encoding.num_channels != expected or (
+            self.axis is None and encoding.is_per_channel
+        ):
+            raise ValueError(
+                f"TensorQuantizer {self.name} has {expected} channel(s) "
+                f"(axis={self.axis!r}); the encoding has "
+                f"{encoding.num_channels}."
+            )
+        lo, hi = np.asarray(encoding.min), np.asarray(encoding.max)
+        if encoding.is_symmetric and not encoding.unsigned_symmetric:
+            # AIMET re-derives a symmetric grid from max alone; storing
+            # (-max, max) makes the stored range map back to the same grid.
+            lo = -hi
+        self.encoding_min.assign(lo.astype("float32"))
+        self.encoding_max.assign(hi.astype("float32"))
+        self.has_encoding.assign(1)
+        self._initialized = True
+
+    @property
+    def encoding(self):
+        """The current :class:`~aimet_keras.quant.Encoding`, or None."""
+        if not self.enabled or self.data_type == "float":
+            return (
+                encoding_lib.float_encoding(self.bitwidth)
+                if self.enabled
+                else None
+            )
+        if not self.is_initialized:
+            return None
+        return encoding_lib.compute_encoding(
+            self.encoding_min.numpy().astype("float64"),
+            self.encoding_max.numpy().astype("float64"),
+            self.bitwidth,
+            self.is_symmetric,
+            self.strict_symmetric,
+            self.unsigned_symmetric,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            bitwidth=self.bitwidth,
+            is_symmetric=self.is_symmetric,
+            strict_symmetric=self.strict_symmetric,
+            unsigned_symmetric=self.unsigned_symmetric,
+            axis=self.axis,
+            quant_scheme=self.quant_scheme,
+            data_type=self.data_type,
+            enabled=self.enabled,
+            range_learning=self.range_learning,
+        )
+        return config
