@@ -10,12 +10,14 @@ from aimet_keras.sim.config import QuantSimConfig
 from aimet_keras.sim.config import load_quantsim_config
 from aimet_keras.sim.op_types import onnx_op_type
 from aimet_keras.sim.quantizer import TensorQuantizer
+from aimet_keras.sim.wrapper import QuantizationWrapper
 
 __all__ = [
     "CONFIG_NAMES",
     "OpTypeSettings",
     "ParamSettings",
     "QuantSimConfig",
+    "QuantizationWrapper",
     "TensorQuantizer",
     "load_quantsim_config",
     "onnx_op_type",

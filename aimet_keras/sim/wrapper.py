@@ -1,0 +1,177 @@
+"""QuantizationWrapper: a layer run on quantized inputs and weights.
+
+The wrapper holds one :class:`~aimet_keras.sim.TensorQuantizer` per input
+tensor, per output tensor and per weight of the layer it wraps (AIMET's
+``QcQuantizeWrapper``). Weights are quantized without touching their
+variables: the layer runs inside a ``keras.StatelessScope`` that maps each
+weight to its quantized value, so gradients reach the float weights through
+the quantizer's straight-through estimator, and state the layer assigns in
+the scope (BatchNormalization's moving statistics in training) is written
+back afterwards. With every quantizer disabled the wrapper computes exactly
+what the layer computes.
+"""
+
+import keras
+
+__all__ = ["QuantizationWrapper"]
+
+
+@keras.saving.register_keras_serializable(package="aimet_keras")
+class QuantizationWrapper(keras.layers.Layer):
+    """Runs a built layer with quantized inputs, weights and outputs.
+
+    Args:
+        layer: the built Keras layer to wrap. The wrapper takes its name.
+        input_quantizers: one :class:`TensorQuantizer` per tensor in the
+            layer's positional arguments, flattened in order.
+        output_quantizers: one per output tensor, flattened in order.
+        param_quantizers: ``{weight name: TensorQuantizer}`` for the layer's
+            own weights (``"kernel"``, ``"bias"``, ...); weights not named
+            stay float.
+
+    Input shape:
+        As the wrapped layer.
+
+    Output shape:
+        As the wrapped layer.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(2)
+    >>> dense.build((None, 3))
+    >>> wrapped = QuantizationWrapper(
+    ...     dense,
+    ...     input_quantizers=[TensorQuantizer(enabled=False)],
+    ...     output_quantizers=[TensorQuantizer(enabled=False)],
+    ...     param_quantizers={"kernel": TensorQuantizer(enabled=False)},
+    ... )
+    >>> x = np.ones((1, 3), "float32")
+    >>> bool(np.all(wrapped(x).numpy() == dense(x).numpy()))
+    True
+    """
+
+    def __init__(
+        self,
+        layer,
+        input_quantizers=(),
+        output_quantizers=(),
+        param_quantizers=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", layer.name)
+        super().__init__(**kwargs)
+        if not layer.built:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) is not built; "
+                "build it (for example by calling it or with "
+                "build_from_config) before wrapping it."
+            )
+        self.layer = layer
+        self.input_quantizers = list(input_quantizers)
+        self.output_quantizers = list(output_quantizers)
+        self.param_quantizers = dict(param_quantizers or {})
+        weights = {w.name: w for w in layer.weights}
+        for name in self.param_quantizers:
+            if name not in weights:
+                raise ValueError(
+                    f"Layer {layer.name!r} has no weight {name!r}; its "
+                    f"weights are {sorted(weights)}."
+                )
+        for name, quantizer in self.param_quantizers.items():
+            if not quantizer.built:
+                quantizer.build(weights[name].shape)
+
+    def build(self, *args, **kwargs):
+        # The wrapped layer and the param quantizers are built already;
+        # input and output quantizers are built in compute_output_spec,
+        # where every argument's shape is known.
+        pass
+
+    def _quantized_weights(self):
+        weights = {w.name: w for w in self.layer.weights}
+        return [
+            (weights[name], quantizer)
+            for name, quantizer in self.param_quantizers.items()
+        ]
+
+    def _check_count(self, kind, quantizers, tensors):
+        if len(quantizers) != len(tensors):
+            raise ValueError(
+                f"QuantizationWrapper {self.name}: the layer has "
+                f"{len(tensors)} {kind} tensor(s) but {len(quantizers)} "
+                f"{kind} quantizer(s) were given."
+            )
+
+    def compute_output_spec(self, *args, **kwargs):
+        kwargs.pop("training", None)
+        inputs = keras.tree.flatten(args)
+        self._check_count("input", self.input_quantizers, inputs)
+        for quantizer, tensor in zip(self.input_quantizers, inputs):
+            if not quantizer.built:
+                quantizer.build(tensor.shape)
+        spec = self.layer.compute_output_spec(*args, **kwargs)
+        outputs = keras.tree.flatten(spec)
+        self._check_count("output", self.output_quantizers, outputs)
+        for quantizer, tensor in zip(self.output_quantizers, outputs):
+            if not quantizer.built:
+                quantizer.build(tensor.shape)
+        return spec
+
+    def call(self, *args, training=None, **kwargs):
+        inputs = keras.tree.flatten(args)
+        self._check_count("input", self.input_quantizers, inputs)
+        args = keras.tree.pack_sequence_as(
+            args, [q(t) for q, t in zip(self.input_quantizers, inputs)]
+        )
+        mapping = [(w, q(w)) for w, q in self._quantized_weights()]
+        mapped = {id(w) for w, _ in mapping}
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = self.layer(*args, training=training, **kwargs)
+        # State the layer assigned inside the scope (moving statistics)
+        # is only recorded there: apply it to the real variables.
+        for variable in self.layer.variables:
+            if id(variable) in mapped:
+                continue
+            value = scope.get_current_value(variable)
+            if value is not None:
+                variable.assign(value)
+        flat = keras.tree.flatten(outputs)
+        self._check_count("output", self.output_quantizers, flat)
+        return keras.tree.pack_sequence_as(
+            outputs, [q(t) for q, t in zip(self.output_quantizers, flat)]
+        )
+
+    @property
+    def quantizers(self):
+        """Every quantizer: inputs, outputs, then params."""
+        return [
+            *self.input_quantizers,
+            *self.output_quantizers,
+            *self.param_quantizers.values(),
+        ]
+
+    def get_config(self):
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        config.update(
+            layer=serialize(self.layer),
+            input_quantizers=[serialize(q) for q in self.input_quantizers],
+            output_quantizers=[serialize(q) for q in self.output_quantizers],
+            param_quantizers={
+                name: serialize(q) for name, q in self.param_quantizers.items()
+            },
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        deserialize = keras.saving.deserialize_keras_object
+        config = dict(config)
+        config["layer"] = deserialize(config["layer"])
+        for key in ("input_quantizers", "output_quantizers"):
+            config[key] = [deserialize(q) for q in config[key]]
+        config["param_quantizers"] = {
+            name: deserialize(q)
+            for name, q in config["param_quantizers"].items()
+        }
+        return cls(**config)
