@@ -21,7 +21,9 @@ def _doctest_names(doctest_namespace):
     from aimet_keras import export
     from aimet_keras import sim
 
-    doctest_namespace.update(TensorQuantizer=sim.TensorQuantizer)
+    doctest_namespace.update(
+        TensorQuantizer=sim.TensorQuantizer, keras=__import__("keras")
+    )
 
     doctest_namespace.update(
         {name: getattr(export, name) for name in export.__all__}

@@ -25,10 +25,10 @@ from aimet_keras import export
 from aimet_keras import quant
 from aimet_keras import zoo
 from aimet_keras.quant import observers
+from aimet_keras.sim import weight_channel_axis
 
 BITWIDTH = 8
-# Kernel attribute -> per-channel axis (AIMET's rules).
-_KERNEL_AXES = {"depthwise_kernel": (-2, -1), "kernel": -1}
+KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
 class OutputFakeQuant(keras.layers.Layer):
@@ -61,17 +61,17 @@ def quantize_weights(layers):
     """Fake-quantizes every kernel in place; returns their encodings."""
     encodings = {}
     for layer in layers:
-        for attr, axis in _KERNEL_AXES.items():
-            kernel = getattr(layer, attr, None)
-            if kernel is None:
+        for kernel in layer.weights:
+            if kernel.name not in KERNEL_NAMES:
                 continue
+            axis = weight_channel_axis(layer, kernel.name)
             observer = observers.MinMaxObserver(axis=axis)
             observer.update(kernel)
             encoding = observer.compute_encoding(BITWIDTH, is_symmetric=True)
             kernel.assign(
                 quant.quantize_dequantize(kernel, encoding, axis=axis)
             )
-            encodings[f"{layer.name}/{attr}:0"] = (
+            encodings[f"{layer.name}/{kernel.name}:0"] = (
                 encoding,
                 int(np.prod(kernel.shape)),
             )

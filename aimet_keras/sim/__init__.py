@@ -10,15 +10,23 @@ from aimet_keras.sim.config import QuantSimConfig
 from aimet_keras.sim.config import load_quantsim_config
 from aimet_keras.sim.op_types import onnx_op_type
 from aimet_keras.sim.quantizer import TensorQuantizer
+from aimet_keras.sim.spec import LayerSpec
+from aimet_keras.sim.spec import QuantizerSpec
+from aimet_keras.sim.spec import resolve_layer_specs
+from aimet_keras.sim.spec import weight_channel_axis
 from aimet_keras.sim.wrapper import QuantizationWrapper
 
 __all__ = [
     "CONFIG_NAMES",
+    "LayerSpec",
     "OpTypeSettings",
     "ParamSettings",
     "QuantSimConfig",
     "QuantizationWrapper",
+    "QuantizerSpec",
     "TensorQuantizer",
     "load_quantsim_config",
     "onnx_op_type",
+    "resolve_layer_specs",
+    "weight_channel_axis",
 ]

@@ -20,17 +20,19 @@ BITWIDTHS = (8, 6, 4, 3)
 QUICK_BITWIDTHS = (8, 4)
 QUICK_NUM_IMAGES = 1000
 BATCH_SIZE = 500
-# Kernel attribute -> per-channel axis (AIMET's rules).
-KERNEL_AXES = {"kernel": -1, "depthwise_kernel": (-2, -1)}
+KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
 def _kernels(model):
     """(variable, axis) for every kernel, sublayers' (MHA's) included."""
-    return [
-        (variable, KERNEL_AXES[variable.name])
-        for variable in model.weights
-        if variable.name in KERNEL_AXES
-    ]
+    from aimet_keras.sim import weight_channel_axis
+
+    found = []
+    for variable in model.weights:
+        if variable.name in KERNEL_NAMES:
+            owner = model.get_layer(variable.path.split("/")[0])
+            found.append((variable, weight_channel_axis(owner, variable.name)))
+    return found
 
 
 def _quantize_kernels(model, originals, scheme, bitwidth):
@@ -91,9 +93,10 @@ def run(quick=False):
             variable.assign(original)
     table.notes += [
         "Every Conv2D, DepthwiseConv2D and Dense kernel on a symmetric grid "
-        "per output channel (the last axis; the depthwise kernel's last two); "
-        "the attention projections' EinsumDense kernels per last axis. "
-        "Biases, BN parameters and activations stay float.",
+        "per output channel (aimet_keras.sim.weight_channel_axis: the last "
+        "axis; a depthwise kernel's last two); the attention projections' "
+        "EinsumDense kernels per last axis. Biases, BN parameters and "
+        "activations stay float.",
         "Columns are the calibration scheme (AIMET's names); FP32 is the "
         "same model unquantized, on the same images.",
     ]

@@ -1,0 +1,249 @@
+"""The quantsim config resolved per layer: which tensors get which grid.
+
+:func:`resolve_layer_specs` applies a :class:`~aimet_keras.sim.QuantSimConfig`
+to a model in AIMET's order (defaults, params, op_type, supergroups,
+model_input, model_output) and returns a plain :class:`LayerSpec` per layer,
+which the wrappers read; nothing downstream reads the config itself.
+
+AIMET's rules kept here:
+
+* a weight is a "bias" when its name contains ``bias``, else a "weight";
+  BatchNormalization's moving statistics are never quantized;
+* Conv/ConvTranspose/Gemm/MatMul followed by BatchNormalization form a pair:
+  the conv's output and the BN's parameters are not quantized;
+* a supergroup (e.g. Conv+Relu) leaves only its last op's output quantized;
+  a BN paired with its conv is transparent to supergroup matching;
+* per-channel weights (Conv, ConvTranspose, Gemm and depthwise) use the
+  output-channel axis: -1, -2 for ConvTranspose kernels, (-2, -1) for
+  depthwise kernels.
+"""
+
+import dataclasses
+
+import keras
+
+from aimet_keras.graph import connections as connections_lib
+from aimet_keras.sim import config as config_lib
+from aimet_keras.sim import op_types
+
+__all__ = [
+    "LayerSpec",
+    "QuantizerSpec",
+    "resolve_layer_specs",
+    "weight_channel_axis",
+]
+
+_PAIR_WITH_BN = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_NEVER_QUANTIZED = ("moving_mean", "moving_variance")
+_PER_CHANNEL_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizerSpec:
+    """How one tensor is quantized (``enabled=False``: left in float)."""
+
+    enabled: bool = False
+    bitwidth: int = 8
+    is_symmetric: bool = False
+    strict_symmetric: bool = False
+    unsigned_symmetric: bool = False
+    axis: object = None
+    data_type: str = "int"
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """The quantizers of one layer: per input, per output, per weight."""
+
+    op_type: str
+    inputs: tuple
+    outputs: tuple
+    params: dict
+
+
+def weight_channel_axis(layer, weight_name):
+    """The output-channel axis of a layer's weight, by AIMET's rules.
+
+    Depthwise kernels ``(H, W, I, M)`` flatten their last two axes,
+    transposed-conv kernels ``(H, W, O, I)`` use -2, everything else
+    (Conv, Dense, pointwise and bias) the last axis.
+
+    Args:
+        layer: a Keras layer.
+        weight_name: the weight's name, such as ``"kernel"``.
+
+    Returns:
+        An int or a tuple of ints for
+        :func:`~aimet_keras.quant.quantize_dequantize`'s ``axis``.
+
+    Example:
+
+    >>> weight_channel_axis(keras.layers.DepthwiseConv2D(3), "kernel")
+    (-2, -1)
+    >>> weight_channel_axis(keras.layers.Conv2DTranspose(2, 3), "kernel")
+    -2
+    """
+    kind = type(layer).__name__
+    if weight_name == "depthwise_kernel" or (
+        kind.startswith("DepthwiseConv") and weight_name == "kernel"
+    ):
+        return (-2, -1)
+    if kind.endswith("Transpose") and weight_name == "kernel":
+        return -2
+    return -1
+
+
+def _fused_outputs(connections, config, kinds):
+    """Layers whose output quantizer a Conv+BN pair or supergroup turns off.
+
+    Returns:
+        ``(fused layer names, BN layers paired with a conv)``.
+    """
+    paired_convs, paired_bns = set(), set()
+    for name in connections.consumers:
+        consumer = connections.sole_consumer(name)
+        if kinds[name] in _PAIR_WITH_BN and consumer:
+            if kinds[consumer] == "BatchNormalization":
+                paired_convs.add(name)
+                paired_bns.add(consumer)
+    fused = set(paired_convs)
+    for group in config.supergroups:
+        for start in connections.consumers:
+            chain, name = [], start
+            for index, op in enumerate(group):
+                if name is None or kinds.get(name) != op:
+                    break
+                chain.append(name)
+                if index + 1 == len(group):
+                    fused.update(chain[:-1])
+                    break
+                following = connections.sole_consumer(name)
+                # A BN paired with its conv is transparent, unless the
+                # group names it.
+                if name in paired_convs and group[index + 1] != (
+                    "BatchNormalization"
+                ):
+                    chain.append(following)
+                    following = connections.sole_consumer(following)
+                name = following
+    return fused, paired_bns
+
+
+def resolve_layer_specs(
+    model,
+    config=None,
+    default_output_bw=8,
+    default_param_bw=8,
+    default_data_type="int",
+):
+    """Resolves a quantsim config into a :class:`LayerSpec` per layer.
+
+    Args:
+        model: a built Functional or Sequential ``keras.Model``.
+        config: anything :func:`~aimet_keras.sim.load_quantsim_config`
+            takes. Defaults to AIMET's default config.
+        default_output_bw: activation bitwidth. Defaults to 8.
+        default_param_bw: weight bitwidth (a param's ``bitwidth`` in the
+            config wins). Defaults to 8.
+        default_data_type: ``"int"``, or ``"float"`` for fp16 (bitwidth
+            16). Defaults to ``"int"``.
+
+    Returns:
+        ``{layer name: LayerSpec}`` for every layer but the input layers.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    >>> x = keras.layers.ReLU(name="relu")(x)
+    >>> specs = resolve_layer_specs(keras.Model(inputs, x))
+    >>> specs["conv"].outputs[0].enabled, specs["relu"].outputs[0].enabled
+    (False, True)
+    >>> specs["conv"].params["kernel"].is_symmetric
+    True
+    """
+    config = config_lib.load_quantsim_config(config)
+    connections = connections_lib.layer_connections(model)
+    layers = [x for x in model.layers if x.name in connections.producers]
+    kinds = {x.name: op_types.onnx_op_type(x) for x in layers}
+    fused, paired_bns = _fused_outputs(connections, config, kinds)
+    float_type = default_data_type == "float"
+
+    def tensor_spec(enabled, symmetric, bitwidth, axis=None):
+        return QuantizerSpec(
+            enabled=bool(enabled),
+            bitwidth=16 if float_type else bitwidth,
+            is_symmetric=bool(symmetric),
+            strict_symmetric=config.strict_symmetric,
+            unsigned_symmetric=config.unsigned_symmetric,
+            axis=axis,
+            data_type=default_data_type,
+        )
+
+    specs = {}
+    for layer in layers:
+        name, kind = layer.name, kinds[layer.name]
+        op = config.op_types.get(kind, config_lib.OpTypeSettings())
+        symmetric = (
+            op.is_symmetric
+            if op.is_symmetric is not None
+            else config.activation_symmetric
+        )
+        output_on = (
+            op.is_output_quantized
+            if op.is_output_quantized is not None
+            else config.output_quantized
+        )
+        if name in fused:
+            output_on = False
+        if (
+            name in connections.model_output_layers
+            and config.model_output_quantized
+        ):
+            output_on = True
+        inputs = tuple(
+            tensor_spec(
+                bool(op.is_input_quantized)
+                or (source is None and config.model_input_quantized),
+                symmetric,
+                default_output_bw,
+            )
+            for source in connections.producers[name]
+        )
+        outputs = tuple(
+            tensor_spec(output_on, symmetric, default_output_bw)
+            for _ in keras.tree.flatten(layer.output)
+        )
+        per_channel = (
+            op.per_channel_quantization
+            if op.per_channel_quantization is not None
+            else config.per_channel_quantization
+        ) and kind in _PER_CHANNEL_OPS
+        params = {}
+        for weight in layer.weights:
+            role = "bias" if "bias" in weight.name else "weight"
+            merged = [config.param_defaults, config.params.get(role)]
+            merged += [config.params.get(weight.name), op.params.get(role)]
+            merged.append(op.params.get(weight.name))
+            settings = {}
+            for source in merged:
+                for field in ("is_quantized", "is_symmetric", "bitwidth"):
+                    value = getattr(source, field, None) if source else None
+                    if value is not None:
+                        settings[field] = value
+            enabled = settings.get("is_quantized", False)
+            if weight.name in _NEVER_QUANTIZED or name in paired_bns:
+                enabled = False
+            axis = (
+                weight_channel_axis(layer, weight.name)
+                if per_channel and role == "weight"
+                else None
+            )
+            params[weight.name] = tensor_spec(
+                enabled,
+                settings.get("is_symmetric", False),
+                settings.get("bitwidth", default_param_bw),
+                axis,
+            )
+        specs[name] = LayerSpec(kind, inputs, outputs, params)
+    return specs
