@@ -22,7 +22,8 @@ def _doctest_names(doctest_namespace):
     from aimet_keras import sim
 
     doctest_namespace.update(
-        TensorQuantizer=sim.TensorQuantizer, keras=__import__("keras")
+        {name: getattr(sim, name) for name in sim.__all__},
+        keras=__import__("keras"),
     )
 
     doctest_namespace.update(

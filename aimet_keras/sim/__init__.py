@@ -10,6 +10,7 @@ from aimet_keras.sim.config import QuantSimConfig
 from aimet_keras.sim.config import load_quantsim_config
 from aimet_keras.sim.op_types import onnx_op_type
 from aimet_keras.sim.quantizer import TensorQuantizer
+from aimet_keras.sim.quantsim import QuantizationSimModel
 from aimet_keras.sim.spec import LayerSpec
 from aimet_keras.sim.spec import QuantizerSpec
 from aimet_keras.sim.spec import resolve_layer_specs
@@ -22,6 +23,7 @@ __all__ = [
     "OpTypeSettings",
     "ParamSettings",
     "QuantSimConfig",
+    "QuantizationSimModel",
     "QuantizationWrapper",
     "QuantizerSpec",
     "TensorQuantizer",

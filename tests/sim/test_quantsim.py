@@ -1,0 +1,119 @@
+"""QuantizationSimModel on the reference models and small models."""
+
+import keras
+import numpy as np
+import pytest
+
+from aimet_keras import zoo
+from aimet_keras.sim import QuantizationSimModel
+from aimet_keras.sim import QuantizationWrapper
+
+
+@pytest.fixture(scope="module")
+def data():
+    calibration, _ = zoo.load_fashion_mnist_slice("calibration")
+    return calibration[:500], zoo.load_fashion_mnist_slice("test")
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return zoo.load_model("resnet")
+
+
+def test_w8a8_resnet_stays_within_half_a_point(resnet, data):
+    calibration, (images, labels) = data
+    weights_before = [w.copy() for w in resnet.get_weights()]
+    sim = QuantizationSimModel(resnet)
+    sim.compute_encodings(calibration)
+    sim.model.compile(
+        loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    fp32 = resnet.evaluate(images, labels, batch_size=500, verbose=0)[1]
+    w8a8 = sim.model.evaluate(images, labels, batch_size=500, verbose=0)[1]
+    assert abs(fp32 - w8a8) <= 0.005
+    # Quantization is really applied: outputs move, a little.
+    float_out = resnet.predict(images[:64], verbose=0)
+    sim_out = sim.model.predict(images[:64], verbose=0)
+    assert 0 < np.abs(float_out - sim_out).max() < 0.2
+    # The caller's model is untouched.
+    assert not any(isinstance(x, QuantizationWrapper) for x in resnet.layers)
+    for before, after in zip(weights_before, resnet.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_w4_weights_hurt_more_than_w8(resnet, data):
+    calibration, (images, labels) = data
+    results = {}
+    for bits in (8, 4):
+        sim = QuantizationSimModel(
+            resnet, default_param_bw=bits, config_file="htp"
+        )
+        sim.compute_encodings(calibration[:200])
+        predictions = sim.model.predict(images[:1000], verbose=0)
+        results[bits] = np.mean(predictions.argmax(-1) == labels[:1000])
+    assert results[4] < results[8]
+
+
+def test_callback_form_and_summary(resnet, data):
+    calibration, _ = data
+    seen = []
+
+    def forward(model, batches):
+        for batch in batches:
+            seen.append(len(batch))
+            model(batch)
+
+    sim = QuantizationSimModel(resnet, quant_scheme="post_training_tf")
+    sim.compute_encodings(forward, [calibration[:100], calibration[100:200]])
+    assert seen == [100, 100]
+    relu = sim.model.get_layer("stem_relu")
+    assert relu.output_quantizers[0].encoding is not None
+    assert relu.output_quantizers[0].encoding.min == 0.0
+    lines = []
+    sim.summary(print_fn=lines.append)
+    assert any(line.strip().startswith("stem_conv (Conv)") for line in lines)
+    assert any("int8 sym" in line for line in lines)
+
+
+def test_simulated_model_saves_and_reloads(tmp_path, data):
+    calibration, (images, _) = data
+    model = zoo.load_model("mobilenet_v2")
+    sim = QuantizationSimModel(model, config_file="tflite_int8")
+    sim.compute_encodings(calibration[:100])
+    want = sim.model.predict(images[:16], verbose=0)
+    path = tmp_path / "sim.keras"
+    sim.model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(
+        loaded.predict(images[:16], verbose=0), want, atol=1e-6
+    )
+
+
+def test_unused_activation_quantizers_are_disabled():
+    inputs = keras.Input((4,))
+    used = keras.layers.Dense(3, name="used")(inputs)
+    model = keras.Model(inputs, used)
+    sim = QuantizationSimModel(model)
+    sim.compute_encodings(lambda m, _: None)
+    assert not sim.model.get_layer("used").output_quantizers[0].enabled
+
+
+def test_bad_input():
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="no symbolic inputs"):
+        QuantizationSimModel(Subclassed())
+    with pytest.raises(TypeError, match="keras.Model"):
+        QuantizationSimModel(keras.layers.Dense(2))
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(ValueError, match="quant_scheme='best'"):
+        QuantizationSimModel(model, quant_scheme="best")
+    with pytest.raises(ValueError, match="rounding_mode='stochastic'"):
+        QuantizationSimModel(model, rounding_mode="stochastic")
+    with pytest.raises(ValueError, match="per_chanel"):
+        QuantizationSimModel(
+            model, config_file={"defaults": {"per_chanel": "True"}}
+        )
