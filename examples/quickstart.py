@@ -2,127 +2,46 @@
 
     python examples/quickstart.py [--model resnet] [--out artifacts/quickstart]
 
-Loads a trained Fashion-MNIST model and the shipped data slice, calibrates
-8-bit per-channel symmetric weights and 8-bit asymmetric activations
-(AIMET's ``tf_enhanced`` scheme) on 1,000 training images, then evaluates the
-FP32 and the simulated-quantized model on 2,000 test images. It prints both
-accuracies and the model sizes, and writes the encodings (AIMET 0.6.1 entry
-fields) and a summary to ``--out``.
-
-This example builds its simulation from the grid primitives
-(``aimet_keras.quant``) directly; ``QuantizationSimModel`` wraps the same
-steps for any model.
+Loads a trained Fashion-MNIST model and the shipped data slice, builds a
+``QuantizationSimModel`` with AIMET's HTP-style config (8-bit per-channel
+symmetric weights, 8-bit asymmetric activations, fused Conv+BN+ReLU
+outputs kept in float), calibrates it with the ``tf_enhanced`` scheme on
+1,000 training images, then evaluates FP32 and simulated W8A8 on 2,000 test
+images. It prints both accuracies and the model sizes, and writes the
+encodings (AIMET 0.6.1) and a summary to ``--out``.
 """
 
 import argparse
 import json
 import pathlib
 
-import keras
 import numpy as np
 
 from aimet_keras import export
-from aimet_keras import quant
 from aimet_keras import zoo
-from aimet_keras.quant import observers
-from aimet_keras.sim import weight_channel_axis
-
-BITWIDTH = 8
-KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+from aimet_keras.sim import QuantizationSimModel
 
 
-class OutputFakeQuant(keras.layers.Layer):
-    """Runs a layer, then observes or fake-quantizes its output."""
+def collect_encodings(sim):
+    """``(param, activation)`` encodings of a calibrated simulation.
 
-    def __init__(self, layer, quantize_output=True, **kwargs):
-        super().__init__(name=f"{layer.name}_q", **kwargs)
-        self.layer = layer
-        self.quantize_output = quantize_output
-        self.observer = observers.SqnrObserver(name=f"{layer.name}_observer")
-        self.encoding = None
-
-    def build(self, input_shape):
-        self.layer.build(input_shape)
-
-    def compute_output_spec(self, inputs, mask=None):
-        return self.layer.compute_output_spec(inputs)
-
-    def call(self, inputs, mask=None):
-        outputs = self.layer(inputs)
-        if not self.quantize_output:
-            return outputs
-        if self.encoding is None:
-            self.observer.update(outputs)
-            return outputs
-        return quant.quantize_dequantize(outputs, self.encoding)
-
-
-def quantize_weights(layers):
-    """Fake-quantizes every kernel in place; returns their encodings."""
-    encodings = {}
-    for layer in layers:
-        for kernel in layer.weights:
-            if kernel.name not in KERNEL_NAMES:
-                continue
-            axis = weight_channel_axis(layer, kernel.name)
-            observer = observers.MinMaxObserver(axis=axis)
-            observer.update(kernel)
-            encoding = observer.compute_encoding(BITWIDTH, is_symmetric=True)
-            kernel.assign(
-                quant.quantize_dequantize(kernel, encoding, axis=axis)
-            )
-            encodings[f"{layer.name}/{kernel.name}:0"] = (
-                encoding,
-                int(np.prod(kernel.shape)),
-            )
-    return encodings
-
-
-def fused_outputs(model):
-    """Names of layers whose output feeds only a BatchNormalization or ReLU.
-
-    As in AIMET's default config (Conv+BN pairs, Conv+ReLU and Add+ReLU
-    supergroups), those outputs stay in float: the target fuses the ops.
+    Params are named ``<layer>/<weight>:0``, outputs ``<layer>:<index>``
+    and quantized inputs ``<layer>/input:<index>``.
     """
-    producers = {id(layer.output): layer.name for layer in model.layers}
-    consumers = {}
-    for layer in model.layers[1:]:
-        inputs = layer.input if isinstance(layer.input, list) else [layer.input]
-        for tensor in inputs:
-            consumers.setdefault(producers.get(id(tensor)), []).append(layer)
-    fusing = (keras.layers.BatchNormalization, keras.layers.ReLU)
-    return {
-        name
-        for name, users in consumers.items()
-        if len(users) == 1 and isinstance(users[0], fusing)
-    }
-
-
-def simulate(model, calibration_images):
-    """Returns a W8A8 simulation of ``model`` and its encodings."""
-    fused = fused_outputs(model)
-    wrapped = keras.models.clone_model(
-        model,
-        clone_function=lambda layer: OutputFakeQuant(
-            layer.__class__.from_config(layer.get_config()),
-            quantize_output=layer.name not in fused,
-        ),
-    )
-    for original, wrapper in zip(model.layers[1:], wrapped.layers[1:]):
-        wrapper.layer.set_weights(original.get_weights())
-    param_encodings = quantize_weights([w.layer for w in wrapped.layers[1:]])
-    wrapped.predict(calibration_images, batch_size=250, verbose=0)
-    activation_encodings = {}
-    for wrapper in wrapped.layers[1:]:
-        if not wrapper.quantize_output:
-            continue
-        wrapper.encoding = wrapper.observer.compute_encoding(BITWIDTH)
-        activation_encodings[f"{wrapper.layer.name}:0"] = wrapper.encoding
-    # Rebuild the traced functions now that encodings are set.
-    wrapped.compile(
-        loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
-    return wrapped, param_encodings, activation_encodings
+    params, activations = {}, {}
+    for wrapper in sim.quant_wrappers():
+        for weight, quantizer in wrapper.param_quantizers.items():
+            if quantizer.encoding is not None:
+                params[f"{wrapper.name}/{weight}:0"] = quantizer.encoding
+        for index, quantizer in enumerate(wrapper.input_quantizers):
+            if quantizer.encoding is not None:
+                activations[f"{wrapper.name}/input:{index}"] = (
+                    quantizer.encoding
+                )
+        for index, quantizer in enumerate(wrapper.output_quantizers):
+            if quantizer.encoding is not None:
+                activations[f"{wrapper.name}:{index}"] = quantizer.encoding
+    return params, activations
 
 
 def main():
@@ -137,15 +56,23 @@ def main():
     _, fp32_accuracy = model.evaluate(
         test_images, test_labels, batch_size=500, verbose=0
     )
-    sim, param_encodings, activation_encodings = simulate(
-        model, calibration_images
+    sim = QuantizationSimModel(model, config_file="htp")
+    sim.compute_encodings(calibration_images)
+    sim.model.compile(
+        loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
-    _, sim_accuracy = sim.evaluate(
+    _, sim_accuracy = sim.model.evaluate(
         test_images, test_labels, batch_size=500, verbose=0
     )
 
+    params, activations = collect_encodings(sim)
     num_params = model.count_params()
-    quantized_params = sum(size for _, size in param_encodings.values())
+    quantized_params = sum(
+        int(np.prod(w.shape))
+        for wrapper in sim.quant_wrappers()
+        for w in wrapper.layer.weights
+        if f"{wrapper.name}/{w.name}:0" in params
+    )
     fp32_kib = num_params * 4 / 1024
     int8_kib = (quantized_params + (num_params - quantized_params) * 4) / 1024
 
@@ -153,10 +80,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     export.write_encodings(
         out / f"{args.model}_w8a8.encodings",
-        export.encodings_to_dict(
-            {name: enc for name, (enc, _) in param_encodings.items()},
-            activation_encodings,
-        ),
+        export.encodings_to_dict(params, activations),
     )
     summary = {
         "model": args.model,

@@ -15,6 +15,10 @@ SUITES = {
         "quantize_dequantize vs a plain clip-and-round op (XLA and not), and "
         "observer update/compute_encoding cost vs the FP32 forward passes"
     ),
+    "quantsim": (
+        "W8A8 QuantizationSimModel accuracy of the reference models with "
+        "each shipped quantsim config (full test set)"
+    ),
     "weights": (
         "weight-only per-channel quantization of the reference models at 8, "
         "6, 4 and 3 bits with each calibration scheme (full test set)"
