@@ -10,6 +10,7 @@ Status: functional and sequential models of built-in layers; export to the
 encodings file, nested and subclassed models and quantize_model() follow.
 """
 
+import dataclasses
 import logging
 
 import keras
@@ -128,15 +129,10 @@ class QuantizationSimModel:
                 wrapped.layer.set_weights(original.get_weights())
 
     def _quantizer(self, spec, name):
+        # QuantizerSpec's fields are TensorQuantizer's arguments.
         return quantizer_lib.TensorQuantizer(
-            bitwidth=spec.bitwidth,
-            is_symmetric=spec.is_symmetric,
-            strict_symmetric=spec.strict_symmetric,
-            unsigned_symmetric=spec.unsigned_symmetric,
-            axis=spec.axis,
+            **dataclasses.asdict(spec),
             quant_scheme=self._observer_scheme,
-            data_type=spec.data_type,
-            enabled=spec.enabled,
             range_learning=self._range_learning and spec.data_type == "int",
             name=name,
         )

@@ -82,10 +82,12 @@ class QuantizationWrapper(keras.layers.Layer):
                 quantizer.build(weights[name].shape)
 
     def build(self, *args, **kwargs):
-        # The wrapped layer and the param quantizers are built already;
-        # input and output quantizers are built in compute_output_spec,
-        # where every argument's shape is known.
-        pass
+        """Marks the wrapper built; its parts are built elsewhere.
+
+        The wrapped layer and the param quantizers are built in the
+        constructor; input and output quantizers in compute_output_spec,
+        where every argument's shape is known.
+        """
 
     def _quantized_weights(self):
         weights = {w.name: w for w in self.layer.weights}
