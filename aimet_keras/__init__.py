@@ -22,12 +22,20 @@ __version__ = "0.1.0.dev0"
 
 _SUBPACKAGES = ("export", "quant", "sim", "zoo")
 
-__all__ = ["__version__", *_SUBPACKAGES]
+# Entry points re-exported at the top level, loaded on first use.
+_ENTRY_POINTS = {
+    "QuantizationSimModel": "aimet_keras.sim",
+    "quantize_model": "aimet_keras.sim",
+}
+
+__all__ = ["__version__", *_SUBPACKAGES, *_ENTRY_POINTS]
 
 
 def __getattr__(name):
     if name in _SUBPACKAGES:
         return importlib.import_module(f"aimet_keras.{name}")
+    if name in _ENTRY_POINTS:
+        return getattr(importlib.import_module(_ENTRY_POINTS[name]), name)
     raise AttributeError(f"module 'aimet_keras' has no attribute {name!r}")
 
 

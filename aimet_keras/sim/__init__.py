@@ -11,6 +11,7 @@ from aimet_keras.sim.config import load_quantsim_config
 from aimet_keras.sim.op_types import onnx_op_type
 from aimet_keras.sim.quantizer import TensorQuantizer
 from aimet_keras.sim.quantsim import QuantizationSimModel
+from aimet_keras.sim.quantsim import quantize_model
 from aimet_keras.sim.spec import LayerSpec
 from aimet_keras.sim.spec import QuantizerSpec
 from aimet_keras.sim.spec import resolve_layer_specs
@@ -29,6 +30,7 @@ __all__ = [
     "TensorQuantizer",
     "load_quantsim_config",
     "onnx_op_type",
+    "quantize_model",
     "resolve_layer_specs",
     "weight_channel_axis",
 ]

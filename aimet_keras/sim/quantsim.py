@@ -19,7 +19,7 @@ from aimet_keras.sim import quantizer as quantizer_lib
 from aimet_keras.sim import spec as spec_lib
 from aimet_keras.sim import wrapper as wrapper_lib
 
-__all__ = ["QuantizationSimModel"]
+__all__ = ["QuantizationSimModel", "quantize_model"]
 
 _LOG = logging.getLogger("aimet_keras")
 
@@ -258,3 +258,47 @@ class QuantizationSimModel:
                 f"  {wrapper.name} ({spec.op_type}) in [{ins}] out [{outs}]"
                 + (f" params {{{params}}}" if params else "")
             )
+
+
+def quantize_model(model, calibration_data=None, **options):
+    """Returns a Keras model that simulates quantized inference of ``model``.
+
+    The one-liner over :class:`QuantizationSimModel`: builds the
+    simulation, calibrates it on ``calibration_data`` and returns
+    ``sim.model``, a plain Keras model (predict, evaluate, fit, save). The
+    caller's model is left unchanged.
+
+    Args:
+        model: a built Functional or Sequential ``keras.Model``.
+        calibration_data: a ``tf.data.Dataset`` or anything ``predict``
+            accepts, used to calibrate. Required for now: initialising
+            ranges from the first ``fit`` batches comes with the QAT
+            callbacks.
+        **options: :class:`QuantizationSimModel` arguments
+            (``quant_scheme``, ``default_output_bw``, ``default_param_bw``,
+            ``config_file``, ``default_data_type``).
+
+    Returns:
+        The simulated ``keras.Model`` (not compiled: compile it for
+        ``evaluate`` or ``fit``).
+
+    Raises:
+        ValueError: without calibration data, saying what to pass.
+
+    Example:
+
+    >>> model = zoo.load_model("resnet")
+    >>> images, labels = zoo.load_fashion_mnist_slice("calibration")
+    >>> quantized = quantize_model(model, images[:200])
+    >>> quantized.predict(images[:2], verbose=0).shape
+    (2, 10)
+    """
+    if calibration_data is None:
+        raise ValueError(
+            "quantize_model needs calibration_data (a tf.data.Dataset or an "
+            "array of model inputs) to set the quantization ranges; a few "
+            "hundred representative samples are enough."
+        )
+    sim = QuantizationSimModel(model, **options)
+    sim.compute_encodings(calibration_data)
+    return sim.model

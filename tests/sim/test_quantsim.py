@@ -117,3 +117,19 @@ def test_bad_input():
         QuantizationSimModel(
             model, config_file={"defaults": {"per_chanel": "True"}}
         )
+
+
+def test_quantize_model_one_liner(resnet, data):
+    import aimet_keras
+
+    calibration, (images, _) = data
+    quantized = aimet_keras.quantize_model(resnet, calibration[:200])
+    assert isinstance(quantized.get_layer("stem_conv"), QuantizationWrapper)
+    predictions = quantized.predict(images[:32], verbose=0)
+    agreement = np.mean(
+        predictions.argmax(-1)
+        == resnet.predict(images[:32], verbose=0).argmax(-1)
+    )
+    assert agreement >= 0.9
+    with pytest.raises(ValueError, match="calibration_data"):
+        aimet_keras.quantize_model(resnet)
