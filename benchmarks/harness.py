@@ -408,6 +408,25 @@ def write_results(report, directory=None, machine=None):
     return md_path, json_path
 
 
+def top1_accuracy(model, images, labels, batch_size=500):
+    """Top-1 accuracy of a classifier's argmax over its outputs.
+
+    Args:
+        model: a ``keras.Model`` returning class scores.
+        images: model inputs.
+        labels: integer class labels.
+        batch_size: inference batch size; it does not change the result.
+            Defaults to 500.
+
+    Returns:
+        The accuracy as a float in [0, 1].
+    """
+    import numpy as np
+
+    scores = model.predict(images, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(scores, axis=-1) == labels))
+
+
 def load_reference_model(name):
     """A trained aimet_keras zoo model, or None when it is not trained yet.
 

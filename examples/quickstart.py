@@ -30,17 +30,22 @@ def collect_encodings(sim):
     """
     params, activations = {}, {}
     for wrapper in sim.quant_wrappers():
-        for weight, quantizer in wrapper.param_quantizers.items():
-            if quantizer.encoding is not None:
-                params[f"{wrapper.name}/{weight}:0"] = quantizer.encoding
-        for index, quantizer in enumerate(wrapper.input_quantizers):
-            if quantizer.encoding is not None:
-                activations[f"{wrapper.name}/input:{index}"] = (
-                    quantizer.encoding
-                )
-        for index, quantizer in enumerate(wrapper.output_quantizers):
-            if quantizer.encoding is not None:
-                activations[f"{wrapper.name}:{index}"] = quantizer.encoding
+        named = [
+            (params, f"{wrapper.name}/{weight}:0", quantizer)
+            for weight, quantizer in wrapper.param_quantizers.items()
+        ]
+        named += [
+            (activations, f"{wrapper.name}/input:{index}", quantizer)
+            for index, quantizer in enumerate(wrapper.input_quantizers)
+        ]
+        named += [
+            (activations, f"{wrapper.name}:{index}", quantizer)
+            for index, quantizer in enumerate(wrapper.output_quantizers)
+        ]
+        for table, name, quantizer in named:
+            encoding = quantizer.encoding  # recomputed on every read
+            if encoding is not None:
+                table[name] = encoding
     return params, activations
 
 

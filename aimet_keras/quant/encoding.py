@@ -320,6 +320,14 @@ def _as_range_array(value, name):
     return array
 
 
+def _check_same_shape(first, second, first_name, second_name):
+    if first.shape != second.shape:
+        raise ValueError(
+            f"{first_name} has shape {first.shape} but {second_name} has "
+            f"shape {second.shape}; give one value per channel to both."
+        )
+
+
 def compute_encoding(
     encoding_min,
     encoding_max,
@@ -364,11 +372,7 @@ def compute_encoding(
     bitwidth = _check_bitwidth(bitwidth)
     lo = _as_range_array(encoding_min, "encoding_min")
     hi = _as_range_array(encoding_max, "encoding_max")
-    if lo.shape != hi.shape:
-        raise ValueError(
-            f"encoding_min has shape {lo.shape} but encoding_max has shape "
-            f"{hi.shape}; give one value per channel to both."
-        )
+    _check_same_shape(lo, hi, "encoding_min", "encoding_max")
     if np.any(lo > hi):
         bad = np.flatnonzero(np.atleast_1d(lo > hi))[:3]
         raise ValueError(
@@ -429,11 +433,7 @@ def encoding_from_scale_offset(scale, offset, bitwidth, is_symmetric=False):
     bitwidth = _check_bitwidth(bitwidth)
     delta = _as_range_array(scale, "scale")
     zero = _as_range_array(offset, "offset")
-    if delta.shape != zero.shape:
-        raise ValueError(
-            f"scale has shape {delta.shape} but offset has shape "
-            f"{zero.shape}; give one value per channel to both."
-        )
+    _check_same_shape(delta, zero, "scale", "offset")
     if np.any(delta <= 0):
         raise ValueError(f"scale must be > 0; got {scale!r}.")
     unsigned = bool(is_symmetric and np.all(zero == 0))

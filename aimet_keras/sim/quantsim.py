@@ -41,12 +41,11 @@ def _check_model(model):
         raise TypeError(
             f"model must be a keras.Model; got {type(model).__name__}."
         )
+    # Subclassed models never called symbolically have no inputs (or raise).
     try:
-        model.inputs  # noqa: B018 - raises for models never called
+        model_inputs = model.inputs
     except (AttributeError, ValueError):
         model_inputs = None
-    else:
-        model_inputs = model.inputs
     if not model_inputs:
         raise ValueError(
             f"Model {model.name!r} ({type(model).__name__}) has no symbolic "

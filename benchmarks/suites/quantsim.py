@@ -6,8 +6,6 @@ calibration images, and evaluated on the full 10,000-image test set beside
 its FP32 accuracy.
 """
 
-import numpy as np
-
 from benchmarks import harness
 
 __all__ = ["run"]
@@ -15,12 +13,6 @@ __all__ = ["run"]
 CONFIGS = ("default", "tflite_int8", "htp")
 QUICK_CONFIGS = ("default",)
 QUICK_NUM_IMAGES = 1000
-BATCH_SIZE = 500
-
-
-def _accuracy(model, images, labels):
-    probabilities = model.predict(images, batch_size=BATCH_SIZE, verbose=0)
-    return float(np.mean(np.argmax(probabilities, axis=-1) == labels))
 
 
 def run(quick=False):
@@ -54,11 +46,11 @@ def run(quick=False):
         if model is None:
             table.add_row(name, "not trained yet", None, None, None)
             continue
-        fp32 = _accuracy(model, images, labels)
+        fp32 = harness.top1_accuracy(model, images, labels)
         for config in configs:
             sim = QuantizationSimModel(model, config_file=config)
             sim.compute_encodings(calibration)
-            w8a8 = _accuracy(sim.model, images, labels)
+            w8a8 = harness.top1_accuracy(sim.model, images, labels)
             table.add_row(name, config, fp32, w8a8, 100.0 * (fp32 - w8a8))
     table.notes += [
         "Calibration: the 1,000 shipped calibration images (training set).",

@@ -9,8 +9,6 @@ the observers alone achieve (no BN folding, no AdaRound): the baseline the
 post-training techniques have to beat.
 """
 
-import numpy as np
-
 from benchmarks import harness
 
 __all__ = ["run"]
@@ -19,7 +17,6 @@ SCHEMES = ("tf", "tf_enhanced", "mse")
 BITWIDTHS = (8, 6, 4, 3)
 QUICK_BITWIDTHS = (8, 4)
 QUICK_NUM_IMAGES = 1000
-BATCH_SIZE = 500
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
 
@@ -46,11 +43,6 @@ def _quantize_kernels(model, originals, scheme, bitwidth):
         variable.assign(
             quant.quantize_dequantize(original, encoding, axis=axis)
         )
-
-
-def _accuracy(model, images, labels):
-    probabilities = model.predict(images, batch_size=BATCH_SIZE, verbose=0)
-    return float(np.mean(np.argmax(probabilities, axis=-1) == labels))
 
 
 def run(quick=False):
@@ -81,13 +73,13 @@ def run(quick=False):
                 name, "not trained yet", *[None] * len(SCHEMES) + [None]
             )
             continue
-        fp32 = _accuracy(model, images, labels)
+        fp32 = harness.top1_accuracy(model, images, labels)
         originals = [variable.numpy() for variable, _ in _kernels(model)]
         for bitwidth in bitwidths:
             row = []
             for scheme in SCHEMES:
                 _quantize_kernels(model, originals, scheme, bitwidth)
-                row.append(_accuracy(model, images, labels))
+                row.append(harness.top1_accuracy(model, images, labels))
             table.add_row(name, f"W{bitwidth}", fp32, *row)
         for (variable, _), original in zip(_kernels(model), originals):
             variable.assign(original)

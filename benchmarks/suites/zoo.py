@@ -23,6 +23,7 @@ __all__ = ["run"]
 
 # Inference batch size; it does not change the results.
 BATCH_SIZE = 500
+
 # --quick evaluates on the first images of each set only.
 QUICK_NUM_IMAGES = 1000
 FER_INPUT_SIZE = 64
@@ -37,11 +38,6 @@ FER_EMOTIONS = (
     "neutral",
 )
 LFW_NUM_FACES = 100  # lfw_subset(): 100 faces, then 100 non-faces
-
-
-def _top1_accuracy(model, images, labels):
-    probabilities = model.predict(images, batch_size=BATCH_SIZE, verbose=0)
-    return float(np.mean(np.argmax(probabilities, axis=-1) == labels))
 
 
 def _fashion_mnist_sets(quick):
@@ -83,7 +79,7 @@ def _fashion_mnist_table(quick):
             table.add_row(name, "not trained yet", *[None] * (len(columns) - 2))
             continue
         accuracies = [
-            None if data is None else _top1_accuracy(model, *data)
+            None if data is None else harness.top1_accuracy(model, *data)
             for data in sets.values()
         ]
         size_kib = zoo.model_path(name).stat().st_size / 1024
