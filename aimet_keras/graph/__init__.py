@@ -2,5 +2,18 @@
 
 from aimet_keras.graph.connections import Connections
 from aimet_keras.graph.connections import layer_connections
+from aimet_keras.graph.prepare import CallSite
+from aimet_keras.graph.prepare import copy_operation
+from aimet_keras.graph.prepare import prepare_model
+from aimet_keras.graph.prepare import rebuild
+from aimet_keras.graph.prepare import walk
 
-__all__ = ["Connections", "layer_connections"]
+__all__ = [
+    "CallSite",
+    "Connections",
+    "copy_operation",
+    "layer_connections",
+    "prepare_model",
+    "rebuild",
+    "walk",
+]

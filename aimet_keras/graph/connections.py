@@ -1,14 +1,14 @@
-"""Who feeds whom in a functional Keras model, from its public API.
+"""Who feeds whom in a functional Keras model.
 
-Built from each layer's ``input``/``output`` KerasTensors, so it needs a
-Functional (or Sequential) model whose layers are each called once; a layer
-called at several places raises with the fix. Nested models appear as one
-layer here.
+Built from the model's call sites (:func:`~aimet_keras.graph.walk`); input
+layers are left out and a model input shows as the producer ``None``.
 """
 
 import dataclasses
 
 import keras
+
+from aimet_keras.graph import prepare as prepare_lib
 
 __all__ = ["Connections", "layer_connections"]
 
@@ -36,21 +36,21 @@ class Connections:
         return users[0] if len(users) == 1 else None
 
 
-def _flat(tensors):
-    return keras.tree.flatten(tensors)
-
-
 def layer_connections(model):
-    """Maps producers and consumers of every layer of ``model``.
+    """Maps producers and consumers of every operation of ``model``.
+
+    A shared layer (called at several places) has the producers of its
+    first call and the consumers of all its calls, so it is never the sole
+    consumer or producer of anything; the spec rules that fuse a layer with
+    its neighbour leave it alone.
 
     Args:
-        model: a built Functional or Sequential ``keras.Model``.
+        model: a Functional or Sequential ``keras.Model`` (nested models
+            appear as one operation: see
+            :func:`~aimet_keras.graph.prepare_model`).
 
     Returns:
-        A :class:`Connections`.
-
-    Raises:
-        ValueError: for a layer used at more than one place, naming it.
+        A :class:`Connections`, keyed by layer and operation names.
 
     Example:
 
@@ -60,41 +60,26 @@ def layer_connections(model):
     >>> layer_connections(model).sole_consumer("a")
     'b'
     """
-    layers = [
-        layer
-        for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer)
-    ]
+    sites = prepare_lib.walk(prepare_lib._as_functional(model))
     producer_of = {}
-    for layer in model.layers:
-        if len(getattr(layer, "_inbound_nodes", [])) > 1:
-            raise ValueError(
-                f"Layer {layer.name!r} ({type(layer).__name__}) is called at "
-                f"{len(layer._inbound_nodes)} places; give each call its own "
-                "layer (clone it) so each place can have its own quantizers."
-            )
-        for tensor in _flat(layer.output):
-            producer_of[id(tensor)] = (
-                None
-                if isinstance(layer, keras.layers.InputLayer)
-                else layer.name
-            )
-    producers, consumers = {}, {layer.name: [] for layer in layers}
-    model_input_layers = set()
-    for layer in layers:
-        sources = [producer_of.get(id(t)) for t in _flat(layer.input)]
-        producers[layer.name] = sources
+    for site in sites:
+        for tensor in site.outputs:
+            producer_of[id(tensor)] = site.operation.name
+    producers, consumers = {}, {}
+    model_input_layers, model_output_layers = set(), set()
+    output_ids = {id(t) for t in keras.tree.flatten(model.outputs)}
+    for site in sites:
+        name = site.operation.name
+        consumers.setdefault(name, [])
+        sources = [producer_of.get(id(t)) for t in site.inputs]
+        producers.setdefault(name, sources)
         for source in sources:
             if source is None:
-                model_input_layers.add(layer.name)
+                model_input_layers.add(name)
             else:
-                consumers[source].append(layer.name)
-    output_ids = {id(t) for t in _flat(model.outputs)}
-    model_output_layers = {
-        layer.name
-        for layer in layers
-        if any(id(t) in output_ids for t in _flat(layer.output))
-    }
+                consumers.setdefault(source, []).append(name)
+        if any(id(t) in output_ids for t in site.outputs):
+            model_output_layers.add(name)
     return Connections(
         producers,
         consumers,

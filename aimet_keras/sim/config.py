@@ -19,7 +19,6 @@ int32 biases) and ``"htp"`` (like AIMET's HTP V73 config).
 """
 
 import dataclasses
-import difflib
 import json
 import pathlib
 
@@ -113,8 +112,7 @@ class _Reader:
             self.fail(path, f"expected an object, got {type(value).__name__}.")
         for key in value:
             if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = op_types.did_you_mean(key, allowed)
                 self.fail(
                     f"{path}.{key}" if path else key,
                     f"unknown key.{hint} Known keys: {sorted(allowed)}.",
@@ -150,8 +148,7 @@ class _Reader:
 
     def op_type_name(self, name, path):
         if name not in op_types.ONNX_OP_TYPES:
-            close = difflib.get_close_matches(name, op_types.ONNX_OP_TYPES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = op_types.did_you_mean(name, op_types.ONNX_OP_TYPES)
             self.fail(
                 path,
                 f"{name!r} is not an op type aimet_keras knows (AIMET's "

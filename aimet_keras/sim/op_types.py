@@ -7,7 +7,22 @@ Keras class; the few layers whose type depends on their settings
 resolved in :func:`onnx_op_type`.
 """
 
-__all__ = ["KERAS_TO_ONNX", "ONNX_OP_TYPES", "onnx_op_type"]
+import difflib
+
+__all__ = ["KERAS_TO_ONNX", "ONNX_OP_TYPES", "did_you_mean", "onnx_op_type"]
+
+
+def did_you_mean(name, choices):
+    """`` Did you mean 'X'?`` for the closest of ``choices``, or ``""``.
+
+    Example:
+
+    >>> did_you_mean("Comv", ONNX_OP_TYPES)
+    " Did you mean 'Conv'?"
+    """
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
 
 KERAS_TO_ONNX = {
     "Conv1D": "Conv",
@@ -78,6 +93,43 @@ KERAS_TO_ONNX = {
     "LSTM": "LSTM",
     "GRU": "GRU",
     "SimpleRNN": "RNN",
+    # keras.ops operations in functional models (class names; the shared
+    # ones, Add, Concatenate, Reshape, Softmax..., are listed above).
+    "Divide": "Div",
+    "TrueDivide": "Div",
+    "Matmul": "MatMul",
+    "Einsum": "Einsum",
+    "Transpose": "Transpose",
+    "Mean": "ReduceMean",
+    "Sum": "ReduceSum",
+    "Max": "ReduceMax",
+    "Min": "ReduceMin",
+    "Sqrt": "Sqrt",
+    "Rsqrt": "Sqrt",
+    "Exp": "Exp",
+    "Log": "Log",
+    "Power": "Pow",
+    "Square": "Mul",
+    "Abs": "Abs",
+    "Negative": "Neg",
+    "ExpandDims": "Unsqueeze",
+    "Squeeze": "Squeeze",
+    "Take": "Gather",
+    "Tanh": "Tanh",
+    "Clip": "Clip",
+    "Cast": "Cast",
+    "Erf": "Erf",
+    "Relu": "Relu",
+    "Relu6": "Clip",
+    "Sigmoid": "Sigmoid",
+    "LogSoftmax": "LogSoftmax",
+    "Gelu": "Gelu",
+    "Silu": "Swish",
+    "HardSigmoid": "HardSigmoid",
+    "HardSilu": "HardSwish",
+    "Elu": "Elu",
+    "LeakyRelu": "LeakyRelu",
+    "Softplus": "Softplus",
 }
 
 # Keras's activation function names -> ONNX op types.
@@ -167,6 +219,13 @@ def onnx_op_type(layer):
     'Gelu'
     """
     name = type(layer).__name__
+    # A subclass of a Keras layer (class MyConv(Conv2D)) is its base's type.
+    for cls in type(layer).__mro__:
+        if cls.__name__ in KERAS_TO_ONNX and cls.__module__.startswith(
+            "keras."
+        ):
+            name = cls.__name__
+            break
     if name == "Activation":
         function = getattr(layer.activation, "__name__", str(layer.activation))
         return _ACTIVATIONS.get(function, "Unknown")

@@ -6,15 +6,19 @@ quantsim config (resolved by :func:`~aimet_keras.sim.resolve_layer_specs`).
 ``sim.model`` is a plain functional Keras model: it predicts, evaluates,
 trains and saves like any other. The caller's model is never changed.
 
-Status: functional and sequential models of built-in layers; export to the
-encodings file, nested and subclassed models and quantize_model() follow.
+Any model shape is first prepared into one flat functional graph
+(:func:`~aimet_keras.graph.prepare_model`): nested models are inlined, a
+shared layer keeps one wrapper (so one set of quantizers) for all its calls,
+and subclassed models are traced.
 """
 
 import dataclasses
 import logging
+import warnings
 
-import keras
-
+from aimet_keras.graph import prepare as prepare_lib
+from aimet_keras.sim import config as config_lib
+from aimet_keras.sim import export as export_lib
 from aimet_keras.sim import quantizer as quantizer_lib
 from aimet_keras.sim import spec as spec_lib
 from aimet_keras.sim import wrapper as wrapper_lib
@@ -36,30 +40,13 @@ _SCHEMES = {
 }
 
 
-def _check_model(model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"model must be a keras.Model; got {type(model).__name__}."
-        )
-    # Subclassed models never called symbolically have no inputs (or raise).
-    try:
-        model_inputs = model.inputs
-    except (AttributeError, ValueError):
-        model_inputs = None
-    if not model_inputs:
-        raise ValueError(
-            f"Model {model.name!r} ({type(model).__name__}) has no symbolic "
-            "inputs: QuantizationSimModel needs a built Functional or "
-            "Sequential model. Build it with keras.Input, or rebuild a "
-            "subclassed model as a functional one."
-        )
-
-
 class QuantizationSimModel:
     """Simulates quantized inference of a Keras model, AIMET's way.
 
     Args:
-        model: a built Functional or Sequential ``keras.Model``; left as is.
+        model: a built ``keras.Model``: Functional, Sequential, with
+            nested models or shared layers, or subclassed (traced into a
+            functional graph: see :func:`~aimet_keras.graph.prepare_model`).
         quant_scheme: calibration scheme: ``"tf"``, ``"tf_enhanced"``,
             ``"percentile"``, ``"mse"``, AIMET's ``post_training_*`` names,
             or a range-learning scheme
@@ -75,6 +62,15 @@ class QuantizationSimModel:
             AIMET's default config.
         default_data_type: ``"int"`` or ``"float"`` (fp16). Defaults to
             ``"int"``.
+        in_place: when True the sim runs on the caller's own layers, so
+            training ``sim.model`` trains the caller's weights; when False
+            (the default) it runs on copies and the caller's model is left
+            as is.
+        strict: raise, instead of warning, for a layer no quantization rule
+            covers (see :func:`~aimet_keras.sim.register_quantization_rule`).
+            Defaults to False.
+        input_shape: the input shape (with batch dimension) of a subclassed
+            model that was never built. Defaults to None.
 
     Attributes:
         model: the simulated ``keras.Model``.
@@ -99,8 +95,10 @@ class QuantizationSimModel:
         default_param_bw=8,
         config_file=None,
         default_data_type="int",
+        in_place=False,
+        strict=False,
+        input_shape=None,
     ):
-        _check_model(model)
         if quant_scheme not in _SCHEMES:
             raise ValueError(
                 f"quant_scheme={quant_scheme!r} is not supported; use one of "
@@ -112,20 +110,40 @@ class QuantizationSimModel:
                 "'nearest'."
             )
         self.quant_scheme = quant_scheme
+        self._frozen = set()
+        self._args = dict(
+            activation_bitwidth=default_output_bw,
+            param_bitwidth=default_param_bw,
+            dtype=default_data_type,
+        )
         self._observer_scheme, self._range_learning = _SCHEMES[quant_scheme]
+        self._prepared = prepare_lib.prepare_model(
+            model, input_shape=input_shape, copy=not in_place
+        )
+        self.config = config_lib.load_quantsim_config(config_file)
         self.specs = spec_lib.resolve_layer_specs(
-            model,
-            config_file,
+            self._prepared,
+            self.config,
             default_output_bw=default_output_bw,
             default_param_bw=default_param_bw,
             default_data_type=default_data_type,
         )
-        self.model = keras.models.clone_model(
-            model, clone_function=self._wrap_layer
-        )
-        for original, wrapped in zip(model.layers, self.model.layers):
-            if isinstance(wrapped, wrapper_lib.QuantizationWrapper):
-                wrapped.layer.set_weights(original.get_weights())
+        unknown = [
+            f"{name!r} ({spec.op_type if spec.known else 'custom'})"
+            for name, spec in self.specs.items()
+            if not spec.known
+        ]
+        if unknown:
+            message = (
+                f"No quantization rule for {', '.join(unknown)}: "
+                + ("" if strict else "outputs quantized, weights left float. ")
+                + "Register one with aimet_keras.sim.register_quantization_"
+                "rule(LayerClass, op_type=...)."
+            )
+            if strict:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=2)
+        self.model = prepare_lib.rebuild(self._prepared, self._wrap_layer)
 
     def _quantizer(self, spec, name):
         # QuantizerSpec's fields are TensorQuantizer's arguments.
@@ -137,12 +155,11 @@ class QuantizationSimModel:
         )
 
     def _wrap_layer(self, layer):
-        copy = layer.__class__.from_config(layer.get_config())
-        copy.build_from_config(layer.get_build_config())
+        # The prepared model's layers are already the sim's own copies.
         spec = self.specs[layer.name]
         name = layer.name
         return wrapper_lib.QuantizationWrapper(
-            copy,
+            layer,
             [
                 self._quantizer(s, f"{name}_input{i}")
                 for i, s in enumerate(spec.inputs)
@@ -189,11 +206,12 @@ class QuantizationSimModel:
                 None.
         """
         for wrapper in self.quant_wrappers():
-            weights = {w.name: w for w in wrapper.layer.weights}
-            for name, quantizer in wrapper.param_quantizers.items():
+            for weight, quantizer in wrapper.quantized_weights():
+                if id(quantizer) in self._frozen:
+                    continue
                 if quantizer.enabled and quantizer.data_type == "int":
                     quantizer.observer.reset()
-                    quantizer.observer.update(weights[name])
+                    quantizer.observer.update(weight)
                     quantizer.compute_encoding()
         active = [
             q
@@ -229,6 +247,98 @@ class QuantizationSimModel:
         ):
             if hasattr(self.model, attribute):
                 setattr(self.model, attribute, None)
+
+    def quantizer_args(self):
+        """AIMET's ``quantizer_args``: the sim's global settings."""
+        init_scheme = {"tf": "post_training_tf"}.get(
+            self._observer_scheme, f"post_training_{self._observer_scheme}"
+        )
+        symmetric = self.config.params.get("weight")
+        symmetric = getattr(symmetric, "is_symmetric", None)
+        if symmetric is None:
+            symmetric = bool(self.config.param_defaults.is_symmetric)
+        return dict(
+            self._args,
+            is_symmetric=bool(symmetric),
+            per_channel_quantization=bool(self.config.per_channel_quantization),
+            quant_scheme=init_scheme,
+        )
+
+    def export(self, path, filename_prefix, encoding_version="0.6.1"):
+        """Writes the FP32 SavedModel, the sim and its encodings.
+
+        Writes ``<path>/<filename_prefix>/`` (a TensorFlow SavedModel of the
+        FP32 model: the sim's float weights, no quantizer ops),
+        ``<filename_prefix>.keras`` (the simulated model) and
+        ``<filename_prefix>.encodings`` (AIMET's format), all or nothing.
+        The encodings name tensors of the SavedModel's graph; the naming is
+        documented in :mod:`aimet_keras.sim.export`.
+
+        Args:
+            path: the output folder (created if missing).
+            filename_prefix: the files' stem, e.g. ``"resnet_w8a8"``.
+            encoding_version: ``"0.6.1"`` (default), ``"1.0.0"`` or
+                ``"2.0.0"``.
+
+        Returns:
+            ``{"saved_model": Path, "keras": Path, "encodings": Path}``.
+
+        Raises:
+            ValueError: when the sim is not calibrated, naming a quantizer.
+
+        Example:
+
+        >>> import tempfile
+        >>> model = zoo.load_model("resnet", compile=False)
+        >>> images, _ = zoo.load_fashion_mnist_slice("calibration")
+        >>> sim = QuantizationSimModel(model)
+        >>> sim.compute_encodings(images[:100])
+        >>> paths = sim.export(tempfile.mkdtemp(), "resnet_w8a8")
+        >>> paths["encodings"].name
+        'resnet_w8a8.encodings'
+        """
+        return export_lib.export_sim(
+            self, path, filename_prefix, encoding_version
+        )
+
+    def load_encodings_to_sim(self, encoding_file_path):
+        """Sets every quantizer's grid from an encodings file.
+
+        Reads the files :meth:`export` writes and AIMET's 0.6.1, 1.0.0 and
+        2.0.0 files with the same tensor names. Quantizers take the file's
+        bitwidth and symmetry; enabled quantizers the file does not name are
+        disabled, as in AIMET.
+
+        Args:
+            encoding_file_path: the ``.encodings`` file.
+
+        Raises:
+            ValueError: for a tensor the model does not have, naming it.
+        """
+        export_lib.load_encodings(self, encoding_file_path)
+
+    def set_and_freeze_param_encodings(self, encoding_path):
+        """Sets weight grids from a file and keeps them from then on.
+
+        For AdaRound's output (a flat param file) or any encodings file:
+        the param encodings it names are set and frozen, so
+        :meth:`compute_encodings` leaves them and range learning does not
+        train them. Activation encodings in the file are ignored.
+
+        Args:
+            encoding_path: the encodings file.
+
+        Raises:
+            ValueError: for a param the model does not have, naming it.
+        """
+        names = export_lib.load_encodings(self, encoding_path, params_only=True)
+        table = export_lib._quantizer_table(self)
+        for name in names:
+            quantizer = table[name][0]
+            self._frozen.add(id(quantizer))
+            if quantizer.data_type == "int":
+                quantizer.encoding_min.trainable = False
+                quantizer.encoding_max.trainable = False
 
     def summary(self, print_fn=print):
         """Prints which tensors are quantized how, a row per layer."""

@@ -23,8 +23,10 @@ import dataclasses
 import keras
 
 from aimet_keras.graph import connections as connections_lib
+from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import config as config_lib
-from aimet_keras.sim import op_types
+from aimet_keras.sim import rules as rules_lib
+from aimet_keras.sim import wrapper as wrapper_lib
 
 __all__ = [
     "LayerSpec",
@@ -53,15 +55,21 @@ class QuantizerSpec:
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
-    """The quantizers of one layer: per input, per output, per weight."""
+    """The quantizers of one layer: per input, per output, per weight.
+
+    ``params`` is keyed by :func:`~aimet_keras.sim.weight_key` (``"kernel"``,
+    or ``"query/kernel"`` for a weight of a sublayer). ``known`` is False
+    for a layer no rule covers (see :mod:`aimet_keras.sim.rules`).
+    """
 
     op_type: str
     inputs: tuple
     outputs: tuple
     params: dict
+    known: bool = True
 
 
-def weight_channel_axis(layer, weight_name):
+def weight_channel_axis(layer, weight_name, rule=None):
     """The output-channel axis of a layer's weight, by AIMET's rules.
 
     Depthwise kernels ``(H, W, I, M)`` flatten their last two axes,
@@ -83,6 +91,9 @@ def weight_channel_axis(layer, weight_name):
     >>> weight_channel_axis(keras.layers.Conv2DTranspose(2, 3), "kernel")
     -2
     """
+    rule = rule or rules_lib.rule_for(layer)
+    if weight_name in rule.channel_axes:
+        return rule.channel_axes[weight_name]
     kind = type(layer).__name__
     if weight_name == "depthwise_kernel" or (
         kind.startswith("DepthwiseConv") and weight_name == "kernel"
@@ -163,9 +174,13 @@ def resolve_layer_specs(
     True
     """
     config = config_lib.load_quantsim_config(config)
+    model = prepare_lib._as_functional(model)
     connections = connections_lib.layer_connections(model)
-    layers = [x for x in model.layers if x.name in connections.producers]
-    kinds = {x.name: op_types.onnx_op_type(x) for x in layers}
+    sites = {}
+    for site in prepare_lib.walk(model):
+        sites.setdefault(site.operation.name, site)
+    rules = {n: rules_lib.rule_for(s.operation) for n, s in sites.items()}
+    kinds = {n: rule.op_type for n, rule in rules.items()}
     fused, paired_bns = _fused_outputs(connections, config, kinds)
     float_type = default_data_type == "float"
 
@@ -180,9 +195,13 @@ def resolve_layer_specs(
             data_type=default_data_type,
         )
 
+    def is_float(tensor):
+        dtype = keras.backend.standardize_dtype(tensor.dtype)
+        return keras.backend.is_float_dtype(dtype)
+
     specs = {}
-    for layer in layers:
-        name, kind = layer.name, kinds[layer.name]
+    for name, site in sites.items():
+        layer, kind, rule = site.operation, kinds[name], rules[name]
         op = config.op_types.get(kind, config_lib.OpTypeSettings())
         symmetric = (
             op.is_symmetric
@@ -203,16 +222,19 @@ def resolve_layer_specs(
             output_on = True
         inputs = tuple(
             tensor_spec(
-                bool(op.is_input_quantized)
-                or (source is None and config.model_input_quantized),
+                is_float(tensor)
+                and (
+                    bool(op.is_input_quantized)
+                    or (source is None and config.model_input_quantized)
+                ),
                 symmetric,
                 default_output_bw,
             )
-            for source in connections.producers[name]
+            for source, tensor in zip(connections.producers[name], site.inputs)
         )
         outputs = tuple(
-            tensor_spec(output_on, symmetric, default_output_bw)
-            for _ in keras.tree.flatten(layer.output)
+            tensor_spec(output_on and is_float(t), symmetric, default_output_bw)
+            for t in site.outputs
         )
         per_channel = (
             op.per_channel_quantization
@@ -220,7 +242,8 @@ def resolve_layer_specs(
             else config.per_channel_quantization
         ) and kind in _PER_CHANNEL_OPS
         params = {}
-        for weight in layer.weights:
+        for weight in getattr(layer, "weights", []):
+            key = wrapper_lib.weight_key(layer, weight)
             role = "bias" if "bias" in weight.name else "weight"
             merged = [config.param_defaults, config.params.get(role)]
             merged += [config.params.get(weight.name), op.params.get(role)]
@@ -234,16 +257,20 @@ def resolve_layer_specs(
             enabled = settings.get("is_quantized", False)
             if weight.name in _NEVER_QUANTIZED or name in paired_bns:
                 enabled = False
+            if not rule.known or (
+                rule.weights is not None and key not in rule.weights
+            ):
+                enabled = False
             axis = (
-                weight_channel_axis(layer, weight.name)
+                weight_channel_axis(layer, weight.name, rule)
                 if per_channel and role == "weight"
                 else None
             )
-            params[weight.name] = tensor_spec(
+            params[key] = tensor_spec(
                 enabled,
                 settings.get("is_symmetric", False),
                 settings.get("bitwidth", default_param_bw),
                 axis,
             )
-        specs[name] = LayerSpec(kind, inputs, outputs, params)
+        specs[name] = LayerSpec(kind, inputs, outputs, params, rule.known)
     return specs

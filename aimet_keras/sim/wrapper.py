@@ -13,7 +13,57 @@ what the layer computes.
 
 import keras
 
-__all__ = ["QuantizationWrapper"]
+__all__ = ["QuantizationWrapper", "weight_key"]
+
+
+def weight_key(layer, variable):
+    """A weight's name within its layer: ``"kernel"``, ``"query/kernel"``.
+
+    Keras names a variable by its path (``"mha/query/kernel"``); a layer's
+    own weights are keyed by their name and a sublayer's by the path below
+    the layer, so that MultiHeadAttention's four kernels stay apart.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(2, name="fc")
+    >>> dense.build((None, 3))
+    >>> weight_key(dense, dense.kernel)
+    'kernel'
+    """
+    prefix = f"{layer.name}/"
+    path = getattr(variable, "path", variable.name)
+    if path.startswith(prefix):
+        return path[len(prefix) :]
+    return variable.name
+
+
+def _tensor_leaves(structure):
+    """The tensors among ``structure``'s leaves (not Python constants)."""
+    return [
+        x
+        for x in keras.tree.flatten(structure)
+        if isinstance(x, keras.KerasTensor) or keras.ops.is_tensor(x)
+    ]
+
+
+def _quantize_leaves(structure, quantizers):
+    """``structure`` with its tensor leaves passed through ``quantizers``.
+
+    Integer and boolean tensors (indices, masks) have nothing to quantize:
+    they pass unchanged, their quantizer unused.
+    """
+    quantizers = iter(quantizers)
+
+    def quantize(x):
+        if not (isinstance(x, keras.KerasTensor) or keras.ops.is_tensor(x)):
+            return x
+        quantizer = next(quantizers)
+        is_float = keras.backend.is_float_dtype(
+            keras.backend.standardize_dtype(x.dtype)
+        )
+        return quantizer(x) if is_float else x
+
+    return keras.tree.map_structure(quantize, structure)
 
 
 @keras.saving.register_keras_serializable(package="aimet_keras")
@@ -21,9 +71,12 @@ class QuantizationWrapper(keras.layers.Layer):
     """Runs a built layer with quantized inputs, weights and outputs.
 
     Args:
-        layer: the built Keras layer to wrap. The wrapper takes its name.
+        layer: the built Keras layer, or ``keras.ops`` operation, to wrap.
+            The wrapper takes its name.
         input_quantizers: one :class:`TensorQuantizer` per tensor in the
-            layer's positional arguments, flattened in order.
+            layer's positional arguments, flattened in order (constants
+            such as the ``1.0`` of ``keras.ops.add(x, 1.0)`` are not
+            tensors).
         output_quantizers: one per output tensor, flattened in order.
         param_quantizers: ``{weight name: TensorQuantizer}`` for the layer's
             own weights (``"kernel"``, ``"bias"``, ...); weights not named
@@ -60,7 +113,7 @@ class QuantizationWrapper(keras.layers.Layer):
     ):
         kwargs.setdefault("name", layer.name)
         super().__init__(**kwargs)
-        if not layer.built:
+        if not getattr(layer, "built", True):
             raise ValueError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) is not built; "
                 "build it (for example by calling it or with "
@@ -70,7 +123,9 @@ class QuantizationWrapper(keras.layers.Layer):
         self.input_quantizers = list(input_quantizers)
         self.output_quantizers = list(output_quantizers)
         self.param_quantizers = dict(param_quantizers or {})
-        weights = {w.name: w for w in layer.weights}
+        weights = {
+            weight_key(layer, w): w for w in getattr(layer, "weights", [])
+        }
         for name in self.param_quantizers:
             if name not in weights:
                 raise ValueError(
@@ -89,8 +144,12 @@ class QuantizationWrapper(keras.layers.Layer):
         where every argument's shape is known.
         """
 
-    def _quantized_weights(self):
-        weights = {w.name: w for w in self.layer.weights}
+    def quantized_weights(self):
+        """``[(weight variable, its quantizer)]`` for every param quantizer."""
+        weights = {
+            weight_key(self.layer, w): w
+            for w in getattr(self.layer, "weights", [])
+        }
         return [
             (weights[name], quantizer)
             for name, quantizer in self.param_quantizers.items()
@@ -106,7 +165,7 @@ class QuantizationWrapper(keras.layers.Layer):
 
     def compute_output_spec(self, *args, **kwargs):
         kwargs.pop("training", None)
-        inputs = keras.tree.flatten(args)
+        inputs = _tensor_leaves((args, kwargs))
         self._check_count("input", self.input_quantizers, inputs)
         for quantizer, tensor in zip(self.input_quantizers, inputs):
             if not quantizer.built:
@@ -120,18 +179,18 @@ class QuantizationWrapper(keras.layers.Layer):
         return spec
 
     def call(self, *args, training=None, **kwargs):
-        inputs = keras.tree.flatten(args)
+        inputs = _tensor_leaves((args, kwargs))
         self._check_count("input", self.input_quantizers, inputs)
-        args = keras.tree.pack_sequence_as(
-            args, [q(t) for q, t in zip(self.input_quantizers, inputs)]
-        )
-        mapping = [(w, q(w)) for w, q in self._quantized_weights()]
+        args, kwargs = _quantize_leaves((args, kwargs), self.input_quantizers)
+        mapping = [(w, q(w)) for w, q in self.quantized_weights()]
         mapped = {id(w) for w, _ in mapping}
+        if isinstance(self.layer, keras.layers.Layer):
+            kwargs["training"] = training
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            outputs = self.layer(*args, training=training, **kwargs)
+            outputs = self.layer(*args, **kwargs)
         # State the layer assigned inside the scope (moving statistics)
         # is only recorded there: apply it to the real variables.
-        for variable in self.layer.variables:
+        for variable in getattr(self.layer, "variables", []):
             if id(variable) in mapped:
                 continue
             value = scope.get_current_value(variable)
@@ -139,9 +198,7 @@ class QuantizationWrapper(keras.layers.Layer):
                 variable.assign(value)
         flat = keras.tree.flatten(outputs)
         self._check_count("output", self.output_quantizers, flat)
-        return keras.tree.pack_sequence_as(
-            outputs, [q(t) for q, t in zip(self.output_quantizers, flat)]
-        )
+        return _quantize_leaves(outputs, self.output_quantizers)
 
     @property
     def quantizers(self):

@@ -1,7 +1,6 @@
 """Layer connections of functional models."""
 
 import keras
-import pytest
 
 from aimet_keras.graph import layer_connections
 
@@ -38,11 +37,12 @@ def test_sequential_models_work():
     assert connections.model_output_layers == {"b"}
 
 
-def test_a_layer_called_twice_is_refused_with_the_fix():
-    # Reads Keras's private _inbound_nodes: this test fails clearly if a
-    # Keras release changes it.
+def test_a_shared_layer_has_all_its_consumers_and_fuses_with_none():
     inputs = keras.Input((4,))
     shared = keras.layers.Dense(4, name="shared")
-    model = keras.Model(inputs, shared(shared(inputs)))
-    with pytest.raises(ValueError, match="'shared'.*2 places.*clone"):
-        layer_connections(model)
+    first = keras.layers.ReLU(name="first")(shared(inputs))
+    model = keras.Model(inputs, keras.layers.ReLU(name="second")(shared(first)))
+    connections = layer_connections(model)
+    assert connections.producers["shared"] == [None]
+    assert connections.consumers["shared"] == ["first", "second"]
+    assert connections.sole_consumer("shared") is None

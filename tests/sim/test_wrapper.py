@@ -8,6 +8,7 @@ import tensorflow as tf
 from aimet_keras.quant import quantize_dequantize
 from aimet_keras.sim import QuantizationWrapper
 from aimet_keras.sim import TensorQuantizer
+from aimet_keras.sim import weight_key
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.standard_normal((4, 8, 8, 3)).astype("float32")
@@ -43,7 +44,10 @@ def _wrap(layer, args, make_quantizer):
         layer,
         [make_quantizer() for _ in range(num_inputs)],
         [make_quantizer() for _ in range(num_outputs)],
-        {w.name: make_quantizer() for w in layer.trainable_weights},
+        {
+            weight_key(layer, w): make_quantizer()
+            for w in layer.trainable_weights
+        },
     )
 
 

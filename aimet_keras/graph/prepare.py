@@ -1,0 +1,347 @@
+"""Model preparation: any Keras model as one flat functional graph.
+
+The simulation, the exporters and the graph rules all work on a flat
+Functional model whose nodes are built-in layers, custom layers and
+``keras.ops`` operations. :func:`prepare_model` makes one from what users
+have:
+
+* **Sequential** models become functional.
+* **Nested models** (a model used as a layer) are inlined: their layers
+  join the outer graph, so each gets its own quantizers. A name that would
+  clash is prefixed with the nested model's name.
+* **Shared layers** (one layer called at several places) stay shared: one
+  copy is called at each place, so its weights stay tied.
+* **Subclassed models** are traced: their ``call`` runs once on symbolic
+  ``keras.Input`` tensors, which records every Keras layer and
+  ``keras.ops`` call as a graph node. A ``call`` that uses TensorFlow
+  functions directly or branches in Python on tensor values cannot be
+  traced; that raises with the fix.
+
+Layers are copied (config, build and weights), so the caller's model keeps
+its weights and structure. The one side effect, for a subclassed model only,
+is the symbolic call itself, which records nodes on its sublayers.
+
+:func:`rebuild` re-runs a functional graph through replacement operations;
+:func:`walk` lists its call sites in order. They read Keras's node
+structures (``_nodes_by_depth``, ``Node.arguments``), which Keras 3 has no
+public API for; ``tests/graph`` guards them.
+"""
+
+import dataclasses
+
+import keras
+
+__all__ = ["CallSite", "copy_operation", "prepare_model", "rebuild", "walk"]
+
+
+@dataclasses.dataclass(frozen=True)
+class CallSite:
+    """One call of an operation in a functional graph.
+
+    Attributes:
+        operation: the layer or ``keras.ops`` operation called.
+        inputs: the KerasTensors passed in, flattened in argument order.
+        outputs: the KerasTensors it returned, flattened.
+        node: Keras's node, for filling in arguments.
+    """
+
+    operation: object
+    inputs: tuple
+    outputs: tuple
+    node: object
+
+
+def _is_functional(model):
+    return hasattr(model, "_nodes_by_depth") and not isinstance(
+        model, keras.Sequential
+    )
+
+
+def walk(model):
+    """The call sites of a functional model, producers before consumers.
+
+    Args:
+        model: a Functional ``keras.Model`` (see :func:`prepare_model`).
+
+    Returns:
+        A list of :class:`CallSite`, input layers left out.
+
+    Example:
+
+    >>> inputs = keras.Input((4,))
+    >>> outputs = keras.layers.Dense(2, name="fc")(inputs)
+    >>> [site.operation.name for site in walk(keras.Model(inputs, outputs))]
+    ['fc']
+    """
+    if not _is_functional(model):
+        raise ValueError(
+            f"Model {model.name!r} ({type(model).__name__}) is not a "
+            "functional graph; call aimet_keras.graph.prepare_model first."
+        )
+    sites = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            sites.append(
+                CallSite(
+                    node.operation,
+                    tuple(node.input_tensors),
+                    tuple(keras.tree.flatten(node.outputs)),
+                    node,
+                )
+            )
+    return sites
+
+
+def _fresh_inputs(model):
+    return [
+        keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name)
+        for t in model.inputs
+    ]
+
+
+def _run_sites(model, inputs, call):
+    """Runs ``model``'s graph on ``inputs``; ``call(site, args, kwargs)``."""
+    computed = {id(x): y for x, y in zip(model.inputs, inputs)}
+    for site in walk(model):
+        if any(id(x) not in computed for x in site.inputs):
+            continue  # not on a path from the model inputs
+        args, kwargs = site.node.arguments.fill_in(computed)
+        outputs = keras.tree.flatten(call(site, args, kwargs))
+        for x, y in zip(site.outputs, outputs):
+            computed[id(x)] = y
+    flat = [computed[id(x)] for x in keras.tree.flatten(model.outputs)]
+    return keras.tree.pack_sequence_as(model._outputs_struct, flat)
+
+
+def rebuild(model, replace):
+    """A new functional model with each operation swapped for another.
+
+    ``replace(operation)`` is called once per distinct operation (so a
+    shared layer's replacement is shared too) and must return a callable
+    taking the same arguments.
+
+    Args:
+        model: a Functional ``keras.Model``.
+        replace: ``operation -> callable``.
+
+    Returns:
+        A new ``keras.Model`` with fresh inputs of the same names and shapes.
+
+    Example:
+
+    >>> inputs = keras.Input((4,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+    >>> copy = rebuild(model, copy_operation)
+    >>> copy.get_layer("fc") is model.get_layer("fc")
+    False
+    """
+    replacements = {}
+
+    def call(site, args, kwargs):
+        key = id(site.operation)
+        if key not in replacements:
+            replacements[key] = replace(site.operation)
+        return replacements[key](*args, **kwargs)
+
+    inputs = _fresh_inputs(model)
+    outputs = _run_sites(model, inputs, call)
+    return keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name
+    )
+
+
+def copy_operation(operation, name=None):
+    """A copy of a layer or ``keras.ops`` operation, with its weights.
+
+    Args:
+        operation: a built layer or an operation.
+        name: a new name. Defaults to the operation's own.
+
+    Returns:
+        The copy, built and holding equal weights.
+
+    Raises:
+        ValueError: when the layer cannot be rebuilt from its config, naming
+            it and the fix.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(2, name="fc")
+    >>> dense.build((None, 3))
+    >>> copy = copy_operation(dense)
+    >>> bool(np.all(copy.kernel.numpy() == dense.kernel.numpy()))
+    True
+    """
+    config = operation.get_config()
+    if name is not None:
+        config = dict(config, name=name)
+    try:
+        copy = operation.__class__.from_config(config)
+        if isinstance(operation, keras.layers.Layer):
+            if operation.built:
+                build_config = operation.get_build_config()
+                if build_config:
+                    copy.build_from_config(build_config)
+            copy.set_weights(operation.get_weights())
+    except Exception as error:
+        raise ValueError(
+            f"Layer {operation.name!r} ({type(operation).__name__}) could not "
+            f"be copied from its config: {type(error).__name__}: {error}. "
+            "Give the class a get_config() that returns every constructor "
+            "argument (and build() that creates its weights), as Keras "
+            "custom layers need for saving too."
+        ) from error
+    return copy
+
+
+def _input_shapes(model, input_shape):
+    if input_shape is not None:
+        shapes = input_shape
+    else:
+        build_config = model.get_build_config() or {}
+        shapes = build_config.get("input_shape")
+        if shapes is None:
+            raise ValueError(
+                f"Model {model.name!r} ({type(model).__name__}) is not built, "
+                "so its input shape is unknown: call it on a batch first, or "
+                "pass input_shape (with the batch dimension, e.g. "
+                "(None, 28, 28, 1))."
+            )
+    if isinstance(shapes, dict):
+        raise ValueError(
+            f"Model {model.name!r} takes a dict of inputs; prepare_model "
+            "traces subclassed models with positional inputs only. Build it "
+            "as a functional model instead."
+        )
+    nested = (
+        isinstance(shapes, (list, tuple))
+        and shapes
+        and isinstance(shapes[0], (list, tuple))
+    )
+    return [tuple(s) for s in shapes] if nested else [tuple(shapes)]
+
+
+def _trace_subclassed(model, input_shape):
+    shapes = _input_shapes(model, input_shape)
+    inputs = [
+        keras.Input(batch_shape=s, name="input" if len(shapes) == 1 else None)
+        for s in shapes
+    ]
+    try:
+        outputs = model.call(inputs[0] if len(inputs) == 1 else inputs)
+        traced = keras.Model(inputs, outputs, name=model.name)
+    except Exception as error:
+        raise ValueError(
+            f"Subclassed model {model.name!r} ({type(model).__name__}) could "
+            "not be traced into a functional graph "
+            f"({type(error).__name__}: {error}). aimet_keras runs its call() "
+            "once on symbolic inputs: call() must use Keras layers and "
+            "keras.ops only (no tf.* functions, no Python branches on tensor "
+            "values). Rewrite those parts with keras.ops, or build the model "
+            "with the functional API."
+        ) from error
+    return traced
+
+
+def _sequential_as_functional(model):
+    if getattr(model, "_functional", None) is None:
+        raise ValueError(
+            f"Sequential model {model.name!r} is not built; start it with "
+            "keras.Input(shape) or call it on a batch first."
+        )
+    # A built Sequential model keeps its graph as a functional model.
+    return model._functional
+
+
+def _as_functional(model, input_shape=None):
+    if isinstance(model, keras.Sequential):
+        return _sequential_as_functional(model)
+    if _is_functional(model):
+        return model
+    return _trace_subclassed(model, input_shape)
+
+
+def prepare_model(model, input_shape=None, copy=True):
+    """Returns ``model`` as one flat functional model of copied layers.
+
+    Args:
+        model: a built ``keras.Model``: Functional, Sequential, nested or
+            subclassed.
+        input_shape: for a subclassed model that was never built, its input
+            shape with the batch dimension (a list of shapes for several
+            inputs). Defaults to None.
+        copy: copy the layers (True, the default) or use the caller's own
+            layer objects, so the new model shares their weights.
+
+    Returns:
+        A new Functional ``keras.Model`` computing what ``model`` computes,
+        with no nested models, whose layers are copies (or, with
+        ``copy=False``, the caller's layers).
+
+    Raises:
+        TypeError: when ``model`` is not a ``keras.Model``.
+        ValueError: for an unbuilt model or a subclassed model that cannot
+            be traced, naming it and the fix.
+
+    Example:
+
+    >>> inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> inputs = keras.Input((4,))
+    >>> outer = keras.Model(inputs, keras.layers.ReLU()(inner(inputs)))
+    >>> flat = prepare_model(outer)
+    >>> [type(layer).__name__ for layer in flat.layers]
+    ['InputLayer', 'Dense', 'ReLU']
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"model must be a keras.Model; got {type(model).__name__}."
+        )
+    functional = _as_functional(model, input_shape)
+    copies = {}
+    # The outer model's names win; a nested layer whose name is taken gets
+    # its model's name as a prefix.
+    names = {
+        x.name for x in functional.operations if not isinstance(x, keras.Model)
+    }
+
+    def copy_of(operation, prefix):
+        if id(operation) not in copies:
+            name = operation.name
+            if prefix and name in names:
+                name = f"{prefix}_{name}"
+                while name in names:
+                    name = f"{name}_copy"
+            names.add(name)
+            if not copy and name != operation.name:
+                raise ValueError(
+                    f"Layer {operation.name!r} of nested model {prefix!r} "
+                    "has the name of another layer; with copy=False (the "
+                    "sim's in_place=True) it cannot be renamed. Rename it."
+                )
+            copies[id(operation)] = (
+                copy_operation(operation, name) if copy else operation
+            )
+        return copies[id(operation)]
+
+    def inline(graph, inputs, prefix):
+        def call(site, args, kwargs):
+            operation = site.operation
+            if isinstance(operation, keras.Model):
+                inner = _as_functional(operation)
+                tensors = [
+                    x
+                    for x in keras.tree.flatten((args, kwargs))
+                    if isinstance(x, keras.KerasTensor)
+                ]
+                return inline(inner, tensors, operation.name)
+            return copy_of(operation, prefix)(*args, **kwargs)
+
+        return _run_sites(graph, inputs, call)
+
+    inputs = _fresh_inputs(functional)
+    outputs = inline(functional, inputs, "")
+    return keras.Model(
+        inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name
+    )

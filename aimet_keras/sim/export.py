@@ -1,0 +1,405 @@
+"""Exporting a simulation, and reading encodings back into one.
+
+:func:`export_sim` writes, for ``QuantizationSimModel.export``:
+
+* ``<prefix>/``: a TensorFlow SavedModel of the FP32 model (the sim's float
+  weights, no quantizer ops), with one ``serving_default`` signature. The
+  TFLite converter and Qualcomm's TensorFlow converters read it.
+* ``<prefix>.keras``: the simulated model, quantizers and grids included.
+* ``<prefix>.encodings``: AIMET's encodings file (0.6.1 by default).
+
+Tensor names: the encodings file names tensors of the SavedModel's serving
+function, which names them on purpose (Identity ops), so every name in the
+file is a node of the exported graph:
+
+========================  ===============================================
+tensor                    name
+========================  ===============================================
+model input ``image``     ``image:0`` (the signature's placeholder)
+output ``i`` of layer L   ``L:i``; a shared layer's later calls
+                          ``L_call1:i``, ``L_call2:i``...
+weight of layer L         ``L/kernel:0``, ``L/bias:0`` (AIMET's Keras
+                          names); a sublayer's ``L/query/kernel:0``
+input ``j`` of layer L    ``L/input{j}:0``, when L quantizes an input that
+                          is not a model input
+========================  ===============================================
+
+:func:`load_encodings` reads any encodings file aimet_keras or AIMET writes
+(0.6.1, 1.0.0, 2.0.0, AdaRound's flat file) and sets the sim's grids by
+these names.
+"""
+
+import dataclasses
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+
+from aimet_keras.export import encodings as encodings_lib
+from aimet_keras.graph import prepare as prepare_lib
+from aimet_keras.quant import encoding as encoding_lib
+from aimet_keras.sim import wrapper as wrapper_lib
+
+__all__ = ["export_sim", "load_encodings", "tensor_names"]
+
+_LOG = logging.getLogger("aimet_keras")
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteNames:
+    """The exported names of one call of a layer.
+
+    Attributes:
+        layer: the layer (wrapper) name.
+        inputs: per input tensor, its name, or None where the export adds no
+            name (an internal tensor the layer does not quantize).
+        outputs: per output tensor, its name.
+        params: ``{weight key: name}`` for quantized weights.
+    """
+
+    layer: str
+    inputs: tuple
+    outputs: tuple
+    params: dict
+
+
+def tensor_names(sim):
+    """The exported tensor name of every call site of a sim's model.
+
+    Args:
+        sim: a :class:`~aimet_keras.sim.QuantizationSimModel`.
+
+    Returns:
+        A list of :class:`SiteNames`, in the order the graph runs.
+
+    Example:
+
+    >>> inputs = keras.Input((4,), name="features")
+    >>> outputs = keras.layers.Dense(2, name="fc")(inputs)
+    >>> sim = QuantizationSimModel(keras.Model(inputs, outputs))
+    >>> names = tensor_names(sim)[0]
+    >>> names.inputs, names.outputs, names.params["kernel"]
+    (('features:0',), ('fc:0',), 'fc/kernel:0')
+    """
+    prepared = sim._prepared
+    input_names = {id(t): t.name for t in prepared.inputs}
+    wrappers = {w.name: w for w in sim.quant_wrappers()}
+    calls, used, plan = {}, set(), []
+    for site in prepare_lib.walk(prepared):
+        name = site.operation.name
+        wrapper = wrappers[name]
+        call = calls.get(name, 0)
+        calls[name] = call + 1
+        stem = name if call == 0 else f"{name}_call{call}"
+        inputs = []
+        for j, (tensor, quantizer) in enumerate(
+            zip(site.inputs, wrapper.input_quantizers)
+        ):
+            candidate = None
+            if id(tensor) in input_names:
+                candidate = f"{input_names[id(tensor)]}:0"
+            if quantizer.enabled and (candidate is None or candidate in used):
+                candidate = f"{stem}/input{j}:0"
+            if quantizer.enabled:
+                used.add(candidate)
+            inputs.append(candidate)
+        outputs = tuple(f"{stem}:{i}" for i in range(len(site.outputs)))
+        params = {
+            key: f"{name}/{key}:0"
+            for key, quantizer in wrapper.param_quantizers.items()
+            if quantizer.enabled
+        }
+        plan.append(SiteNames(name, tuple(inputs), outputs, params))
+    return plan
+
+
+def _quantizer_table(sim):
+    """``{tensor name: (quantizer, "param"|"activation")}``."""
+    wrappers = {w.name: w for w in sim.quant_wrappers()}
+    table = {}
+    for names in tensor_names(sim):
+        wrapper = wrappers[names.layer]
+        for name, quantizer in zip(names.inputs, wrapper.input_quantizers):
+            if name is not None and quantizer.enabled:
+                table.setdefault(name, (quantizer, "activation"))
+        for name, quantizer in zip(names.outputs, wrapper.output_quantizers):
+            table[name] = (quantizer, "activation")
+        for key, name in names.params.items():
+            table[name] = (wrapper.param_quantizers[key], "param")
+    return table
+
+
+def _check_calibrated(sim):
+    missing = [
+        quantizer.name
+        for wrapper in sim.quant_wrappers()
+        for quantizer in wrapper.quantizers
+        if quantizer.enabled
+        and quantizer.data_type == "int"
+        and not quantizer.is_initialized
+    ]
+    if missing:
+        raise ValueError(
+            f"The sim is not calibrated: {len(missing)} quantizer(s) have no "
+            f"encoding (first: {missing[0]!r}). Call sim.compute_encodings "
+            "(or load_encodings_to_sim) before exporting."
+        )
+
+
+def sim_encodings(sim, version="0.6.1"):
+    """The sim's encodings as an AIMET encodings dict (the file's JSON).
+
+    Args:
+        sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`.
+        version: ``"0.6.1"``, ``"1.0.0"`` or ``"2.0.0"``. Defaults to
+            ``"0.6.1"``.
+
+    Returns:
+        The JSON-serializable dict.
+    """
+    _check_calibrated(sim)
+    params, activations = {}, {}
+    for name, (quantizer, kind) in _quantizer_table(sim).items():
+        encoding = quantizer.encoding
+        if encoding is not None:
+            (params if kind == "param" else activations)[name] = encoding
+    # 2.0.0 names the channel axis of per-channel weights, counted from 0.
+    axes = {}
+    for wrapper in sim.quant_wrappers():
+        for weight, quantizer in wrapper.quantized_weights():
+            if isinstance(quantizer.axis, int):
+                key = wrapper_lib.weight_key(wrapper.layer, weight)
+                axes[f"{wrapper.name}/{key}:0"] = quantizer.axis % len(
+                    weight.shape
+                )
+    return encodings_lib.encodings_to_dict(
+        params,
+        activations,
+        version=version,
+        quantizer_args=sim.quantizer_args(),
+        axes=axes,
+    )
+
+
+def _fp32_serving_function(sim):
+    """The FP32 model as a function whose tensors carry the export names."""
+    import tensorflow as tf
+
+    prepared = sim._prepared
+    plan = tensor_names(sim)
+    placeholders = {f"{t.name}:0" for t in prepared.inputs}
+
+    def serve(*inputs):
+        computed = {id(x): y for x, y in zip(prepared.inputs, inputs)}
+        named_weights = {}  # a shared layer's weights are named once
+        for site, names in zip(prepare_lib.walk(prepared), plan):
+            values = {}
+            for tensor, name in zip(site.inputs, names.inputs):
+                value = computed[id(tensor)]
+                if name is not None and name not in placeholders:
+                    value = _named(tf, value, name)
+                values[id(tensor)] = value
+            args, kwargs = site.node.arguments.fill_in(values)
+            layer = site.operation
+            mapping = []
+            for weight in getattr(layer, "weights", []):
+                name = names.params.get(wrapper_lib.weight_key(layer, weight))
+                if name is not None:
+                    if name not in named_weights:
+                        named_weights[name] = _named(tf, weight.value, name)
+                    mapping.append((weight, named_weights[name]))
+            if isinstance(layer, keras.layers.Layer):
+                kwargs["training"] = False
+            # The layer's own ops go under a scope of their own, so that the
+            # export names stay free.
+            with tf.name_scope("fp32"):
+                with keras.StatelessScope(state_mapping=mapping):
+                    outputs = layer(*args, **kwargs)
+            outputs = tf.identity_n(
+                keras.tree.flatten(outputs), name=names.outputs[0][:-2]
+            )
+            for tensor, value, name in zip(
+                site.outputs, outputs, names.outputs
+            ):
+                _check_name(value, name)
+                computed[id(tensor)] = value
+        flat = [computed[id(x)] for x in keras.tree.flatten(prepared.outputs)]
+        return keras.tree.pack_sequence_as(prepared._outputs_struct, flat)
+
+    signature = [
+        tf.TensorSpec(t.shape, t.dtype, name=t.name) for t in prepared.inputs
+    ]
+    return serve, signature
+
+
+def _named(tf, value, name):
+    if name is None:
+        return value
+    named = tf.identity(value, name=name[:-2])
+    _check_name(named, name)
+    return named
+
+
+def _check_name(tensor, name):
+    if tensor.name != name:
+        raise RuntimeError(
+            f"Exporting tensor {name!r}: the graph named it {tensor.name!r} "
+            "(two layers' export names clash). Rename one of the layers."
+        )
+
+
+def _write_saved_model(sim, path):
+    serve, signature = _fp32_serving_function(sim)
+    archive = keras.export.ExportArchive()
+    archive.track(sim._prepared)
+    archive.add_endpoint("serve", serve, input_signature=signature)
+    archive.write_out(str(path), verbose=False)
+
+
+def export_sim(sim, path, filename_prefix, encoding_version="0.6.1"):
+    """Writes the SavedModel, the ``.keras`` sim and the encodings file.
+
+    Everything is written into a temporary folder next to the targets and
+    moved into place only once complete: a failed export leaves nothing.
+
+    Args:
+        sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`.
+        path: the folder to write into (created if missing).
+        filename_prefix: the file names' stem.
+        encoding_version: ``"0.6.1"`` (default), ``"1.0.0"`` or ``"2.0.0"``.
+
+    Returns:
+        ``{"saved_model": ..., "keras": ..., "encodings": ...}`` paths.
+
+    Raises:
+        ValueError: for an uncalibrated sim, an unknown encoding version or a
+            prefix that is not a plain file name.
+    """
+    if encoding_version not in encodings_lib.ENCODING_VERSIONS:
+        raise ValueError(
+            f"encoding_version={encoding_version!r}; use one of "
+            f"{encodings_lib.ENCODING_VERSIONS}."
+        )
+    if not filename_prefix or os.sep in filename_prefix:
+        raise ValueError(
+            f"filename_prefix={filename_prefix!r} must be a plain file name "
+            "(put folders in path)."
+        )
+    data = sim_encodings(sim, encoding_version)
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    targets = {
+        "saved_model": path / filename_prefix,
+        "keras": path / f"{filename_prefix}.keras",
+        "encodings": path / f"{filename_prefix}.encodings",
+    }
+    staging = pathlib.Path(
+        tempfile.mkdtemp(dir=path, prefix=f".{filename_prefix}.export-")
+    )
+    try:
+        staged = {key: staging / target.name for key, target in targets.items()}
+        encodings_lib.write_encodings(staged["encodings"], data)
+        sim.model.save(staged["keras"])
+        _write_saved_model(sim, staged["saved_model"])
+        for key, target in targets.items():
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(staged[key], target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return targets
+
+
+def load_encodings(sim, path, params_only=False):
+    """Sets a sim's grids from an encodings file; returns what was set.
+
+    Quantizers take the file's bitwidth, symmetry and data type. An enabled
+    quantizer the file does not name is disabled, as AIMET does; with
+    ``params_only`` only the params the file names are touched.
+
+    Args:
+        sim: a :class:`~aimet_keras.sim.QuantizationSimModel`.
+        path: an encodings file (0.6.1, 1.0.0, 2.0.0 or AdaRound's flat
+            parameter file).
+        params_only: read only the param encodings. Defaults to False.
+
+    Returns:
+        The names of the quantizers set.
+
+    Raises:
+        ValueError: for a tensor name the sim does not have, or an encoding
+            that does not fit its quantizer, naming the tensor and file.
+    """
+    params, activations = encodings_lib.read_encodings(path)
+    table = _quantizer_table(sim)
+    wanted = {"param": params, "activation": activations}
+    for kind, section in wanted.items():
+        if params_only and kind == "activation":
+            continue
+        for name in section:
+            if name not in table or table[name][1] != kind:
+                known = sorted(n for n, (_, k) in table.items() if k == kind)
+                raise ValueError(
+                    f"{path}: {kind} tensor {name!r} is not a tensor of this "
+                    f"sim's model; its {kind} tensors are "
+                    f"{known[:8]}{' ...' if len(known) > 8 else ''}. Export "
+                    "the encodings from a sim of the same model."
+                )
+    done = set()
+    for name, (quantizer, kind) in table.items():
+        if params_only and kind == "activation":
+            continue
+        encoding = wanted[kind].get(name)
+        if encoding is None:
+            if params_only:
+                continue  # set_and_freeze leaves the other weights alone
+            if quantizer.enabled and id(quantizer) not in done:
+                quantizer.enabled = False
+                _LOG.info("%s: no encoding for %s: disabled.", path, name)
+            continue
+        if id(quantizer) in done:
+            continue
+        try:
+            _set_from_file(quantizer, encoding)
+        except ValueError as error:
+            raise ValueError(f"{path}: tensor {name!r}: {error}") from None
+        done.add(id(quantizer))
+    sim._retrace()
+    return sorted(
+        name for name, (quantizer, _) in table.items() if id(quantizer) in done
+    )
+
+
+def _set_from_file(quantizer, encoding):
+    quantizer.enabled = True
+    if encoding.is_float:
+        quantizer.data_type = "float"
+        quantizer.bitwidth = encoding.bitwidth
+        return
+    quantizer.data_type = "int"
+    quantizer.bitwidth = encoding.bitwidth
+    quantizer.is_symmetric = encoding.is_symmetric
+    quantizer.strict_symmetric = bool(encoding.strict_symmetric)
+    quantizer.unsigned_symmetric = bool(encoding.unsigned_symmetric)
+    if quantizer.axis is None and encoding.is_per_channel:
+        raise ValueError(
+            f"the file has {encoding.num_channels} per-channel encodings; "
+            f"quantizer {quantizer.name} is per-tensor. Build the sim with a "
+            "per-channel config."
+        )
+    if quantizer.axis is not None and not encoding.is_per_channel:
+        # One grid for every channel of a per-channel quantizer.
+        channels = quantizer.observer.num_channels
+        encoding = encoding_lib.compute_encoding(
+            np.full(channels, float(np.squeeze(encoding.min))),
+            np.full(channels, float(np.squeeze(encoding.max))),
+            encoding.bitwidth,
+            encoding.is_symmetric,
+            encoding.strict_symmetric,
+            encoding.unsigned_symmetric,
+        )
+    quantizer.set_encoding(encoding)

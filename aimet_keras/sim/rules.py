@@ -1,0 +1,124 @@
+"""Quantization rules: how the simulation treats a layer class.
+
+Built-in Keras layers and ``keras.ops`` operations map to AIMET's (ONNX)
+op types through :mod:`aimet_keras.sim.op_types`, and the quantsim config
+says what to quantize for each op type. A custom layer the toolkit does not
+know is treated as op type ``"Unknown"``: its outputs are quantized as the
+config's defaults say, its weights stay float, and the simulation warns,
+naming it (or raises, with ``strict=True``). To do better, register a rule:
+
+>>> class MyConv(keras.layers.Conv2D):
+...     pass
+>>> register_quantization_rule(MyConv, op_type="Conv")
+>>> rule_for(MyConv(4, 3)).op_type
+'Conv'
+
+A rule names the op type whose config settings apply (so ``"Conv"`` gets
+conv weight quantization, per-channel axes and supergroups), the weights to
+quantize (default: all but BatchNormalization-style moving statistics) and
+the output-channel axis of each weight for per-channel quantization.
+"""
+
+import dataclasses
+
+from aimet_keras.sim import op_types
+
+__all__ = [
+    "QuantizationRule",
+    "register_quantization_rule",
+    "rule_for",
+    "unregister_quantization_rule",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationRule:
+    """How the simulation quantizes one layer class.
+
+    Attributes:
+        op_type: AIMET's op type whose quantsim config settings apply
+            (``"Conv"``, ``"Gemm"``, ``"Relu"``...), or ``"Unknown"``.
+        weights: names of the weights to quantize, or None for every weight
+            the config quantizes.
+        channel_axes: ``{weight name: output-channel axis}`` for
+            per-channel quantization; weights not named use the built-in
+            rule (last axis). Defaults to empty.
+        known: False for layers the toolkit found no rule for.
+    """
+
+    op_type: str
+    weights: tuple = None
+    channel_axes: dict = dataclasses.field(default_factory=dict)
+    known: bool = True
+
+
+_REGISTRY = {}
+
+
+def register_quantization_rule(
+    layer_class, op_type, weights=None, channel_axes=None
+):
+    """Registers how to quantize a custom layer class (and its subclasses).
+
+    Args:
+        layer_class: the layer (or ``keras.ops`` operation) class.
+        op_type: AIMET's op type whose config settings apply; one of
+            :data:`~aimet_keras.sim.op_types.ONNX_OP_TYPES`.
+        weights: weight names to quantize; None quantizes every weight the
+            config's param rules cover. Defaults to None.
+        channel_axes: ``{weight name: axis}`` for per-channel quantization.
+            Defaults to None (last axis).
+
+    Raises:
+        TypeError: when ``layer_class`` is not a class.
+        ValueError: for an op type AIMET does not name, with close matches.
+
+    Example:
+
+    >>> class Scale(keras.layers.Layer):
+    ...     def call(self, x):
+    ...         return x * 2.0
+    >>> register_quantization_rule(Scale, op_type="Mul", weights=())
+    >>> rule_for(Scale()).weights
+    ()
+    >>> unregister_quantization_rule(Scale)
+    """
+    if not isinstance(layer_class, type):
+        raise TypeError(
+            f"layer_class must be a class; got {type(layer_class).__name__}."
+        )
+    if op_type not in op_types.ONNX_OP_TYPES and op_type != "Unknown":
+        raise ValueError(
+            f"op_type={op_type!r} for {layer_class.__name__} is not an op type "
+            "aimet_keras knows (see aimet_keras.sim.op_types.ONNX_OP_TYPES)."
+            + op_types.did_you_mean(op_type, op_types.ONNX_OP_TYPES)
+        )
+    _REGISTRY[layer_class] = QuantizationRule(
+        op_type,
+        None if weights is None else tuple(weights),
+        dict(channel_axes or {}),
+    )
+
+
+def unregister_quantization_rule(layer_class):
+    """Removes a rule registered for ``layer_class`` (no error if none)."""
+    _REGISTRY.pop(layer_class, None)
+
+
+def rule_for(operation):
+    """The :class:`QuantizationRule` for a layer or operation.
+
+    A registered rule for the class or one of its bases wins; then the
+    built-in op type table; else an ``"Unknown"`` rule with
+    ``known=False``.
+
+    Example:
+
+    >>> rule_for(keras.layers.Dense(3)).op_type
+    'Gemm'
+    """
+    for cls in type(operation).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    op_type = op_types.onnx_op_type(operation)
+    return QuantizationRule(op_type, known=op_type != "Unknown")

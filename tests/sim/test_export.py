@@ -1,0 +1,177 @@
+"""QuantizationSimModel.export, load_encodings_to_sim and
+set_and_freeze_param_encodings."""
+
+import json
+import pathlib
+
+import jsonschema
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from aimet_keras import zoo
+from aimet_keras.export import encodings_to_dict
+from aimet_keras.export import write_encodings
+from aimet_keras.quant import compute_encoding
+from aimet_keras.sim import QuantizationSimModel
+
+SCHEMA_0_6_1 = json.loads(
+    (
+        pathlib.Path(__file__).parents[1]
+        / "export"
+        / "encodings_0_6_1.schema.json"
+    ).read_text()
+)
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return zoo.load_fashion_mnist_slice("calibration")[0][:200]
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return zoo.load_model("resnet", compile=False)
+
+
+@pytest.fixture(scope="module")
+def exported(resnet, calibration, tmp_path_factory):
+    sim = QuantizationSimModel(resnet, config_file="tflite_int8")
+    sim.compute_encodings(calibration)
+    path = tmp_path_factory.mktemp("export")
+    return sim, sim.export(path, "resnet_w8a8")
+
+
+def _serving_graph_nodes(saved_model_dir):
+    """Node and input names of the SavedModel's serving function."""
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    functions = proto.meta_graphs[0].graph_def.library.function
+    (serving,) = [
+        f for f in functions if f.signature.name.startswith("__inference_serve")
+    ]
+    nodes = {node.name: node.op for node in serving.node_def}
+    inputs = {arg.name for arg in serving.signature.input_arg}
+    return nodes, inputs
+
+
+def test_exported_encodings_validate_and_name_graph_tensors(exported):
+    _, paths = exported
+    data = json.loads(paths["encodings"].read_text())
+    jsonschema.validate(data, SCHEMA_0_6_1)
+    names = [*data["param_encodings"], *data["activation_encodings"]]
+    assert "stem_conv/kernel:0" in names and "image:0" in names
+    assert "logits/bias:0" in names  # int32 bias under the TFLite config
+    nodes, inputs = _serving_graph_nodes(paths["saved_model"])
+    for name in names:
+        op_name, index = name.rsplit(":", 1)
+        assert op_name in nodes or op_name in inputs, name
+        assert index == "0" or nodes.get(op_name) == "IdentityN", name
+    # The FP32 graph has no quantizer ops.
+    assert not {"Round", "FakeQuantWithMinMaxVars"} & set(nodes.values())
+    assert paths["keras"].is_file()
+
+
+def test_saved_model_is_the_fp32_model_and_converts(exported, resnet):
+    _, paths = exported
+    images = zoo.load_fashion_mnist_slice("test")[0][:16]
+    loaded = tf.saved_model.load(str(paths["saved_model"]))
+    served = loaded.signatures["serving_default"](tf.constant(images))
+    (served,) = served.values()
+    np.testing.assert_allclose(
+        served.numpy(), resnet.predict(images, verbose=0), atol=1e-5
+    )
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(paths["saved_model"])
+    )
+    assert len(converter.convert()) > 10_000
+
+
+@pytest.mark.parametrize("version", ["0.6.1", "1.0.0", "2.0.0"])
+def test_export_then_load_into_a_fresh_sim_is_identical(
+    resnet, exported, calibration, tmp_path, version
+):
+    sim, _ = exported
+    paths = sim.export(tmp_path, "again", encoding_version=version)
+    fresh = QuantizationSimModel(resnet, config_file="tflite_int8")
+    fresh.load_encodings_to_sim(paths["encodings"])
+    np.testing.assert_array_equal(
+        sim.model.predict(calibration, verbose=0),
+        fresh.model.predict(calibration, verbose=0),
+    )
+    loaded = keras.models.load_model(paths["keras"])
+    np.testing.assert_array_equal(
+        sim.model.predict(calibration[:32], verbose=0),
+        loaded.predict(calibration[:32], verbose=0),
+    )
+
+
+def test_nested_shared_and_ops_model_exports(tmp_path):
+    inner = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(8), keras.layers.ReLU()],
+        name="inner",
+    )
+    a, b = keras.Input((8,), name="a"), keras.Input((8,), name="b")
+    shared = keras.layers.Dense(8, name="shared")
+    x = keras.ops.add(inner(shared(a)), shared(b))
+    model = keras.Model([a, b], keras.layers.Dense(3, name="head")(x))
+    rng = np.random.default_rng(0)
+    data = [rng.normal(size=(32, 8)).astype("float32") for _ in range(2)]
+    sim = QuantizationSimModel(model)
+    sim.compute_encodings(data)
+    paths = sim.export(tmp_path, "nested")
+    names = json.loads(paths["encodings"].read_text())["activation_encodings"]
+    assert {"shared:0", "shared_call1:0", "a:0", "b:0"} <= set(names)
+    nodes, inputs = _serving_graph_nodes(paths["saved_model"])
+    for name in names:
+        assert name[:-2] in nodes or name[:-2] in inputs, name
+    fresh = QuantizationSimModel(model)
+    fresh.load_encodings_to_sim(paths["encodings"])
+    np.testing.assert_array_equal(
+        sim.model.predict(data, verbose=0), fresh.model.predict(data, verbose=0)
+    )
+
+
+def test_failed_export_leaves_nothing(resnet, exported, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="not calibrated.*compute_encodings"):
+        QuantizationSimModel(resnet).export(tmp_path, "raw")
+    assert list(tmp_path.iterdir()) == []
+    sim, _ = exported
+    from aimet_keras.sim import export as export_lib
+
+    def broken(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_lib, "_write_saved_model", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        sim.export(tmp_path, "half")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_names_that_do_not_match_the_model_are_refused(resnet, tmp_path):
+    enc = compute_encoding(-1.0, 1.0, 8)
+    path = write_encodings(
+        tmp_path / "other.encodings",
+        encodings_to_dict({"conv2d/kernel:0": enc}, {}),
+    )
+    sim = QuantizationSimModel(resnet)
+    with pytest.raises(ValueError, match="'conv2d/kernel:0'.*not a tensor"):
+        sim.load_encodings_to_sim(path)
+
+
+def test_set_and_freeze_param_encodings(resnet, calibration, tmp_path):
+    # AIMET's AdaRound file: flat, kernels only.
+    enc = compute_encoding(-0.5, 0.5, 4, is_symmetric=True)
+    entry = encodings_to_dict({"stem_conv/kernel:0": enc}, {})
+    path = tmp_path / "adaround.encodings"
+    path.write_text(json.dumps(entry["param_encodings"]))
+    sim = QuantizationSimModel(resnet)
+    sim.set_and_freeze_param_encodings(path)
+    sim.compute_encodings(calibration)
+    quantizer = sim.model.get_layer("stem_conv").param_quantizers["kernel"]
+    assert quantizer.bitwidth == 4
+    np.testing.assert_allclose(quantizer.encoding.max, enc.max, rtol=1e-6)
+    other = sim.model.get_layer("logits").param_quantizers["kernel"]
+    assert other.bitwidth == 8 and other.is_initialized
