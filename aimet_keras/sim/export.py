@@ -22,6 +22,8 @@ weight of layer L         ``L/kernel:0``, ``L/bias:0`` (AIMET's Keras
                           names); a sublayer's ``L/query/kernel:0``
 input ``j`` of layer L    ``L/input{j}:0``, when L quantizes an input that
                           is not a model input
+inside MultiHeadAttention ``L/query:0``, ``L/scores:0``, ``L/softmax:0``...
+                          (AIMET's ``<wrapper>/<quantizer>:0``)
 ========================  ===============================================
 
 :func:`load_encodings` reads any encodings file aimet_keras or AIMET writes
@@ -29,6 +31,7 @@ input ``j`` of layer L    ``L/input{j}:0``, when L quantizes an input that
 these names.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -42,6 +45,7 @@ import numpy as np
 from aimet_keras.export import encodings as encodings_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.quant import encoding as encoding_lib
+from aimet_keras.sim import attention as attention_lib
 from aimet_keras.sim import wrapper as wrapper_lib
 
 __all__ = ["export_sim", "load_encodings", "tensor_names"]
@@ -59,12 +63,15 @@ class SiteNames:
             name (an internal tensor the layer does not quantize).
         outputs: per output tensor, its name.
         params: ``{weight key: name}`` for quantized weights.
+        internals: ``{inner tensor: name}`` for quantized tensors inside the
+            layer (MultiHeadAttention's).
     """
 
     layer: str
     inputs: tuple
     outputs: tuple
     params: dict
+    internals: dict
 
 
 def tensor_names(sim):
@@ -113,7 +120,12 @@ def tensor_names(sim):
             for key, quantizer in wrapper.param_quantizers.items()
             if quantizer.enabled
         }
-        plan.append(SiteNames(name, tuple(inputs), outputs, params))
+        internals = {
+            tensor: f"{stem}/{tensor}:0"
+            for tensor, quantizer in wrapper.internal_quantizers.items()
+            if quantizer.enabled
+        }
+        plan.append(SiteNames(name, tuple(inputs), outputs, params, internals))
     return plan
 
 
@@ -130,6 +142,8 @@ def _quantizer_table(sim):
             table[name] = (quantizer, "activation")
         for key, name in names.params.items():
             table[name] = (wrapper.param_quantizers[key], "param")
+        for tensor, name in names.internals.items():
+            table[name] = (wrapper.internal_quantizers[tensor], "activation")
     return table
 
 
@@ -214,9 +228,17 @@ def _fp32_serving_function(sim):
                     mapping.append((weight, named_weights[name]))
             if isinstance(layer, keras.layers.Layer):
                 kwargs["training"] = False
+            hooks = contextlib.nullcontext()
+            if names.internals:
+                hooks = attention_lib.attention_hooks(
+                    layer,
+                    lambda tensor, value, internals=names.internals: _named(
+                        tf, value, internals[tensor], absolute=True
+                    ),
+                )
             # The layer's own ops go under a scope of their own, so that the
             # export names stay free.
-            with tf.name_scope("fp32"):
+            with tf.name_scope("fp32"), hooks:
                 with keras.StatelessScope(state_mapping=mapping):
                     outputs = layer(*args, **kwargs)
             outputs = tf.identity_n(
@@ -236,10 +258,17 @@ def _fp32_serving_function(sim):
     return serve, signature
 
 
-def _named(tf, value, name):
+def _named(tf, value, name, absolute=False):
     if name is None:
         return value
-    named = tf.identity(value, name=name[:-2])
+    if absolute:
+        # Inside a layer's name scope: re-enter the root scope (a scope
+        # name ending in "/" is taken as is).
+        scope, _, op_name = name[:-2].rpartition("/")
+        with tf.compat.v1.get_default_graph().name_scope(f"{scope}/"):
+            named = tf.identity(value, name=op_name)
+    else:
+        named = tf.identity(value, name=name[:-2])
     _check_name(named, name)
     return named
 

@@ -169,8 +169,12 @@ class QuantizationSimModel:
                 for i, s in enumerate(spec.outputs)
             ],
             {
-                weight: self._quantizer(s, f"{name}_{weight}")
+                weight: self._quantizer(s, f"{name}_{weight.replace('/', '_')}")
                 for weight, s in spec.params.items()
+            },
+            {
+                tensor: self._quantizer(s, f"{name}_{tensor}")
+                for tensor, s in spec.internals.items()
             },
         )
 
@@ -186,6 +190,7 @@ class QuantizationSimModel:
         for wrapper in self.quant_wrappers():
             yield from wrapper.input_quantizers
             yield from wrapper.output_quantizers
+            yield from wrapper.internal_quantizers.values()
 
     def compute_encodings(
         self, forward_pass_callback, forward_pass_callback_args=None

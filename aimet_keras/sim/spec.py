@@ -24,6 +24,7 @@ import keras
 
 from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
+from aimet_keras.sim import attention as attention_lib
 from aimet_keras.sim import config as config_lib
 from aimet_keras.sim import rules as rules_lib
 from aimet_keras.sim import wrapper as wrapper_lib
@@ -60,6 +61,9 @@ class LayerSpec:
     ``params`` is keyed by :func:`~aimet_keras.sim.weight_key` (``"kernel"``,
     or ``"query/kernel"`` for a weight of a sublayer). ``known`` is False
     for a layer no rule covers (see :mod:`aimet_keras.sim.rules`).
+    ``internals`` holds tensors inside the layer (MultiHeadAttention's
+    matmul inputs and outputs and softmax, see
+    :mod:`aimet_keras.sim.attention`).
     """
 
     op_type: str
@@ -67,6 +71,7 @@ class LayerSpec:
     outputs: tuple
     params: dict
     known: bool = True
+    internals: dict = dataclasses.field(default_factory=dict)
 
 
 def weight_channel_axis(layer, weight_name, rule=None):
@@ -199,9 +204,7 @@ def resolve_layer_specs(
         dtype = keras.backend.standardize_dtype(tensor.dtype)
         return keras.backend.is_float_dtype(dtype)
 
-    specs = {}
-    for name, site in sites.items():
-        layer, kind, rule = site.operation, kinds[name], rules[name]
+    def activation_settings(kind):
         op = config.op_types.get(kind, config_lib.OpTypeSettings())
         symmetric = (
             op.is_symmetric
@@ -213,6 +216,12 @@ def resolve_layer_specs(
             if op.is_output_quantized is not None
             else config.output_quantized
         )
+        return op, symmetric, output_on
+
+    specs = {}
+    for name, site in sites.items():
+        layer, kind, rule = site.operation, kinds[name], rules[name]
+        op, symmetric, output_on = activation_settings(kind)
         if name in fused:
             output_on = False
         if (
@@ -272,5 +281,15 @@ def resolve_layer_specs(
                 settings.get("bitwidth", default_param_bw),
                 axis,
             )
-        specs[name] = LayerSpec(kind, inputs, outputs, params, rule.known)
+        internals = {}
+        if attention_lib.has_internal_tensors(layer):
+            for tensor in attention_lib.ATTENTION_TENSORS:
+                inner_kind = "Softmax" if tensor == "softmax" else "MatMul"
+                _, inner_symmetric, inner_on = activation_settings(inner_kind)
+                internals[tensor] = tensor_spec(
+                    inner_on, inner_symmetric, default_output_bw
+                )
+        specs[name] = LayerSpec(
+            kind, inputs, outputs, params, rule.known, internals
+        )
     return specs

@@ -11,7 +11,11 @@ back afterwards. With every quantizer disabled the wrapper computes exactly
 what the layer computes.
 """
 
+import contextlib
+
 import keras
+
+from aimet_keras.sim import attention as attention_lib
 
 __all__ = ["QuantizationWrapper", "weight_key"]
 
@@ -79,8 +83,13 @@ class QuantizationWrapper(keras.layers.Layer):
             tensors).
         output_quantizers: one per output tensor, flattened in order.
         param_quantizers: ``{weight name: TensorQuantizer}`` for the layer's
-            own weights (``"kernel"``, ``"bias"``, ...); weights not named
-            stay float.
+            own weights (``"kernel"``, ``"bias"``, ...; a sublayer's weight
+            as ``"query/kernel"``, see :func:`weight_key`); weights not
+            named stay float.
+        internal_quantizers: ``{tensor name: TensorQuantizer}`` for tensors
+            inside the layer; for MultiHeadAttention the names in
+            :data:`~aimet_keras.sim.attention.ATTENTION_TENSORS`. Defaults
+            to none. Per-tensor only.
 
     Input shape:
         As the wrapped layer.
@@ -109,6 +118,7 @@ class QuantizationWrapper(keras.layers.Layer):
         input_quantizers=(),
         output_quantizers=(),
         param_quantizers=None,
+        internal_quantizers=None,
         **kwargs,
     ):
         kwargs.setdefault("name", layer.name)
@@ -123,6 +133,26 @@ class QuantizationWrapper(keras.layers.Layer):
         self.input_quantizers = list(input_quantizers)
         self.output_quantizers = list(output_quantizers)
         self.param_quantizers = dict(param_quantizers or {})
+        self.internal_quantizers = dict(internal_quantizers or {})
+        if self.internal_quantizers:
+            if not attention_lib.has_internal_tensors(layer):
+                raise ValueError(
+                    f"Layer {layer.name!r} ({type(layer).__name__}) has no "
+                    "inner tensors aimet_keras can quantize; only "
+                    "MultiHeadAttention takes internal_quantizers."
+                )
+            unknown = set(self.internal_quantizers) - set(
+                attention_lib.ATTENTION_TENSORS
+            )
+            if unknown:
+                raise ValueError(
+                    f"Layer {layer.name!r}: unknown internal tensors "
+                    f"{sorted(unknown)}; use "
+                    f"{attention_lib.ATTENTION_TENSORS}."
+                )
+        for quantizer in self.internal_quantizers.values():
+            if not quantizer.built:
+                quantizer.build((None,))  # per tensor: any shape will do
         weights = {
             weight_key(layer, w): w for w in getattr(layer, "weights", [])
         }
@@ -186,27 +216,42 @@ class QuantizationWrapper(keras.layers.Layer):
         mapped = {id(w) for w, _ in mapping}
         if isinstance(self.layer, keras.layers.Layer):
             kwargs["training"] = training
-        with keras.StatelessScope(state_mapping=mapping) as scope:
+        hooks, observed = contextlib.nullcontext(), []
+        if self.internal_quantizers:
+
+            def hook(name, tensor):
+                quantizer = self.internal_quantizers[name]
+                if quantizer.observing:
+                    # Observers assign: they run after the stateless scope.
+                    observed.append((quantizer, tensor))
+                    return tensor
+                return quantizer(tensor)
+
+            hooks = attention_lib.attention_hooks(self.layer, hook)
+        with hooks, keras.StatelessScope(state_mapping=mapping) as scope:
             outputs = self.layer(*args, **kwargs)
-        # State the layer assigned inside the scope (moving statistics)
-        # is only recorded there: apply it to the real variables.
+        # State the layer assigned inside the scope (moving statistics) is
+        # only recorded there: apply it to the real variables.
         for variable in getattr(self.layer, "variables", []):
             if id(variable) in mapped:
                 continue
             value = scope.get_current_value(variable)
             if value is not None:
                 variable.assign(value)
+        for quantizer, tensor in observed:
+            quantizer(tensor)
         flat = keras.tree.flatten(outputs)
         self._check_count("output", self.output_quantizers, flat)
         return _quantize_leaves(outputs, self.output_quantizers)
 
     @property
     def quantizers(self):
-        """Every quantizer: inputs, outputs, then params."""
+        """Every quantizer: inputs, outputs, params, then internal ones."""
         return [
             *self.input_quantizers,
             *self.output_quantizers,
             *self.param_quantizers.values(),
+            *self.internal_quantizers.values(),
         ]
 
     def get_config(self):
@@ -219,6 +264,10 @@ class QuantizationWrapper(keras.layers.Layer):
             param_quantizers={
                 name: serialize(q) for name, q in self.param_quantizers.items()
             },
+            internal_quantizers={
+                name: serialize(q)
+                for name, q in self.internal_quantizers.items()
+            },
         )
         return config
 
@@ -229,8 +278,8 @@ class QuantizationWrapper(keras.layers.Layer):
         config["layer"] = deserialize(config["layer"])
         for key in ("input_quantizers", "output_quantizers"):
             config[key] = [deserialize(q) for q in config[key]]
-        config["param_quantizers"] = {
-            name: deserialize(q)
-            for name, q in config["param_quantizers"].items()
-        }
+        for key in ("param_quantizers", "internal_quantizers"):
+            config[key] = {
+                name: deserialize(q) for name, q in config.get(key, {}).items()
+            }
         return cls(**config)

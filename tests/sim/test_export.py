@@ -175,3 +175,36 @@ def test_set_and_freeze_param_encodings(resnet, calibration, tmp_path):
     np.testing.assert_allclose(quantizer.encoding.max, enc.max, rtol=1e-6)
     other = sim.model.get_layer("logits").param_quantizers["kernel"]
     assert other.bitwidth == 8 and other.is_initialized
+
+
+def test_attention_inner_tensors_are_quantized_and_exported(tmp_path):
+    tokens = keras.Input((6, 8), name="tokens")
+    x = keras.layers.MultiHeadAttention(2, 4, name="mha")(tokens, tokens)
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    model = keras.Model(tokens, keras.layers.Dense(3, name="fc")(x))
+    data = np.random.default_rng(0).normal(size=(64, 6, 8)).astype("float32")
+    sim = QuantizationSimModel(model)
+    sim.compute_encodings(data)
+    inner = sim.model.get_layer("mha").internal_quantizers
+    assert sorted(inner) == sorted(
+        ["query", "key", "value", "scores", "softmax", "context"]
+    )
+    assert all(q.is_initialized for q in inner.values())
+    before = sim.model.predict(data, verbose=0)
+    # The inner quantizers change the result: they are in the computation.
+    for quantizer in inner.values():
+        quantizer.enabled = False
+    sim._retrace()
+    assert np.abs(sim.model.predict(data, verbose=0) - before).max() > 1e-4
+    for quantizer in inner.values():
+        quantizer.enabled = True
+    sim._retrace()
+    paths = sim.export(tmp_path, "mha")
+    names = json.loads(paths["encodings"].read_text())["activation_encodings"]
+    assert {"mha/scores:0", "mha/softmax:0", "mha/context:0"} <= set(names)
+    nodes, inputs = _serving_graph_nodes(paths["saved_model"])
+    for name in names:
+        assert name[:-2] in nodes or name[:-2] in inputs, name
+    fresh = QuantizationSimModel(model)
+    fresh.load_encodings_to_sim(paths["encodings"])
+    np.testing.assert_array_equal(before, fresh.model.predict(data, verbose=0))
