@@ -7,8 +7,9 @@ which the wrappers read; nothing downstream reads the config itself.
 
 AIMET's rules kept here:
 
-* a weight is a "bias" when its name contains ``bias``, else a "weight";
-  BatchNormalization's moving statistics are never quantized;
+* a weight is a "bias" when its name contains ``bias`` (or is a
+  normalization's ``beta``), else a "weight"; BatchNormalization's and
+  Normalization's statistics are never quantized;
 * Conv/ConvTranspose/Gemm/MatMul followed by BatchNormalization form a pair:
   the conv's output and the BN's parameters are not quantized;
 * a supergroup (e.g. Conv+Relu) leaves only its last op's output quantized;
@@ -37,7 +38,16 @@ __all__ = [
 ]
 
 _PAIR_WITH_BN = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-_NEVER_QUANTIZED = ("moving_mean", "moving_variance")
+# Statistics, not weights: BatchNormalization's and Normalization's.
+_NEVER_QUANTIZED = (
+    "moving_mean",
+    "moving_variance",
+    "mean",
+    "variance",
+    "count",
+)
+# Additive weights that AIMET's configs treat as biases.
+_BIAS_NAMES = ("beta",)
 _PER_CHANNEL_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
@@ -253,7 +263,11 @@ def resolve_layer_specs(
         params = {}
         for weight in getattr(layer, "weights", []):
             key = wrapper_lib.weight_key(layer, weight)
-            role = "bias" if "bias" in weight.name else "weight"
+            role = (
+                "bias"
+                if "bias" in weight.name or weight.name in _BIAS_NAMES
+                else "weight"
+            )
             merged = [config.param_defaults, config.params.get(role)]
             merged += [config.params.get(weight.name), op.params.get(role)]
             merged.append(op.params.get(weight.name))
