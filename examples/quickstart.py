@@ -7,8 +7,9 @@ Loads a trained Fashion-MNIST model and the shipped data slice, builds a
 symmetric weights, 8-bit asymmetric activations, fused Conv+BN+ReLU
 outputs kept in float), calibrates it with the ``tf_enhanced`` scheme on
 1,000 training images, then evaluates FP32 and simulated W8A8 on 2,000 test
-images. It prints both accuracies and the model sizes, and writes the
-encodings (AIMET 0.6.1) and a summary to ``--out``.
+images. It prints both accuracies and the model sizes, and exports to
+``--out``: the FP32 SavedModel, the simulated ``.keras`` model, the AIMET
+0.6.1 encodings and a summary.
 """
 
 import argparse
@@ -17,36 +18,27 @@ import pathlib
 
 import numpy as np
 
-from aimet_keras import export
 from aimet_keras import zoo
 from aimet_keras.sim import QuantizationSimModel
+from aimet_keras.sim import weight_key
 
 
-def collect_encodings(sim):
-    """``(param, activation)`` encodings of a calibrated simulation.
+def weight_bytes(sim):
+    """``(fp32 bytes, quantized bytes)`` of the sim's weights.
 
-    Params are named ``<layer>/<weight>:0``, outputs ``<layer>:<index>``
-    and quantized inputs ``<layer>/input:<index>``.
+    A quantized weight takes its bitwidth per value (int32 biases 4
+    bytes), a float one 4 bytes.
     """
-    params, activations = {}, {}
+    fp32 = quantized = 0
     for wrapper in sim.quant_wrappers():
-        named = [
-            (params, f"{wrapper.name}/{weight}:0", quantizer)
-            for weight, quantizer in wrapper.param_quantizers.items()
-        ]
-        named += [
-            (activations, f"{wrapper.name}/input:{index}", quantizer)
-            for index, quantizer in enumerate(wrapper.input_quantizers)
-        ]
-        named += [
-            (activations, f"{wrapper.name}:{index}", quantizer)
-            for index, quantizer in enumerate(wrapper.output_quantizers)
-        ]
-        for table, name, quantizer in named:
-            encoding = quantizer.encoding  # recomputed on every read
-            if encoding is not None:
-                table[name] = encoding
-    return params, activations
+        for weight in wrapper.layer.weights:
+            count = int(np.prod(weight.shape))
+            key = weight_key(wrapper.layer, weight)
+            quantizer = wrapper.param_quantizers.get(key)
+            bits = quantizer.bitwidth if quantizer and quantizer.enabled else 32
+            fp32 += 4 * count
+            quantized += count * bits // 8
+    return fp32, quantized
 
 
 def main():
@@ -70,23 +62,12 @@ def main():
         test_images, test_labels, batch_size=500, verbose=0
     )
 
-    params, activations = collect_encodings(sim)
     num_params = model.count_params()
-    quantized_params = sum(
-        int(np.prod(w.shape))
-        for wrapper in sim.quant_wrappers()
-        for w in wrapper.layer.weights
-        if f"{wrapper.name}/{w.name}:0" in params
-    )
-    fp32_kib = num_params * 4 / 1024
-    int8_kib = (quantized_params + (num_params - quantized_params) * 4) / 1024
+    fp32_bytes, quantized_bytes = weight_bytes(sim)
+    fp32_kib, int8_kib = fp32_bytes / 1024, quantized_bytes / 1024
 
     out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    export.write_encodings(
-        out / f"{args.model}_w8a8.encodings",
-        export.encodings_to_dict(params, activations),
-    )
+    paths = sim.export(out, f"{args.model}_w8a8")
     summary = {
         "model": args.model,
         "test_images": int(len(test_images)),
@@ -95,6 +76,7 @@ def main():
         "fp32_size_kib": round(fp32_kib, 1),
         "w8_size_kib": round(int8_kib, 1),
     }
+    summary["artifacts"] = {key: str(path) for key, path in paths.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
     print(f"model: {args.model} ({num_params:,} parameters)")
@@ -103,7 +85,10 @@ def main():
     print("|---|---|---|")
     print(f"| FP32 | {fp32_accuracy:.2%} | {fp32_kib:.1f} KiB |")
     print(f"| W8A8 simulated | {sim_accuracy:.2%} | {int8_kib:.1f} KiB |")
-    print(f"artifacts: {out.resolve()}")
+    print(f"artifacts in {out.resolve()}:")
+    print(f"  {paths['saved_model'].name}/  FP32 SavedModel (TFLite, QNN)")
+    print(f"  {paths['keras'].name}  the simulated Keras model")
+    print(f"  {paths['encodings'].name}  AIMET encodings (0.6.1)")
 
 
 if __name__ == "__main__":

@@ -38,3 +38,5 @@ def test_quickstart_runs_and_stays_close_to_fp32(tmp_path):
     for entries in encodings["activation_encodings"].values():
         (entry,) = entries
         assert entry["min"] <= 0.0 <= entry["max"]
+    assert (tmp_path / "resnet_w8a8.keras").is_file()
+    assert (tmp_path / "resnet_w8a8" / "saved_model.pb").is_file()
