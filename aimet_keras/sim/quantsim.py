@@ -109,6 +109,23 @@ class QuantizationSimModel:
                 f"rounding_mode={rounding_mode!r} is not supported yet; use "
                 "'nearest'."
             )
+        if default_data_type not in ("int", "float"):
+            raise ValueError(
+                f"default_data_type={default_data_type!r}; use 'int' or "
+                "'float' (fp16)."
+            )
+        for argument, bits in (
+            ("default_output_bw", default_output_bw),
+            ("default_param_bw", default_param_bw),
+        ):
+            # Float (fp16) simulation ignores the bitwidths.
+            if default_data_type == "int" and not (
+                isinstance(bits, int) and 2 <= bits <= 32
+            ):
+                raise ValueError(
+                    f"{argument}={bits!r} is out of range: integer grids take "
+                    "2 to 32 bits."
+                )
         self.quant_scheme = quant_scheme
         self._frozen = set()
         self._args = dict(

@@ -113,6 +113,14 @@ def test_bad_input():
         QuantizationSimModel(model, quant_scheme="best")
     with pytest.raises(ValueError, match="rounding_mode='stochastic'"):
         QuantizationSimModel(model, rounding_mode="stochastic")
+    with pytest.raises(ValueError, match="default_param_bw=1 is out of range"):
+        QuantizationSimModel(model, default_param_bw=1)
+    with pytest.raises(ValueError, match="default_output_bw=40"):
+        QuantizationSimModel(model, default_output_bw=40)
+    with pytest.raises(ValueError, match="default_data_type='bf16'"):
+        QuantizationSimModel(model, default_data_type="bf16")
+    with pytest.raises(ValueError, match="'sequential.*' is not built"):
+        QuantizationSimModel(keras.Sequential([keras.layers.Dense(2)]))
     with pytest.raises(ValueError, match="per_chanel"):
         QuantizationSimModel(
             model, config_file={"defaults": {"per_chanel": "True"}}
