@@ -142,3 +142,20 @@ def test_integer_inputs_are_left_alone():
     assert not embed.input_quantizers[0].enabled
     assert embed.param_quantizers["embeddings"].enabled
     assert sim.model.predict(ids, verbose=0).shape == (16, 2)
+
+
+def test_callers_model_is_unchanged_in_weights_and_structure(tmp_path):
+    model = nested_shared_multi_io()
+    config = model.get_config()
+    weights = [w.copy() for w in model.get_weights()]
+    nodes = {layer.name: len(layer._inbound_nodes) for layer in model.layers}
+    data = [_data(16, 8), _data(16, 8)]
+    sim = QuantizationSimModel(model)
+    sim.compute_encodings(data)
+    sim.model.compile(optimizer="sgd", loss="mse")
+    sim.model.fit(data, [_data(16, 3), _data(16, 8)], epochs=1, verbose=0)
+    sim.export(tmp_path, "trained")
+    assert model.get_config() == config
+    assert {x.name: len(x._inbound_nodes) for x in model.layers} == nodes
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
