@@ -1,0 +1,260 @@
+"""Batch-norm folding: BatchNormalization merged into the neighbouring layer.
+
+A BatchNormalization in inference computes ``a * x + c`` per channel with
+``a = gamma / sqrt(var + eps)`` and ``c = beta - mean * a``. After a linear
+layer (Conv, DepthwiseConv, SeparableConv, ConvTranspose, Dense, with no
+activation of its own) it folds into that layer's weights and bias
+(AIMET's backward fold)::
+
+    W' = W * a  (per output channel)        b' = b * a + c
+
+Before a Conv with ``"valid"`` padding or a Dense it folds forward::
+
+    W' = W * a  (per input channel)         b' = b + sum(W * c)
+
+(``"same"`` padding would pad the BN's output with zeros, not with ``c``, so
+that fold is not exact and is not done). The result computes what the
+original computes, to float rounding, with fewer layers; quantizing it then
+quantizes the weights a deployed (folded) model uses.
+"""
+
+import keras
+import numpy as np
+
+from aimet_keras.graph import connections as connections_lib
+from aimet_keras.graph import prepare as prepare_lib
+
+__all__ = ["fold_all_batch_norms", "fold_batch_norm_pairs", "find_bn_pairs"]
+
+_BACKWARD = (
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "Dense",
+)
+_FORWARD = (
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "Dense",
+)
+
+
+def _kind(layer):
+    for cls in type(layer).__mro__:
+        if cls.__name__ in _BACKWARD and cls.__module__.startswith("keras."):
+            return cls.__name__
+    return None
+
+
+def _linear(layer):
+    activation = getattr(layer, "activation", None)
+    return activation is None or getattr(activation, "__name__", "") == "linear"
+
+
+def _channels_last(layer):
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def _bn_on_last_axis(bn):
+    axis = bn.axis if isinstance(bn.axis, int) else None
+    if isinstance(bn.axis, (list, tuple)) and len(bn.axis) == 1:
+        axis = bn.axis[0]
+    rank = len(bn.input.shape) if bn._inbound_nodes else None
+    return axis == -1 or (rank is not None and axis == rank - 1)
+
+
+def find_bn_pairs(model):
+    """The foldable ``(layer, batch norm, direction)`` triples of a model.
+
+    Args:
+        model: a functional model (see
+            :func:`~aimet_keras.graph.prepare_model`).
+
+    Returns:
+        A list of ``(layer name, BN name, "backward"|"forward")``; backward
+        means the BN follows the layer.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    >>> x = keras.layers.BatchNormalization(name="bn")(x)
+    >>> find_bn_pairs(keras.Model(inputs, x))
+    [('conv', 'bn', 'backward')]
+    """
+    connections = connections_lib.layer_connections(model)
+    calls = {}
+    layers = {}
+    for site in prepare_lib.walk(model):
+        calls[site.operation.name] = calls.get(site.operation.name, 0) + 1
+        layers[site.operation.name] = site.operation
+
+    def single(name):
+        return calls.get(name) == 1
+
+    def is_bn(name):
+        layer = layers.get(name)
+        return (
+            isinstance(layer, keras.layers.BatchNormalization)
+            and single(name)
+            and _bn_on_last_axis(layer)
+        )
+
+    pairs, used = [], set()
+    for name, layer in layers.items():
+        kind = _kind(layer)
+        consumer = connections.sole_consumer(name)
+        if (
+            kind in _BACKWARD
+            and single(name)
+            and _linear(layer)
+            and _channels_last(layer)
+            and consumer is not None
+            and is_bn(consumer)
+        ):
+            pairs.append((name, consumer, "backward"))
+            used.update((name, consumer))
+    for name in layers:
+        if not is_bn(name) or name in used:
+            continue
+        consumer = connections.sole_consumer(name)
+        target = layers.get(consumer)
+        if (
+            consumer is None
+            or consumer in used
+            or _kind(target) not in _FORWARD
+            or not single(consumer)
+            or not _channels_last(target)
+            or getattr(target, "padding", "valid") != "valid"
+        ):
+            continue
+        pairs.append((consumer, name, "forward"))
+        used.update((name, consumer))
+    return pairs
+
+
+def _bn_scale_shift(bn):
+    gamma = bn.gamma.numpy() if bn.scale else 1.0
+    beta = bn.beta.numpy() if bn.center else 0.0
+    mean, var = bn.moving_mean.numpy(), bn.moving_variance.numpy()
+    scale = gamma / np.sqrt(var + bn.epsilon)
+    shift = beta - mean * scale
+    n = mean.shape[0]
+    return (
+        np.broadcast_to(scale, (n,)).astype(np.float64),
+        np.broadcast_to(shift, (n,)).astype(np.float64),
+    )
+
+
+def _folded_weights(layer, bn, direction):
+    """``{weight name: value}`` of ``layer`` with ``bn`` folded in."""
+    kind = _kind(layer)
+    weights = {w.name: w.numpy().astype(np.float64) for w in layer.weights}
+    scale, shift = _bn_scale_shift(bn)
+    main = "pointwise_kernel" if kind.startswith("Separable") else "kernel"
+    kernel = weights[main]
+    out_channels = (
+        kernel.shape[-2] * kernel.shape[-1]
+        if kind.startswith("Depthwise")
+        else kernel.shape[-2 if kind.endswith("Transpose") else -1]
+    )
+    bias = weights.get("bias", np.zeros(out_channels))
+    if direction == "backward":
+        if kind.startswith("Depthwise"):
+            kernel = kernel * scale.reshape(kernel.shape[-2:])
+        elif kind.endswith("Transpose"):
+            kernel = kernel * scale[:, None]
+        else:
+            kernel = kernel * scale
+        bias = bias * scale + shift
+    else:
+        if kind.startswith("Depthwise"):
+            contribution = (
+                (kernel * shift[:, None]).reshape(-1, out_channels).sum(0)
+            )
+            kernel = kernel * scale[:, None]
+        else:
+            contribution = (
+                (kernel * shift[:, None]).reshape(-1, kernel.shape[-1]).sum(0)
+            )
+            kernel = kernel * scale[:, None]
+        bias = bias + contribution
+    weights[main] = kernel
+    weights["bias"] = bias
+    return weights
+
+
+def _folded_layer(layer, bn, direction):
+    weights = _folded_weights(layer, bn, direction)
+    config = dict(layer.get_config(), use_bias=True)
+    folded = layer.__class__.from_config(config)
+    folded.build_from_config(layer.get_build_config())
+    for variable in folded.weights:
+        variable.assign(weights[variable.name].astype(variable.dtype))
+    return folded
+
+
+def _pass_through(*args, **kwargs):
+    return args[0]
+
+
+def fold_batch_norm_pairs(model, pairs):
+    """Folds the given ``(layer, BN, direction)`` triples of a prepared model.
+
+    Args:
+        model: a functional model from
+            :func:`~aimet_keras.graph.prepare_model` (its layers are used,
+            not copied).
+        pairs: triples from :func:`find_bn_pairs`.
+
+    Returns:
+        A new functional model without the folded BatchNormalizations.
+    """
+    replacements = {}
+    for layer_name, bn_name, direction in pairs:
+        layer, bn = model.get_layer(layer_name), model.get_layer(bn_name)
+        replacements[layer_name] = _folded_layer(layer, bn, direction)
+        replacements[bn_name] = _pass_through
+    return prepare_lib.rebuild(model, lambda op: replacements.get(op.name, op))
+
+
+def fold_all_batch_norms(model):
+    """Folds every foldable BatchNormalization; returns a new model.
+
+    Conv1D/2D/3D, DepthwiseConv, SeparableConv (into its pointwise part),
+    ConvTranspose and Dense followed by a BatchNormalization fold the BN
+    into their weights; a BN feeding a ``"valid"``-padded Conv or a Dense
+    folds forward into it. A BN that is neither stays. The caller's model
+    is not changed.
+
+    Args:
+        model: a built ``keras.Model`` (any shape
+            :func:`~aimet_keras.graph.prepare_model` takes).
+
+    Returns:
+        ``(new_model, folded_pairs)``: the folded model and the
+        ``(layer name, BN name)`` pairs folded.
+
+    Example:
+
+    >>> model = zoo.load_model("resnet", compile=False)
+    >>> folded, pairs = fold_all_batch_norms(model)
+    >>> pairs[0]
+    ('stem_conv', 'stem_bn')
+    >>> len(folded.layers) < len(model.layers)
+    True
+    """
+    prepared = prepare_lib.prepare_model(model)
+    pairs = find_bn_pairs(prepared)
+    folded = fold_batch_norm_pairs(prepared, pairs)
+    return folded, [(layer, bn) for layer, bn, _ in pairs]
