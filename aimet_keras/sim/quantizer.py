@@ -47,6 +47,11 @@ class TensorQuantizer(keras.layers.Layer):
         enabled: quantize (True) or pass values through. Defaults to True.
         range_learning: make ``encoding_min``/``encoding_max`` trainable.
             Defaults to False.
+        init_batches: with no encoding set, take the range from the min and
+            max of the first ``init_batches`` batches quantized (as tfmot
+            does; used by ``quantize_model`` without calibration data).
+            Per-tensor quantizers only. Defaults to 0 (off: pass through
+            until an encoding is set).
 
     Input shape:
         Any float tensor; the channel axes must keep their size.
@@ -77,6 +82,7 @@ class TensorQuantizer(keras.layers.Layer):
         data_type="int",
         enabled=True,
         range_learning=False,
+        init_batches=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -98,6 +104,12 @@ class TensorQuantizer(keras.layers.Layer):
         self.data_type = data_type
         self.enabled = bool(enabled)
         self.range_learning = bool(range_learning)
+        self.init_batches = int(init_batches)
+        if self.init_batches and self.axis is not None:
+            raise ValueError(
+                f"TensorQuantizer {self.name}: init_batches needs a per-tensor "
+                f"quantizer (axis=None); got axis={self.axis!r}."
+            )
         self.observing = False
         self.observer = observers_lib.get(quant_scheme, axis=self.axis)
         # Mirrors the has_encoding variable on the Python side: call() reads
@@ -128,6 +140,13 @@ class TensorQuantizer(keras.layers.Layer):
             trainable=False,
             name="has_encoding",
         )
+        self.batches_seen = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+            name="batches_seen",
+        )
 
     def compute_output_spec(self, inputs):
         return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
@@ -143,7 +162,18 @@ class TensorQuantizer(keras.layers.Layer):
             self.observer.update(inputs)
             return inputs
         if not self.is_initialized:
-            return inputs
+            if not self.init_batches:
+                return inputs
+            lo, hi = self._range_from_first_batches(inputs)
+            return quantize_lib.quantize_dequantize_range(
+                inputs,
+                lo,
+                hi,
+                self.bitwidth,
+                self.is_symmetric,
+                self.strict_symmetric,
+                self.unsigned_symmetric,
+            )
         return quantize_lib.quantize_dequantize_range(
             inputs,
             self.encoding_min,
@@ -155,9 +185,42 @@ class TensorQuantizer(keras.layers.Layer):
             axis=self.axis,
         )
 
+    def _range_from_first_batches(self, inputs):
+        """Widens the range over the first batches; returns it."""
+        ops = keras.ops
+        values = ops.cast(inputs, self.encoding_min.dtype)
+        batch_lo, batch_hi = ops.min(values), ops.max(values)
+        seen = self.batches_seen
+        first = ops.equal(seen, 0)
+        active = ops.less(seen, self.init_batches)
+        lo = ops.where(
+            first, batch_lo, ops.minimum(self.encoding_min, batch_lo)
+        )
+        hi = ops.where(
+            first, batch_hi, ops.maximum(self.encoding_max, batch_hi)
+        )
+        if self.is_symmetric and not self.unsigned_symmetric:
+            # Stored as (-max, max), as set_encoding stores symmetric grids.
+            hi = ops.maximum(ops.abs(lo), ops.abs(hi))
+            lo = -hi
+        lo = ops.where(active, lo, self.encoding_min)
+        hi = ops.where(active, hi, self.encoding_max)
+        self.encoding_min.assign(lo)
+        self.encoding_max.assign(hi)
+        self.batches_seen.assign(ops.minimum(seen + 1, self.init_batches))
+        self.has_encoding.assign(1)
+        return lo, hi
+
     @property
     def is_initialized(self):
-        """Whether an encoding was computed, set or loaded."""
+        """Whether an encoding was computed, set, loaded or initialized."""
+        if not self._initialized and self.init_batches and self.built:
+            # Ranges set inside a compiled function: read the flag back
+            # (only possible eagerly; while tracing the Python flag holds).
+            try:
+                self._initialized = int(self.has_encoding.numpy()) == 1
+            except (NotImplementedError, AttributeError, TypeError):
+                pass
         return self._initialized
 
     def load_own_variables(self, store):
@@ -251,5 +314,6 @@ class TensorQuantizer(keras.layers.Layer):
             data_type=self.data_type,
             enabled=self.enabled,
             range_learning=self.range_learning,
+            init_batches=self.init_batches,
         )
         return config

@@ -227,14 +227,7 @@ class QuantizationSimModel:
             forward_pass_callback_args: passed to the callback. Defaults to
                 None.
         """
-        for wrapper in self.quant_wrappers():
-            for weight, quantizer in wrapper.quantized_weights():
-                if id(quantizer) in self._frozen:
-                    continue
-                if quantizer.enabled and quantizer.data_type == "int":
-                    quantizer.observer.reset()
-                    quantizer.observer.update(weight)
-                    quantizer.compute_encoding()
+        self._compute_param_encodings()
         active = [
             q
             for q in self._activation_quantizers()
@@ -258,6 +251,52 @@ class QuantizationSimModel:
                 _LOG.info("Quantizer %s saw no data: disabled.", quantizer.name)
             else:
                 quantizer.compute_encoding()
+        self._retrace()
+
+    def _compute_param_encodings(self):
+        for wrapper in self.quant_wrappers():
+            for weight, quantizer in wrapper.quantized_weights():
+                if id(quantizer) in self._frozen:
+                    continue
+                if quantizer.enabled and quantizer.data_type == "int":
+                    quantizer.observer.reset()
+                    quantizer.observer.update(weight)
+                    quantizer.compute_encoding()
+
+    def initialize_from_first_batches(self, num_batches=1):
+        """Calibrates without a calibration set, as tfmot's quantize_model.
+
+        Weight grids are computed now, from the weights. Each activation
+        quantizer takes its range from the min and max of the first
+        ``num_batches`` batches the model runs (in ``fit``, ``evaluate`` or
+        ``predict``), then keeps it (or learns it, with a range-learning
+        scheme). For QAT straight from a float model.
+
+        Args:
+            num_batches: batches to take the activation ranges from.
+                Defaults to 1.
+
+        Example:
+
+        >>> model = zoo.load_model("resnet", compile=False)
+        >>> sim = QuantizationSimModel(model)
+        >>> sim.initialize_from_first_batches()
+        >>> images, _ = zoo.load_fashion_mnist_slice("calibration")
+        >>> _ = sim.model.predict(images[:64], verbose=0)  # sets the ranges
+        >>> sim.model.get_layer("stem_relu").output_quantizers[0].is_initialized
+        True
+        """
+        if not isinstance(num_batches, int) or num_batches < 1:
+            raise ValueError(
+                f"num_batches={num_batches!r}; use a whole number >= 1."
+            )
+        self._compute_param_encodings()
+        for quantizer in self._activation_quantizers():
+            if quantizer.enabled and quantizer.data_type == "int":
+                quantizer.init_batches = num_batches
+                quantizer.batches_seen.assign(0)
+                quantizer.has_encoding.assign(0)
+                quantizer._initialized = False
         self._retrace()
 
     def _retrace(self):
@@ -397,14 +436,17 @@ def quantize_model(model, calibration_data=None, **options):
     The one-liner over :class:`QuantizationSimModel`: builds the
     simulation, calibrates it on ``calibration_data`` and returns
     ``sim.model``, a plain Keras model (predict, evaluate, fit, save). The
-    caller's model is left unchanged.
+    caller's model is left unchanged. Without calibration data, like
+    tfmot's ``quantize_model(model)``, weight grids come from the weights
+    and activation ranges from the first batch the model runs (see
+    :meth:`QuantizationSimModel.initialize_from_first_batches`): ready for
+    quantization-aware training with ``fit``.
 
     Args:
         model: a built Functional or Sequential ``keras.Model``.
         calibration_data: a ``tf.data.Dataset`` or anything ``predict``
-            accepts, used to calibrate. Required for now: initialising
-            ranges from the first ``fit`` batches comes with the QAT
-            callbacks.
+            accepts, used to calibrate. Defaults to None (ranges from the
+            first batch).
         **options: :class:`QuantizationSimModel` arguments
             (``quant_scheme``, ``default_output_bw``, ``default_param_bw``,
             ``config_file``, ``default_data_type``).
@@ -412,9 +454,6 @@ def quantize_model(model, calibration_data=None, **options):
     Returns:
         The simulated ``keras.Model`` (not compiled: compile it for
         ``evaluate`` or ``fit``).
-
-    Raises:
-        ValueError: without calibration data, saying what to pass.
 
     Example:
 
@@ -424,12 +463,9 @@ def quantize_model(model, calibration_data=None, **options):
     >>> quantized.predict(images[:2], verbose=0).shape
     (2, 10)
     """
-    if calibration_data is None:
-        raise ValueError(
-            "quantize_model needs calibration_data (a tf.data.Dataset or an "
-            "array of model inputs) to set the quantization ranges; a few "
-            "hundred representative samples are enough."
-        )
     sim = QuantizationSimModel(model, **options)
-    sim.compute_encodings(calibration_data)
+    if calibration_data is None:
+        sim.initialize_from_first_batches()
+    else:
+        sim.compute_encodings(calibration_data)
     return sim.model

@@ -139,5 +139,36 @@ def test_quantize_model_one_liner(resnet, data):
         == resnet.predict(images[:32], verbose=0).argmax(-1)
     )
     assert agreement >= 0.9
-    with pytest.raises(ValueError, match="calibration_data"):
-        aimet_keras.quantize_model(resnet)
+
+
+def test_quantize_model_without_data_is_ready_for_qat(resnet, data, tmp_path):
+    import aimet_keras
+
+    calibration, (images, labels) = data
+    model = aimet_keras.quantize_model(resnet)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    labels_for_fit = resnet.predict(calibration, verbose=0).argmax(-1)
+    model.fit(calibration, labels_for_fit, batch_size=100, epochs=1, verbose=0)
+    quantizers = [
+        q
+        for layer in model.layers
+        if isinstance(layer, QuantizationWrapper)
+        for q in layer.quantizers
+        if q.enabled
+    ]
+    assert quantizers and all(q.is_initialized for q in quantizers)
+    fp32 = resnet.evaluate(images, labels, verbose=0)[1]
+    qat = model.evaluate(images, labels, verbose=0)[1]
+    assert abs(fp32 - qat) < 0.02
+    # The ranges are those of the first batch: the model saves with them.
+    path = tmp_path / "qat.keras"
+    model.save(path)
+    np.testing.assert_allclose(
+        keras.models.load_model(path).predict(images[:32], verbose=0),
+        model.predict(images[:32], verbose=0),
+        atol=1e-6,
+    )
