@@ -1,7 +1,15 @@
-"""Post-training techniques: batch-norm folding (more follow)."""
+"""Post-training techniques: batch-norm folding, cross-layer equalization."""
 
 from aimet_keras.ptq.batch_norm_fold import find_bn_pairs
 from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms
 from aimet_keras.ptq.batch_norm_fold import fold_batch_norm_pairs
+from aimet_keras.ptq.cross_layer_equalization import equalize_model
+from aimet_keras.ptq.cross_layer_equalization import find_cls_sets
 
-__all__ = ["find_bn_pairs", "fold_all_batch_norms", "fold_batch_norm_pairs"]
+__all__ = [
+    "equalize_model",
+    "find_bn_pairs",
+    "find_cls_sets",
+    "fold_all_batch_norms",
+    "fold_batch_norm_pairs",
+]
