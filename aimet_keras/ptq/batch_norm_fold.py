@@ -23,6 +23,7 @@ import numpy as np
 
 from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
+from aimet_keras.sim import op_types
 
 __all__ = ["fold_all_batch_norms", "fold_batch_norm_pairs", "find_bn_pairs"]
 
@@ -50,10 +51,7 @@ _FORWARD = (
 
 
 def _kind(layer):
-    for cls in type(layer).__mro__:
-        if cls.__name__ in _BACKWARD and cls.__module__.startswith("keras."):
-            return cls.__name__
-    return None
+    return op_types.keras_class_name(layer, _BACKWARD)
 
 
 def _linear(layer):

@@ -22,6 +22,7 @@ import numpy as np
 from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.ptq import batch_norm_fold
+from aimet_keras.sim import op_types
 
 __all__ = ["equalize_model", "find_cls_sets"]
 
@@ -29,10 +30,7 @@ _CONVS = ("Conv1D", "Conv2D", "DepthwiseConv1D", "DepthwiseConv2D")
 
 
 def _kind(layer):
-    for cls in type(layer).__mro__:
-        if cls.__name__ in _CONVS and cls.__module__.startswith("keras."):
-            return cls.__name__
-    return None
+    return op_types.keras_class_name(layer, _CONVS)
 
 
 def _is_depthwise(layer):

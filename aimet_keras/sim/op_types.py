@@ -9,7 +9,32 @@ resolved in :func:`onnx_op_type`.
 
 import difflib
 
-__all__ = ["KERAS_TO_ONNX", "ONNX_OP_TYPES", "did_you_mean", "onnx_op_type"]
+__all__ = [
+    "KERAS_TO_ONNX",
+    "ONNX_OP_TYPES",
+    "did_you_mean",
+    "keras_class_name",
+    "onnx_op_type",
+]
+
+
+def keras_class_name(layer, names):
+    """The first of ``layer``'s Keras classes (its own or a base) in ``names``.
+
+    A subclass of a Keras layer (``class MyConv(Conv2D)``) answers as its
+    Keras base; None when no Keras class of the layer is in ``names``.
+
+    Example:
+
+    >>> class MyConv(keras.layers.Conv2D):
+    ...     pass
+    >>> keras_class_name(MyConv(4, 3), {"Conv2D", "Dense"})
+    'Conv2D'
+    """
+    for cls in type(layer).__mro__:
+        if cls.__name__ in names and cls.__module__.startswith("keras."):
+            return cls.__name__
+    return None
 
 
 def did_you_mean(name, choices):
@@ -218,14 +243,7 @@ def onnx_op_type(layer):
     >>> onnx_op_type(keras.layers.Activation("gelu"))
     'Gelu'
     """
-    name = type(layer).__name__
-    # A subclass of a Keras layer (class MyConv(Conv2D)) is its base's type.
-    for cls in type(layer).__mro__:
-        if cls.__name__ in KERAS_TO_ONNX and cls.__module__.startswith(
-            "keras."
-        ):
-            name = cls.__name__
-            break
+    name = keras_class_name(layer, KERAS_TO_ONNX) or type(layer).__name__
     if name == "Activation":
         function = getattr(layer.activation, "__name__", str(layer.activation))
         return _ACTIVATIONS.get(function, "Unknown")
