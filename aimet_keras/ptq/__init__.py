@@ -1,10 +1,10 @@
 """Post-training techniques: BN folding, cross-layer equalization, bias
 correction."""
 
+from aimet_keras.ptq.batch_norm_fold import bn_output_stats
 from aimet_keras.ptq.batch_norm_fold import find_bn_pairs
 from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms
 from aimet_keras.ptq.batch_norm_fold import fold_batch_norm_pairs
-from aimet_keras.ptq.bias_correction import bn_output_stats
 from aimet_keras.ptq.bias_correction import correct_bias
 from aimet_keras.ptq.cross_layer_equalization import equalize_model
 from aimet_keras.ptq.cross_layer_equalization import find_cls_sets

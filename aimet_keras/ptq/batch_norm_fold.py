@@ -25,7 +25,12 @@ from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
 
-__all__ = ["fold_all_batch_norms", "fold_batch_norm_pairs", "find_bn_pairs"]
+__all__ = [
+    "bn_output_stats",
+    "find_bn_pairs",
+    "fold_all_batch_norms",
+    "fold_batch_norm_pairs",
+]
 
 _BACKWARD = (
     "Conv1D",
@@ -40,7 +45,9 @@ _BACKWARD = (
     "Conv3DTranspose",
     "Dense",
 )
-_FORWARD = (
+# Layers a BN before them can fold into (and whose bias bias correction
+# adjusts).
+LINEAR_LAYERS = (
     "Conv1D",
     "Conv2D",
     "Conv3D",
@@ -130,7 +137,7 @@ def find_bn_pairs(model):
         if (
             consumer is None
             or consumer in used
-            or _kind(target) not in _FORWARD
+            or _kind(target) not in LINEAR_LAYERS
             or not single(consumer)
             or not _channels_last(target)
             or getattr(target, "padding", "valid") != "valid"
@@ -256,3 +263,29 @@ def fold_all_batch_norms(model):
     pairs = find_bn_pairs(prepared)
     folded = fold_batch_norm_pairs(prepared, pairs)
     return folded, [(layer, bn) for layer, bn, _ in pairs]
+
+
+def bn_output_stats(model):
+    """``{layer name: (mean, std)}`` of layers followed by a foldable BN.
+
+    The BN's output, per channel, has mean ``beta`` and spread ``|gamma|``
+    (what analytical bias correction and high-bias folding read).
+
+    Example:
+
+    >>> model = zoo.load_model("resnet", compile=False)
+    >>> mean, std = bn_output_stats(model)["stem_conv"]
+    >>> mean.shape
+    (16,)
+    """
+    prepared = prepare_lib.prepare_model(model)
+    stats = {}
+    for layer_name, bn_name, direction in find_bn_pairs(prepared):
+        if direction != "backward":
+            continue
+        bn = prepared.get_layer(bn_name)
+        channels = bn.moving_mean.shape[0]
+        beta = bn.beta.numpy() if bn.center else np.zeros(channels)
+        gamma = bn.gamma.numpy() if bn.scale else np.ones(channels)
+        stats[layer_name] = (beta.astype(np.float64), np.abs(gamma))
+    return stats

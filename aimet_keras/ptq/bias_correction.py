@@ -29,45 +29,11 @@ from aimet_keras.ptq import batch_norm_fold
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import op_types
 
-__all__ = ["bn_output_stats", "correct_bias"]
+__all__ = ["correct_bias"]
 
 _LOG = logging.getLogger("aimet_keras")
-_CORRECTABLE = (
-    "Conv1D",
-    "Conv2D",
-    "Conv3D",
-    "DepthwiseConv1D",
-    "DepthwiseConv2D",
-    "Dense",
-)
-
-
-def bn_output_stats(model):
-    """``{layer name: (mean, std)}`` of layers followed by a foldable BN.
-
-    The BN's output, per channel, has mean ``beta`` and spread ``|gamma|``
-    (what analytical bias correction and high-bias folding read).
-
-    Example:
-
-    >>> model = zoo.load_model("resnet", compile=False)
-    >>> mean, std = bn_output_stats(model)["stem_conv"]
-    >>> mean.shape
-    (16,)
-    """
-    prepared = prepare_lib.prepare_model(model)
-    stats = {}
-    for layer_name, bn_name, direction in batch_norm_fold.find_bn_pairs(
-        prepared
-    ):
-        if direction != "backward":
-            continue
-        bn = prepared.get_layer(bn_name)
-        channels = bn.moving_mean.shape[0]
-        beta = bn.beta.numpy() if bn.center else np.zeros(channels)
-        gamma = bn.gamma.numpy() if bn.scale else np.ones(channels)
-        stats[layer_name] = (beta.astype(np.float64), np.abs(gamma))
-    return stats
+# Layers whose bias takes the correction: those a BN can fold forward into.
+_CORRECTABLE = batch_norm_fold.LINEAR_LAYERS
 
 
 def _normal_pdf(z):
@@ -234,8 +200,9 @@ def correct_bias(
         bn_stats: for a model whose batch norms are already folded (for
             example by :func:`~aimet_keras.ptq.equalize_model`), the
             ``{layer: (mean, std)}`` of their outputs from
-            :func:`bn_output_stats` (scaled as CLE scaled them). Defaults to
-            None (read from the model's own batch norms).
+            :func:`~aimet_keras.ptq.bn_output_stats` (scaled as CLE scaled
+            them). Defaults to None (read from the model's own batch
+            norms).
 
     Returns:
         ``(corrected_model, corrections)``: the new float model and
@@ -250,7 +217,11 @@ def correct_bias(
     """
     from aimet_keras.sim import QuantizationSimModel
 
-    stats = dict(bn_stats) if bn_stats is not None else bn_output_stats(model)
+    stats = (
+        dict(bn_stats)
+        if bn_stats is not None
+        else batch_norm_fold.bn_output_stats(model)
+    )
     folded, _ = batch_norm_fold.fold_all_batch_norms(model)
     sim = QuantizationSimModel(
         folded,

@@ -262,16 +262,7 @@ def equalize_model(model, high_bias_fold=True):
     prepared = prepare_lib.prepare_model(model)
     prepared = prepare_lib.rebuild(prepared, _relu6_to_relu)
     pairs = batch_norm_fold.find_bn_pairs(prepared)
-    # The folded BN's output is distributed with mean beta and spread
-    # |gamma| per channel: what high-bias folding reads.
-    bn_stats = {}
-    for layer_name, bn_name, direction in pairs:
-        if direction == "backward":
-            bn = prepared.get_layer(bn_name)
-            channels = bn.moving_mean.shape[0]
-            beta = bn.beta.numpy() if bn.center else np.zeros(channels)
-            gamma = bn.gamma.numpy() if bn.scale else np.ones(channels)
-            bn_stats[layer_name] = (beta, gamma)
+    bn_stats = batch_norm_fold.bn_output_stats(prepared)
     folded = batch_norm_fold.fold_batch_norm_pairs(prepared, pairs)
     for names, relus in find_cls_sets(folded):
         layers = [folded.get_layer(name) for name in names]
@@ -284,7 +275,7 @@ def equalize_model(model, high_bias_fold=True):
             if first.name not in bn_stats:
                 continue
             beta, gamma = bn_stats[first.name]
-            # The folded BN's output (gamma * x_hat + beta) was scaled too.
+            # The folded BN's output (mean beta, spread |gamma|) was scaled.
             beta, gamma = beta / scale, gamma / scale
             _high_bias_fold(first, second, beta, gamma, relu)
             bn_stats[first.name] = (beta, gamma)
