@@ -1,6 +1,8 @@
 """Post-training techniques: BN folding, cross-layer equalization, bias
-correction."""
+correction, AdaRound."""
 
+from aimet_keras.ptq.adaround import Adaround
+from aimet_keras.ptq.adaround import AdaroundParameters
 from aimet_keras.ptq.batch_norm_fold import bn_output_stats
 from aimet_keras.ptq.batch_norm_fold import find_bn_pairs
 from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms
@@ -10,6 +12,8 @@ from aimet_keras.ptq.cross_layer_equalization import equalize_model
 from aimet_keras.ptq.cross_layer_equalization import find_cls_sets
 
 __all__ = [
+    "Adaround",
+    "AdaroundParameters",
     "bn_output_stats",
     "correct_bias",
     "equalize_model",

@@ -1,0 +1,342 @@
+"""AdaRound (Nagel et al. 2020): learn whether each weight rounds up or down.
+
+Nearest rounding is not the best rounding for a layer's output. AdaRound
+learns, per weight, a continuous variable ``alpha`` whose rectified sigmoid
+``h(alpha) = clip(sigmoid(alpha) * (zeta - gamma) + gamma, 0, 1)``
+(``zeta = 1.1``, ``gamma = -0.1``) picks between the grid points below and
+above the weight::
+
+    w_soft = delta * (clip(floor(w / delta) + h(alpha) - offset, 0, 2^b - 1)
+                      + offset)
+
+It minimises the layer's output error ``mean((f(x_q W_soft) - f(x W))^2)``
+plus ``reg_param * sum(1 - |2 h(alpha) - 1|^beta)``, which pushes every
+``h`` to 0 or 1 as ``beta`` is cosine-annealed from 20 to 2 after a warm
+start (the first 20% of iterations, regularisation off). Adam, learning rate
+1e-3, on ``alpha`` only. Layers are optimised one at a time in graph order;
+each sees inputs from the preceding layers with their final (hard-rounded)
+weights, and targets from the FP32 model.
+
+``f`` is the layer's own activation and a standalone activation that
+follows it (ReLU, ReLU6, PReLU...), applied to both sides: AIMET's Keras
+port compares a post-activation target with a pre-activation output for
+layers with a fused activation; here the layer runs whole on both sides.
+
+The weight grids are computed once from the FP32 weights, by the quantsim
+config (per-tensor or per-channel, any bitwidth 2 to 8 and more), and written
+as AIMET's AdaRound parameter file for
+:meth:`~aimet_keras.sim.QuantizationSimModel.set_and_freeze_param_encodings`.
+"""
+
+import dataclasses
+import logging
+import math
+import pathlib
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aimet_keras.export import encodings as encodings_lib
+from aimet_keras.graph import connections as connections_lib
+from aimet_keras.graph import prepare as prepare_lib
+from aimet_keras.quant import encoding as encoding_lib
+from aimet_keras.sim import op_types
+
+__all__ = ["Adaround", "AdaroundParameters"]
+
+_LOG = logging.getLogger("aimet_keras")
+ZETA, GAMMA = 1.1, -0.1
+_ROUNDABLE = (
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Dense",
+)
+_ACTIVATIONS = (
+    "ReLU",
+    "PReLU",
+    "ELU",
+    "LeakyReLU",
+    "Softmax",
+    "Activation",
+)
+
+
+@dataclasses.dataclass
+class AdaroundParameters:
+    """AdaRound's data and optimisation settings (AIMET's names).
+
+    Attributes:
+        data_set: unlabelled model inputs: a batched ``tf.data.Dataset``
+            (its elements, or the first of each tuple, are inputs) or an
+            array of samples.
+        num_batches: batches of ``data_set`` to use (for an array, batches
+            of ``batch_size``).
+        default_num_iterations: optimisation steps per layer. Defaults to
+            10000.
+        default_reg_param: ``reg_param`` (lambda). Defaults to 0.01.
+        default_beta_range: ``(start, end)`` of the annealed beta. Defaults
+            to ``(20, 2)``.
+        default_warm_start: fraction of iterations without regularisation.
+            Defaults to 0.2.
+        batch_size: samples per step, drawn at random from the cached data
+            each step. Defaults to 32.
+        learning_rate: Adam's. Defaults to 1e-3.
+        seed: for the batch draws. Defaults to 0.
+    """
+
+    data_set: object
+    num_batches: int
+    default_num_iterations: int = 10000
+    default_reg_param: float = 0.01
+    default_beta_range: tuple = (20, 2)
+    default_warm_start: float = 0.2
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def samples(self):
+        """The cached input samples, as one array."""
+        if isinstance(self.data_set, tf.data.Dataset):
+            batches = []
+            for element in self.data_set.take(self.num_batches):
+                if isinstance(element, (tuple, list)):
+                    element = element[0]
+                batches.append(np.asarray(element))
+            if not batches:
+                raise ValueError("AdaroundParameters.data_set is empty.")
+            return np.concatenate(batches)
+        data = np.asarray(self.data_set)
+        return data[: self.num_batches * self.batch_size]
+
+
+def _broadcast(values, kernel_shape, axis):
+    """Per-channel ``values`` shaped to broadcast against the kernel."""
+    values = np.asarray(values, np.float32)
+    if axis is None or values.size == 1:
+        return values.reshape(())
+    rank = len(kernel_shape)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = sorted(a % rank for a in axes)
+    shape = [1] * rank
+    for a in axes:
+        shape[a] = kernel_shape[a]
+    return values.reshape(shape)
+
+
+def _rectified_sigmoid(alpha):
+    return tf.clip_by_value(tf.sigmoid(alpha) * (ZETA - GAMMA) + GAMMA, 0, 1)
+
+
+def _beta_at(iteration, iterations, warm_start, beta_range):
+    start, end = beta_range
+    warm = warm_start * iterations
+    progress = (iteration - warm) / max(iterations - warm, 1)
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * progress))
+
+
+class _LayerRounding:
+    """One layer's AdaRound problem: its grid, alphas and compiled step."""
+
+    def __init__(self, layer, follower, encoding, axis, params):
+        self.layer, self.follower, self.params = layer, follower, params
+        kernel = layer.kernel.numpy().astype(np.float32)
+        shape = kernel.shape
+        self.delta = _broadcast(encoding.delta, shape, axis)
+        self.offset = _broadcast(encoding.offset, shape, axis)
+        self.steps = float(encoding_lib.num_steps(encoding.bitwidth))
+        scaled = kernel / self.delta
+        self.floor = np.floor(scaled)
+        fraction = np.clip(scaled - self.floor, 0.0, 1.0)
+        self.alpha = tf.Variable(
+            -np.log((ZETA - GAMMA) / (fraction - GAMMA) - 1.0).astype(
+                np.float32
+            ),
+            name=f"{layer.name}_alpha",
+        )
+        self.optimizer = keras.optimizers.Adam(params.learning_rate)
+        self.step = tf.function(self._step, reduce_retracing=True)
+
+    def weights(self, rounding):
+        level = tf.clip_by_value(
+            self.floor + rounding - self.offset, 0.0, self.steps
+        )
+        return self.delta * (level + self.offset)
+
+    def output(self, x, kernel):
+        with keras.StatelessScope(state_mapping=[(self.layer.kernel, kernel)]):
+            y = self.layer(x, training=False)
+        return self.follower(y) if self.follower is not None else y
+
+    def reconstruction_error(self, x, target, kernel):
+        error = tf.square(self.output(x, kernel) - target)
+        return tf.reduce_mean(tf.reduce_sum(error, axis=-1))
+
+    def _step(self, x, target, beta, reg_weight):
+        with tf.GradientTape() as tape:
+            h = _rectified_sigmoid(self.alpha)
+            rec = self.reconstruction_error(x, target, self.weights(h))
+            reg = tf.reduce_sum(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta))
+            loss = rec + reg_weight * reg
+        gradient = tape.gradient(loss, self.alpha)
+        self.optimizer.apply([gradient], [self.alpha])
+        return rec
+
+    def hard_weights(self):
+        return self.weights(tf.cast(self.alpha > 0, tf.float32)).numpy()
+
+    def optimize(self, inputs, targets, rng):
+        p = self.params
+        n = len(inputs)
+        for iteration in range(p.default_num_iterations):
+            index = rng.choice(n, size=min(p.batch_size, n), replace=False)
+            warm = iteration < p.default_warm_start * p.default_num_iterations
+            beta = _beta_at(
+                iteration,
+                p.default_num_iterations,
+                p.default_warm_start,
+                p.default_beta_range,
+            )
+            self.step(
+                tf.constant(inputs[index]),
+                tf.constant(targets[index]),
+                tf.constant(beta, tf.float32),
+                tf.constant(0.0 if warm else p.default_reg_param, tf.float32),
+            )
+
+
+class Adaround:
+    """AIMET's AdaRound entry point: ``Adaround.apply_adaround``."""
+
+    @staticmethod
+    def apply_adaround(
+        model,
+        params,
+        path,
+        filename_prefix,
+        default_param_bw=4,
+        default_quant_scheme="tf_enhanced",
+        config_file=None,
+        verbose=True,
+    ):
+        """AdaRounds every Conv/Depthwise/ConvTranspose/Dense kernel.
+
+        Args:
+            model: a built ``keras.Model`` (fold batch norms first for the
+                weights a deployment uses; AIMET's flow is BN fold, CLE,
+                AdaRound).
+            params: :class:`AdaroundParameters`.
+            path: folder for the encodings file (created if missing).
+            filename_prefix: the file is ``<prefix>.encodings``.
+            default_param_bw: weight bits, 2 to 8 (and up). Defaults to 4.
+            default_quant_scheme: grid scheme, ``"tf"`` or
+                ``"tf_enhanced"`` (or ``"mse"``, ``"percentile"``).
+                Defaults to ``"tf_enhanced"``.
+            config_file: the quantsim config (per-channel or not, which
+                weights). Defaults to AIMET's default.
+            verbose: print one progress line per layer. Defaults to True.
+
+        Returns:
+            A new functional model whose kernels are the AdaRounded
+            (hard-rounded) weights; the caller's model is unchanged. Build
+            the sim with the same ``default_param_bw`` and call
+            ``set_and_freeze_param_encodings`` with the written file.
+
+        Example:
+
+        >>> import tempfile
+        >>> model = zoo.load_model("resnet", compile=False)
+        >>> images, _ = zoo.load_fashion_mnist_slice("calibration")
+        >>> params = AdaroundParameters(images[:64], num_batches=2,
+        ...                             default_num_iterations=20)
+        >>> rounded = Adaround.apply_adaround(
+        ...     model, params, tempfile.mkdtemp(), "resnet", verbose=False)
+        >>> rounded.count_params() == model.count_params()
+        True
+        """
+        from aimet_keras.sim import QuantizationSimModel
+
+        samples = params.samples()
+        reference = prepare_lib.prepare_model(model)
+        working = prepare_lib.prepare_model(model)
+        sim = QuantizationSimModel(
+            working,
+            quant_scheme=default_quant_scheme,
+            default_param_bw=default_param_bw,
+            config_file=config_file,
+        )
+        sim._compute_param_encodings()
+        connections = connections_lib.layer_connections(working)
+        sites = {s.operation.name: s for s in prepare_lib.walk(working)}
+        reference_sites = {
+            s.operation.name: s for s in prepare_lib.walk(reference)
+        }
+        calls = {}
+        for site in prepare_lib.walk(working):
+            calls[site.operation.name] = calls.get(site.operation.name, 0) + 1
+        targets = [
+            w
+            for w in sim.quant_wrappers()
+            if op_types.keras_class_name(w.layer, _ROUNDABLE)
+            and "kernel" in w.param_quantizers
+            and w.param_quantizers["kernel"].enabled
+            and calls[w.name] == 1
+        ]
+        rng = np.random.default_rng(params.seed)
+        encodings = {}
+        for index, wrapper in enumerate(targets, 1):
+            started = time.perf_counter()
+            name = wrapper.name
+            layer = working.get_layer(name)
+            follower_name = connections.sole_consumer(name)
+            follower = None
+            if follower_name is not None and op_types.keras_class_name(
+                sites[follower_name].operation, _ACTIVATIONS
+            ):
+                follower = sites[follower_name].operation
+            target_site = reference_sites[follower_name if follower else name]
+            inputs = keras.Model(working.inputs, sites[name].inputs[0]).predict(
+                samples, batch_size=256, verbose=0
+            )
+            targets_out = keras.Model(
+                reference.inputs, target_site.outputs[0]
+            ).predict(samples, batch_size=256, verbose=0)
+            quantizer = wrapper.param_quantizers["kernel"]
+            rounding = _LayerRounding(
+                layer, follower, quantizer.encoding, quantizer.axis, params
+            )
+            x, y = tf.constant(inputs), tf.constant(targets_out)
+            nearest = rounding.weights(
+                tf.cast(
+                    layer.kernel.numpy() / rounding.delta - rounding.floor
+                    >= 0.5,
+                    tf.float32,
+                )
+            )
+            before = float(rounding.reconstruction_error(x, y, nearest))
+            rounding.optimize(inputs, targets_out, rng)
+            hard = rounding.hard_weights()
+            after = float(rounding.reconstruction_error(x, y, hard))
+            layer.kernel.assign(hard)
+            encodings[f"{name}/kernel:0"] = quantizer.encoding
+            message = (
+                f"AdaRound [{index}/{len(targets)}] {name}: output MSE "
+                f"{before:.3g} (nearest) -> {after:.3g} "
+                f"({time.perf_counter() - started:.1f} s)"
+            )
+            _LOG.info(message)
+            if verbose:
+                print(message)
+        path = pathlib.Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        flat = encodings_lib.encodings_to_dict(encodings, {})["param_encodings"]
+        encodings_lib.write_encodings(
+            path / f"{filename_prefix}.encodings", flat
+        )
+        return working
