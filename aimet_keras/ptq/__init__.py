@@ -1,5 +1,5 @@
 """Post-training techniques: BN folding, cross-layer equalization, bias
-correction, AdaRound."""
+correction, AdaRound, BN re-estimation."""
 
 from aimet_keras.ptq.adaround import Adaround
 from aimet_keras.ptq.adaround import AdaroundParameters
@@ -8,12 +8,15 @@ from aimet_keras.ptq.batch_norm_fold import find_bn_pairs
 from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms
 from aimet_keras.ptq.batch_norm_fold import fold_batch_norm_pairs
 from aimet_keras.ptq.bias_correction import correct_bias
+from aimet_keras.ptq.bn_reestimation import BnReestimationHandle
+from aimet_keras.ptq.bn_reestimation import reestimate_bn_stats
 from aimet_keras.ptq.cross_layer_equalization import equalize_model
 from aimet_keras.ptq.cross_layer_equalization import find_cls_sets
 
 __all__ = [
     "Adaround",
     "AdaroundParameters",
+    "BnReestimationHandle",
     "bn_output_stats",
     "correct_bias",
     "equalize_model",
@@ -21,4 +24,5 @@ __all__ = [
     "find_cls_sets",
     "fold_all_batch_norms",
     "fold_batch_norm_pairs",
+    "reestimate_bn_stats",
 ]

@@ -212,7 +212,9 @@ class QuantizationWrapper(keras.layers.Layer):
         inputs = _tensor_leaves((args, kwargs))
         self._check_count("input", self.input_quantizers, inputs)
         args, kwargs = _quantize_leaves((args, kwargs), self.input_quantizers)
-        mapping = [(w, q(w)) for w, q in self.quantized_weights()]
+        # Only weights whose quantizer is on are mapped: a mapped variable's
+        # assignments stay in the scope (see the write-back below).
+        mapping = [(w, q(w)) for w, q in self.quantized_weights() if q.enabled]
         mapped = {id(w) for w, _ in mapping}
         if isinstance(self.layer, keras.layers.Layer):
             kwargs["training"] = training
