@@ -1,8 +1,10 @@
 """Post-training techniques: BN folding, cross-layer equalization, bias
-correction, AdaRound, BN re-estimation."""
+correction, AdaRound, BN re-estimation, AutoQuant."""
 
 from aimet_keras.ptq.adaround import Adaround
 from aimet_keras.ptq.adaround import AdaroundParameters
+from aimet_keras.ptq.auto_quant import AutoQuantResult
+from aimet_keras.ptq.auto_quant import auto_quant
 from aimet_keras.ptq.batch_norm_fold import bn_output_stats
 from aimet_keras.ptq.batch_norm_fold import find_bn_pairs
 from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms
@@ -16,7 +18,9 @@ from aimet_keras.ptq.cross_layer_equalization import find_cls_sets
 __all__ = [
     "Adaround",
     "AdaroundParameters",
+    "AutoQuantResult",
     "BnReestimationHandle",
+    "auto_quant",
     "bn_output_stats",
     "correct_bias",
     "equalize_model",
