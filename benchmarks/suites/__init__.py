@@ -15,6 +15,10 @@ SUITES = {
         "quantize_dequantize vs a plain clip-and-round op (XLA and not), and "
         "observer update/compute_encoding cost vs the FP32 forward passes"
     ),
+    "ptq": (
+        "post-training techniques: DFQ (BN fold, CLE, bias correction) at "
+        "W8A8 per-tensor, AdaRound vs nearest at W4A8 (full test set)"
+    ),
     "quantsim": (
         "W8A8 QuantizationSimModel accuracy of the reference models with "
         "each shipped quantsim config (full test set)"

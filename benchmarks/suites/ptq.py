@@ -1,0 +1,160 @@
+"""Suite ``ptq``: post-training techniques on the reference models.
+
+Tables (full 10,000-image Fashion-MNIST test set):
+
+1. MobileNetV2-style net, W8A8 per-tensor with min/max ("tf") ranges: BN
+   folding alone, then CLE, then CLE plus bias correction (empirical and
+   analytical).
+2. W4A8 per-channel weights (HTP-style config): nearest rounding against
+   AdaRound, with the AdaRound time, on the ResNet- and MobileNetV2-style
+   nets.
+
+Calibration and AdaRound data: the first 1,024 images of the training set.
+"""
+
+import tempfile
+import time
+
+from benchmarks import harness
+
+__all__ = ["run"]
+
+NUM_CALIBRATION = 1024
+ADAROUND_ITERATIONS = 2000
+QUICK = dict(images=1000, calibration=256, iterations=100)
+
+
+def _accuracy(model, calibration, images, labels, frozen=None, **options):
+    from aimet_keras.sim import QuantizationSimModel
+
+    sim = QuantizationSimModel(model, **options)
+    if frozen is not None:
+        sim.set_and_freeze_param_encodings(frozen)
+    sim.compute_encodings(calibration)
+    return harness.top1_accuracy(sim.model, images, labels)
+
+
+def _dfq_table(images, labels, calibration):
+    from aimet_keras import ptq
+
+    table = harness.Table(
+        "MobileNetV2-style, W8A8 per-tensor, min/max ranges: DFQ steps, top-1",
+        ["steps", "FP32", "W8A8", "drop (points)"],
+        formats={
+            "FP32": "{:.2%}",
+            "W8A8": "{:.2%}",
+            "drop (points)": "{:+.2f}",
+        },
+    )
+    model = harness.load_reference_model("mobilenet_v2")
+    fp32 = harness.top1_accuracy(model, images, labels)
+    options = dict(quant_scheme="tf", config_file="default")
+    folded, _ = ptq.fold_all_batch_norms(model)
+    equalized = ptq.equalize_model(model)
+    corrected, _ = ptq.correct_bias(equalized, calibration, quant_scheme="tf")
+    # Analytical correction reads the BN statistics, so it runs on the
+    # model with its batch norms (and folds them).
+    analytical, _ = ptq.correct_bias(model, None, quant_scheme="tf")
+    rows = [
+        ("BN fold", folded),
+        ("BN fold + CLE", equalized),
+        ("BN fold + CLE + bias correction (empirical)", corrected),
+        ("BN fold + bias correction (analytical, data-free)", analytical),
+    ]
+    for label, candidate in rows:
+        accuracy = _accuracy(candidate, calibration, images, labels, **options)
+        table.add_row(label, fp32, accuracy, 100 * (fp32 - accuracy))
+    table.notes.append(
+        "ReLU6 becomes ReLU under CLE (as in AIMET); the FP32 column is the "
+        "original model."
+    )
+    return table
+
+
+def _adaround_table(images, labels, calibration, iterations):
+    from aimet_keras import ptq
+
+    table = harness.Table(
+        f"W4A8 per-channel (htp config): nearest vs AdaRound "
+        f"({len(calibration):,} images, {iterations:,} iterations), top-1",
+        ["model", "FP32", "nearest", "AdaRound", "gain (points)", "AdaRound s"],
+        formats={
+            "FP32": "{:.2%}",
+            "nearest": "{:.2%}",
+            "AdaRound": "{:.2%}",
+            "gain (points)": "{:+.2f}",
+            "AdaRound s": "{:.0f}",
+        },
+    )
+    options = dict(default_param_bw=4, config_file="htp")
+    for name in ("resnet", "mobilenet_v2"):
+        model = harness.load_reference_model(name)
+        fp32 = harness.top1_accuracy(model, images, labels)
+        folded, _ = ptq.fold_all_batch_norms(model)
+        nearest = _accuracy(folded, calibration, images, labels, **options)
+        folder = tempfile.mkdtemp()
+        started = time.perf_counter()
+        rounded = ptq.Adaround.apply_adaround(
+            folded,
+            ptq.AdaroundParameters(
+                calibration,
+                num_batches=len(calibration) // 32,
+                default_num_iterations=iterations,
+            ),
+            folder,
+            name,
+            default_param_bw=4,
+            config_file="htp",
+            verbose=False,
+        )
+        seconds = time.perf_counter() - started
+        adarounded = _accuracy(
+            rounded,
+            calibration,
+            images,
+            labels,
+            frozen=f"{folder}/{name}.encodings",
+            **options,
+        )
+        table.add_row(
+            name,
+            fp32,
+            nearest,
+            adarounded,
+            100 * (adarounded - nearest),
+            seconds,
+        )
+    table.notes.append("BN folded before quantization in both columns.")
+    return table
+
+
+def run(quick=False):
+    """Runs the suite.
+
+    Args:
+        quick: 1,000 test images, 256 calibration images, 100 AdaRound
+            iterations.
+
+    Returns:
+        A :class:`benchmarks.harness.Report`.
+    """
+    from aimet_keras import zoo
+
+    images, labels = zoo.load_fashion_mnist("test")
+    train, _ = zoo.load_fashion_mnist("train")
+    calibration = train[:NUM_CALIBRATION]
+    iterations = ADAROUND_ITERATIONS
+    if quick:
+        images, labels = images[: QUICK["images"]], labels[: QUICK["images"]]
+        calibration = calibration[: QUICK["calibration"]]
+        iterations = QUICK["iterations"]
+    tables = [
+        _dfq_table(images, labels, calibration),
+        _adaround_table(images, labels, calibration, iterations),
+    ]
+    settings = dict(
+        test_images=len(images),
+        calibration_images=len(calibration),
+        adaround_iterations=iterations,
+    )
+    return harness.Report("ptq", tables, settings, quick=quick)
