@@ -8,6 +8,7 @@ from aimet_keras.ptq.auto_quant import auto_quant
 from aimet_keras.ptq.batch_norm_fold import bn_output_stats
 from aimet_keras.ptq.batch_norm_fold import find_bn_pairs
 from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms
+from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms_to_scale
 from aimet_keras.ptq.batch_norm_fold import fold_batch_norm_pairs
 from aimet_keras.ptq.bias_correction import correct_bias
 from aimet_keras.ptq.bn_reestimation import BnReestimationHandle
@@ -27,6 +28,7 @@ __all__ = [
     "find_bn_pairs",
     "find_cls_sets",
     "fold_all_batch_norms",
+    "fold_all_batch_norms_to_scale",
     "fold_batch_norm_pairs",
     "reestimate_bn_stats",
 ]

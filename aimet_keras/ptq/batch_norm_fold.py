@@ -29,6 +29,7 @@ __all__ = [
     "bn_output_stats",
     "find_bn_pairs",
     "fold_all_batch_norms",
+    "fold_all_batch_norms_to_scale",
     "fold_batch_norm_pairs",
 ]
 
@@ -289,3 +290,131 @@ def bn_output_stats(model):
         gamma = bn.gamma.numpy() if bn.scale else np.ones(channels)
         stats[layer_name] = (beta.astype(np.float64), np.abs(gamma))
     return stats
+
+
+def _scaled_encoding(encoding, scale):
+    """``encoding``'s grid with every channel's range multiplied by ``scale``.
+
+    A negative factor swaps the channel's min and max; a symmetric grid
+    stays symmetric around zero.
+    """
+    from aimet_keras.quant import encoding as encoding_lib
+
+    low = np.asarray(encoding.min, np.float64) * scale
+    high = np.asarray(encoding.max, np.float64) * scale
+    low, high = np.minimum(low, high), np.maximum(low, high)
+    return encoding_lib.compute_encoding(
+        low,
+        high,
+        encoding.bitwidth,
+        encoding.is_symmetric,
+        encoding.strict_symmetric,
+        encoding.unsigned_symmetric,
+    )
+
+
+def fold_all_batch_norms_to_scale(sim):
+    """Folds a sim's batch norms into its weights and weight grids, in place.
+
+    For quantization-aware training that trains the weights a deployment
+    uses: each Conv/Dense followed by a BatchNormalization becomes one layer
+    with the folded weights, and its per-channel weight grid is the old grid
+    times ``gamma / sqrt(var + eps)`` (min and max swap where that factor is
+    negative), so the simulated outputs stay what they were. A per-tensor
+    weight grid cannot be scaled per channel and is recomputed from the
+    folded weights. The BN's output grid moves to the folded layer; every
+    other quantizer keeps its grid. ``sim.model`` is replaced: use the new
+    one from then on.
+
+    Args:
+        sim: a :class:`~aimet_keras.sim.QuantizationSimModel` (calibrated or
+            not).
+
+    Returns:
+        The ``(layer name, BN name)`` pairs folded.
+
+    Example:
+
+    >>> model = zoo.load_model("resnet", compile=False)
+    >>> images, _ = zoo.load_fashion_mnist_slice("calibration")
+    >>> sim = QuantizationSimModel(model, config_file="htp")
+    >>> sim.compute_encodings(images[:200])
+    >>> pairs = fold_all_batch_norms_to_scale(sim)
+    >>> pairs[0], "stem_bn" in [x.name for x in sim.model.layers]
+    (('stem_conv', 'stem_bn'), False)
+    """
+    from aimet_keras.sim import QuantizationSimModel
+
+    old_wrappers = {w.name: w for w in sim.quant_wrappers()}
+    pairs = [
+        (layer, bn)
+        for layer, bn, direction in find_bn_pairs(sim._prepared)
+        if direction == "backward"
+    ]
+    scales = {
+        layer: _bn_scale_shift(sim._prepared.get_layer(bn))[0]
+        for layer, bn in pairs
+    }
+    folded = fold_batch_norm_pairs(
+        sim._prepared, [(layer, bn, "backward") for layer, bn in pairs]
+    )
+    new = QuantizationSimModel(
+        folded,
+        quant_scheme=sim.quant_scheme,
+        default_output_bw=sim._args["activation_bitwidth"],
+        default_param_bw=sim._args["param_bitwidth"],
+        config_file=sim.config,
+        default_data_type=sim._args["dtype"],
+        in_place=True,
+    )
+    bn_of = dict(pairs)
+    for wrapper in new.quant_wrappers():
+        old = old_wrappers.get(wrapper.name)
+        if old is None:
+            continue
+        groups = [
+            (wrapper.input_quantizers, old.input_quantizers),
+            (
+                wrapper.output_quantizers,
+                old_wrappers[bn_of[wrapper.name]].output_quantizers
+                if wrapper.name in bn_of
+                else old.output_quantizers,
+            ),
+            (
+                list(wrapper.internal_quantizers.values()),
+                list(old.internal_quantizers.values()),
+            ),
+        ]
+        for key, quantizer in wrapper.param_quantizers.items():
+            source = old.param_quantizers.get(key)
+            groups.append(([quantizer], [source] if source else []))
+        for new_quantizers, old_quantizers in groups:
+            for target, source in zip(new_quantizers, old_quantizers):
+                _transfer(target, source, scales.get(wrapper.name), wrapper)
+    sim.model, sim._prepared, sim.specs = new.model, new._prepared, new.specs
+    sim._frozen = set()
+    return pairs
+
+
+def _transfer(target, source, scale, wrapper):
+    """Gives ``target`` the grid of ``source`` (scaled for folded kernels)."""
+    encoding = source.encoding if source.enabled else None
+    if not target.enabled or encoding is None or encoding.is_float:
+        return
+    weight = next(
+        (w for w, q in wrapper.quantized_weights() if q is target), None
+    )
+    if weight is not None and scale is not None and "kernel" in weight.path:
+        if target.axis is None:
+            # One grid for all channels cannot take per-channel factors.
+            target.observer.reset()
+            target.observer.update(weight)
+            target.compute_encoding()
+            return
+        encoding = _scaled_encoding(encoding, scale)
+    elif weight is not None and scale is not None:
+        target.observer.reset()  # the folded bias: a new tensor
+        target.observer.update(weight)
+        target.compute_encoding()
+        return
+    target.set_encoding(encoding)

@@ -115,3 +115,32 @@ def test_reference_models_fold_and_callers_model_is_kept():
         assert len(model.layers) == num_layers
         for before, after in zip(weights, model.get_weights()):
             np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("config", ["htp", "default"])
+def test_fold_to_scale_keeps_the_simulation(config):
+    from aimet_keras.ptq import fold_all_batch_norms_to_scale
+    from aimet_keras.sim import QuantizationSimModel
+
+    model = zoo.load_model("resnet", compile=False)
+    calibration = zoo.load_fashion_mnist_slice("calibration")[0][:200]
+    images = zoo.load_fashion_mnist_slice("test")[0][:200]
+    sim = QuantizationSimModel(model, config_file=config)
+    sim.compute_encodings(calibration)
+    before = sim.model.predict(images, verbose=0)
+    pairs = fold_all_batch_norms_to_scale(sim)
+    assert ("stem_conv", "stem_bn") in pairs
+    assert not any(
+        isinstance(getattr(x, "layer", None), L.BatchNormalization)
+        for x in sim.model.layers
+    )
+    after = sim.model.predict(images, verbose=0)
+    if config == "htp":
+        # Per-channel grids scale with the weights: the same simulation up
+        # to float rounding, which moves a few values by one output level.
+        assert np.abs(after - before).mean() < 1e-3
+        assert np.mean(after.argmax(-1) == before.argmax(-1)) > 0.99
+    # Per-tensor grids are recomputed: close, same decisions.
+    assert np.mean(after.argmax(-1) == before.argmax(-1)) > 0.97
+    kernel = sim.model.get_layer("stem_conv").param_quantizers["kernel"]
+    assert kernel.is_initialized
