@@ -17,6 +17,8 @@ from aimet_keras.quant.observers import PercentileObserver
 from aimet_keras.quant.observers import SqnrObserver
 from aimet_keras.quant.quantize import channel_axes
 from aimet_keras.quant.quantize import quantize_dequantize
+from aimet_keras.quant.quantize import quantize_dequantize_fixed_range
+from aimet_keras.quant.quantize import quantize_dequantize_grid
 from aimet_keras.quant.quantize import quantize_dequantize_range
 
 __all__ = [
@@ -36,6 +38,8 @@ __all__ = [
     "num_steps",
     "observers",
     "quantize_dequantize",
+    "quantize_dequantize_fixed_range",
+    "quantize_dequantize_grid",
     "quantize_dequantize_range",
     "round_half_away_from_zero",
 ]

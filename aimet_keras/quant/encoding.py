@@ -106,6 +106,7 @@ def grid_from_range(
     is_symmetric=False,
     strict_symmetric=False,
     unsigned_symmetric=False,
+    bounds=True,
 ):
     """AIMET's rules from a calibrated range to a grid, as TensorFlow ops.
 
@@ -139,10 +140,12 @@ def grid_from_range(
             False.
         unsigned_symmetric: a symmetric grid over non-negative data uses
             ``[0, max]`` with all ``2**bitwidth`` levels. Defaults to False.
+        bounds: also return ``grid_min`` and ``grid_max``. Defaults to True.
 
     Returns:
         A tuple ``(delta, offset, grid_min, grid_max)`` of tensors shaped
-        like the inputs; ``offset`` holds whole numbers in the input dtype.
+        like the inputs, or ``(delta, offset)`` without ``bounds``;
+        ``offset`` holds whole numbers in the input dtype.
 
     Example:
 
@@ -160,6 +163,8 @@ def grid_from_range(
         is_symmetric,
         unsigned_symmetric,
     )
+    if not bounds:
+        grid = grid[:2]
     return tuple(tf.cast(t, encoding_min.dtype) for t in grid)
 
 
@@ -171,18 +176,8 @@ def _grid_float64(encoding_min, encoding_max, steps, is_symmetric, unsigned):
     hi = tf.maximum(encoding_max, tf.zeros_like(encoding_max))
     hi = tf.maximum(hi, lo + tf.constant(MIN_RANGE, dtype))
 
-    # 3. Asymmetric (and unsigned symmetric) grid with a nudged zero point.
-    asym_delta = (hi - lo) / steps
-    zero_point = tf.clip_by_value(
-        round_half_away_from_zero(tf.stop_gradient(-lo / asym_delta)),
-        0.0,
-        float(steps),
-    )
-    asym_offset = -zero_point
-    asym_min = asym_offset * asym_delta
-    asym_max = asym_min + (hi - lo)
     if not is_symmetric:
-        return asym_delta, asym_offset, asym_min, asym_max
+        return _asymmetric_grid(lo, hi, steps)
 
     # 2. Signed symmetric grid.
     positive_levels = steps // 2
@@ -198,10 +193,24 @@ def _grid_float64(encoding_min, encoding_max, steps, is_symmetric, unsigned):
     return tuple(
         tf.where(nonnegative, a, s)
         for a, s in zip(
-            (asym_delta, asym_offset, asym_min, asym_max),
+            _asymmetric_grid(lo, hi, steps),
             (sym_delta, sym_offset, sym_min, sym_max),
         )
     )
+
+
+def _asymmetric_grid(lo, hi, steps):
+    """3. Asymmetric (and unsigned symmetric) grid with a nudged zero point."""
+    asym_delta = (hi - lo) / steps
+    zero_point = tf.clip_by_value(
+        round_half_away_from_zero(tf.stop_gradient(-lo / asym_delta)),
+        0.0,
+        float(steps),
+    )
+    asym_offset = -zero_point
+    asym_min = asym_offset * asym_delta
+    asym_max = asym_min + (hi - lo)
+    return asym_delta, asym_offset, asym_min, asym_max
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

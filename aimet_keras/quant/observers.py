@@ -65,8 +65,14 @@ def _flatten_channels(x, axis):
 class Observer(keras.layers.Layer):
     """Base class: streams batches into statistics, proposes an encoding.
 
-    Subclasses define ``_create_statistics``, ``_update_statistics(values)``
-    (values shaped (N, channels), float32) and ``_propose_range(...)``.
+    Subclasses define ``_create_statistics``, ``_statistics()`` (the
+    statistic variables, in the order their ``_step`` takes them), ``_step``
+    (a module-level function
+    ``step(num_channels, values, num_updates, *statistics)``
+    that adds a batch of values shaped (N, channels) or (N,), float32, to
+    the statistics unless it holds NaN or inf, and returns whether it was
+    finite) and ``_propose_range(...)``. One traced ``_step`` serves every
+    observer of a kind, so a model with many observers traces it once.
 
     Args:
         axis: None for per-tensor statistics, else the channel axis (an int
@@ -160,7 +166,14 @@ class Observer(keras.layers.Layer):
                 f"axis={self.axis!r}."
             )
         values = _flatten_channels(tf.cast(x, tf.float32), self.axis)
-        finite = self._update(values)
+        variables = [v.value for v in (self.num_updates, *self._statistics())]
+        if tf.executing_eagerly() and int(self.num_updates.numpy()) == 0:
+            # A first batch (a weight is calibrated in one) runs op by op:
+            # tracing would cost more than it saves.
+            step = self._step
+        else:
+            step = _traced(self._step)
+        finite = step(self.num_channels, values, *variables)
         if tf.executing_eagerly():
             if not bool(finite):
                 raise ValueError(
@@ -174,14 +187,6 @@ class Observer(keras.layers.Layer):
             tf.debugging.Assert(
                 finite, [f"Observer {self.name}: NaN or inf in the tensor"]
             )
-
-    @tf.function(reduce_retracing=True)
-    def _update(self, values):
-        batch_min, batch_max, finite = _batch_stats(values)
-        if finite:
-            self._update_statistics(values, batch_min, batch_max)
-            self.num_updates.assign_add(1)
-        return finite
 
     def reset(self):
         """Forgets every batch seen so far."""
@@ -274,16 +279,10 @@ class MinMaxObserver(Observer):
         self.min = self._channel_weight("min")
         self.max = self._channel_weight("max")
 
-    def _update_statistics(self, values, batch_min, batch_max):
-        batch_min = tf.cast(batch_min, tf.float64)
-        batch_max = tf.cast(batch_max, tf.float64)
-        first = tf.equal(self.num_updates, 0)
-        self.min.assign(
-            tf.where(first, batch_min, tf.minimum(self.min, batch_min))
-        )
-        self.max.assign(
-            tf.where(first, batch_max, tf.maximum(self.max, batch_max))
-        )
+    def _statistics(self):
+        return [self.min, self.max]
+
+    _step = staticmethod(lambda *args: _min_max_update(*args))
 
     def observed_range(self):
         """The (min, max) seen so far, one value per channel."""
@@ -312,78 +311,17 @@ class _HistogramObserver(MinMaxObserver):
         # counted apart from the histogram (ReLU outputs are often mostly 0).
         self.zero_count = self._channel_weight("zero_count")
 
-    def _update_statistics(self, values, batch_min, batch_max):
-        first = tf.equal(self.num_updates, 0)
-        super()._update_statistics(values, batch_min, batch_max)
-        batch_min = tf.cast(batch_min, tf.float64)
-        batch_max = tf.cast(batch_max, tf.float64)
-        tf.cond(
-            first,
-            lambda: self._start_range(batch_min, batch_max),
-            lambda: self._grow_range(batch_min, batch_max),
-        )
-        bins = _bin_indices(
-            values,
-            tf.cast(self.histogram_min, tf.float32),
-            tf.cast(1.0 / self.bin_width, tf.float32),
-        )
-        # The Bincount kernel with int32 counts is the fastest TF histogram
-        # on CPU (about 15% faster than tf.math.bincount's DenseBincount).
-        counts = tf.raw_ops.Bincount(
-            arr=bins,
-            size=self.num_channels * (NUM_BINS + 1),
-            weights=tf.constant([], tf.int32),
-        )
-        counts = tf.reshape(
-            tf.cast(counts, tf.float64), [self.num_channels, NUM_BINS + 1]
-        )
-        self.histogram.assign_add(counts[:, :NUM_BINS])
-        self.zero_count.assign_add(counts[:, NUM_BINS])
+    def _statistics(self):
+        return [
+            self.min,
+            self.max,
+            self.histogram_min,
+            self.bin_width,
+            self.histogram,
+            self.zero_count,
+        ]
 
-    def _start_range(self, batch_min, batch_max):
-        """Bins over the first batch's range, extended to contain zero."""
-        lo = tf.minimum(batch_min, 0.0)
-        hi = tf.maximum(tf.maximum(batch_max, 0.0), lo + encoding_lib.MIN_RANGE)
-        self.histogram_min.assign(lo)
-        self.bin_width.assign((hi - lo) / NUM_BINS)
-        self.histogram.assign(tf.zeros_like(self.histogram))
-        return tf.constant(True)
-
-    def _grow_range(self, batch_min, batch_max):
-        """Widens the bins by whole multiples so old counts move exactly.
-
-        The new range starts ``below`` old bin widths lower and its bins are
-        ``factor`` old bins wide, so old bin ``i`` falls wholly into new bin
-        ``floor((i + below) / factor)``. Channels that need no growth get
-        ``below = 0``, ``factor = 1``: the identity.
-        """
-        lo, width = self.histogram_min, self.bin_width
-        below = tf.where(
-            batch_min < lo, tf.math.ceil((lo - batch_min) / width), 0.0
-        )
-        new_lo = lo - below * width
-        factor = tf.maximum(
-            tf.math.ceil((batch_max - new_lo) / (NUM_BINS * width)),
-            tf.math.ceil((NUM_BINS + below) / NUM_BINS),
-        )
-        factor = tf.maximum(factor, 1.0)
-        old_bins = tf.range(NUM_BINS, dtype=tf.float64)[tf.newaxis, :]
-        new_bins = tf.clip_by_value(
-            tf.floor((old_bins + below[:, tf.newaxis]) / factor[:, tf.newaxis]),
-            0.0,
-            NUM_BINS - 1.0,
-        )
-        channel_base = tf.range(self.num_channels, dtype=tf.float64)[:, None]
-        segment = tf.cast(channel_base * NUM_BINS + new_bins, tf.int32)
-        moved = tf.math.unsorted_segment_sum(
-            tf.reshape(self.histogram, [-1]),
-            tf.reshape(segment, [-1]),
-            self.num_channels * NUM_BINS,
-        )
-        self.histogram.assign(tf.reshape(moved, [self.num_channels, NUM_BINS]))
-        self.histogram_min.assign(new_lo)
-        self.bin_width.assign(width * factor)
-        return tf.constant(True)
+    _step = staticmethod(lambda *args: _histogram_update(*args))
 
     def histogram_numpy(self, include_zeros=True):
         """Returns ``(bin_edges, counts)``: (C, 513) and (C, 512) arrays.
@@ -404,15 +342,236 @@ class _HistogramObserver(MinMaxObserver):
         return edges, counts
 
 
-@tf.function(jit_compile=True)
+_TRACED = {}
+
+
+def _traced(step):
+    """The traced (``tf.function``) version of an observer step function."""
+    if step not in _TRACED:
+        _TRACED[step] = tf.function(step, reduce_retracing=True)
+    return _TRACED[step]
+
+
+def _min_max_update(num_channels, values, num_updates, vmin, vmax):
+    """MinMaxObserver's step: see :class:`Observer`."""
+    batch_min, batch_max, finite = _batch_stats(values)
+    if tf.executing_eagerly() and not bool(finite):
+        return finite  # op by op, a bad batch is simply skipped
+    first = tf.equal(num_updates, 0)
+    new_min, new_max = _min_max_step(
+        first,
+        finite,
+        batch_min,
+        batch_max,
+        vmin.read_value(),
+        vmax.read_value(),
+    )
+    vmin.assign(new_min)
+    vmax.assign(new_max)
+    num_updates.assign_add(tf.cast(finite, num_updates.dtype))
+    return finite
+
+
+def _histogram_update(
+    num_channels,
+    values,
+    num_updates,
+    vmin,
+    vmax,
+    histogram_min,
+    bin_width,
+    histogram,
+    zeros,
+):
+    """The histogram observers' step: see :class:`Observer`.
+
+    Branch-free: the new statistics are computed either way and kept only
+    for a finite batch. Inside a graph the small per-channel steps run as
+    XLA kernels compiled once per channel count, and the binning of the
+    batch as one per shape; eagerly everything runs op by op.
+    """
+    batch_min, batch_max, finite = _batch_stats(values)
+    eager = tf.executing_eagerly()
+    if eager and not bool(finite):
+        return finite  # op by op, a bad batch is simply skipped
+    first = tf.equal(num_updates, 0)
+    range_step = _range_step if eager else _range_step_fused
+    count_step = _count_step if eager else _count_step_fused
+    old_histogram = histogram.read_value()
+    new_min, new_max, lo, width, moved, lo32, inverse_width32 = range_step(
+        num_channels,
+        first,
+        finite,
+        batch_min,
+        batch_max,
+        vmin.read_value(),
+        vmax.read_value(),
+        histogram_min.read_value(),
+        bin_width.read_value(),
+        old_histogram,
+    )
+    bins = _bin_indices(values, lo32, inverse_width32)
+    # The Bincount kernel with int32 counts is the fastest TF histogram on
+    # CPU (about 15% faster than tf.math.bincount's DenseBincount).
+    counts = tf.raw_ops.Bincount(
+        arr=bins,
+        size=num_channels * (NUM_BINS + 1),
+        weights=tf.constant([], tf.int32),
+    )
+    new_histogram, new_zeros = count_step(
+        num_channels, finite, counts, moved, old_histogram, zeros.read_value()
+    )
+    for variable, value in (
+        (vmin, new_min),
+        (vmax, new_max),
+        (histogram_min, lo),
+        (bin_width, width),
+        (histogram, new_histogram),
+        (zeros, new_zeros),
+    ):
+        variable.assign(value)
+    num_updates.assign_add(tf.cast(finite, num_updates.dtype))
+    return finite
+
+
+def _min_max_step(first, finite, batch_min, batch_max, old_min, old_max):
+    """The running min and max after a batch (kept only if finite)."""
+    batch_min = tf.cast(batch_min, tf.float64)
+    batch_max = tf.cast(batch_max, tf.float64)
+    new_min = tf.where(first, batch_min, tf.minimum(old_min, batch_min))
+    new_max = tf.where(first, batch_max, tf.maximum(old_max, batch_max))
+    return (
+        tf.where(finite, new_min, old_min),
+        tf.where(finite, new_max, old_max),
+    )
+
+
+def _start_range(batch_min, batch_max):
+    """Bins over the first batch's range, extended to contain zero."""
+    lo = tf.minimum(batch_min, 0.0)
+    hi = tf.maximum(tf.maximum(batch_max, 0.0), lo + encoding_lib.MIN_RANGE)
+    return lo, (hi - lo) / NUM_BINS
+
+
+def _grow_range(num_channels, batch_min, batch_max, lo, width, histogram):
+    """Widens the bins by whole multiples so old counts move exactly.
+
+    The new range starts ``below`` old bin widths lower and its bins are
+    ``factor`` old bins wide, so old bin ``i`` falls wholly into new bin
+    ``floor((i + below) / factor)``. Channels that need no growth get
+    ``below = 0``, ``factor = 1``: the identity.
+    """
+    below = tf.where(
+        batch_min < lo, tf.math.ceil((lo - batch_min) / width), 0.0
+    )
+    new_lo = lo - below * width
+    factor = tf.maximum(
+        tf.math.ceil((batch_max - new_lo) / (NUM_BINS * width)),
+        tf.math.ceil((NUM_BINS + below) / NUM_BINS),
+    )
+    factor = tf.maximum(factor, 1.0)
+    old_bins = tf.range(NUM_BINS, dtype=tf.float64)[tf.newaxis, :]
+    new_bins = tf.clip_by_value(
+        tf.floor((old_bins + below[:, tf.newaxis]) / factor[:, tf.newaxis]),
+        0.0,
+        NUM_BINS - 1.0,
+    )
+    channel_base = tf.range(num_channels, dtype=tf.float64)[:, None]
+    segment = tf.cast(channel_base * NUM_BINS + new_bins, tf.int32)
+    moved = tf.math.unsorted_segment_sum(
+        tf.reshape(histogram, [-1]),
+        tf.reshape(segment, [-1]),
+        num_channels * NUM_BINS,
+    )
+    moved = tf.reshape(moved, [num_channels, NUM_BINS])
+    return new_lo, width * factor, moved
+
+
+def _range_step(
+    num_channels,
+    first,
+    finite,
+    batch_min,
+    batch_max,
+    old_min,
+    old_max,
+    histogram_min,
+    bin_width,
+    histogram,
+):
+    """A histogram observer's range after a batch, before its counts.
+
+    Returns the new min and max, the histogram's new lower edge and bin
+    width (all kept only for a finite batch), the old counts moved onto the
+    new bins (zeros for the first batch), and the edge and inverse width in
+    float32 for binning the batch.
+    """
+    new_min, new_max = _min_max_step(
+        first, finite, batch_min, batch_max, old_min, old_max
+    )
+    batch_min = tf.cast(batch_min, tf.float64)
+    batch_max = tf.cast(batch_max, tf.float64)
+    start_lo, start_width = _start_range(batch_min, batch_max)
+    # Before the first batch the grown range is unused; a unit width keeps
+    # it finite.
+    grown_lo, grown_width, moved = _grow_range(
+        num_channels,
+        batch_min,
+        batch_max,
+        histogram_min,
+        tf.where(first, tf.ones_like(bin_width), bin_width),
+        histogram,
+    )
+    lo = tf.where(first, start_lo, grown_lo)
+    width = tf.where(first, start_width, grown_width)
+    moved = tf.where(first, tf.zeros_like(moved), moved)
+    return (
+        new_min,
+        new_max,
+        tf.where(finite, lo, histogram_min),
+        tf.where(finite, width, bin_width),
+        moved,
+        tf.cast(lo, tf.float32),
+        tf.cast(1.0 / width, tf.float32),
+    )
+
+
+def _count_step(num_channels, finite, counts, moved, histogram, zero_count):
+    """Adds a batch's bincount (``NUM_BINS + 1`` slots per channel)."""
+    counts = tf.reshape(
+        tf.cast(counts, tf.float64), [num_channels, NUM_BINS + 1]
+    )
+    return (
+        tf.where(finite, moved + counts[:, :NUM_BINS], histogram),
+        tf.where(finite, zero_count + counts[:, NUM_BINS], zero_count),
+    )
+
+
+_range_step_fused = tf.function(_range_step, jit_compile=True)
+_count_step_fused = tf.function(_count_step, jit_compile=True)
+
+
 def _bin_indices(values, lo, inverse_width):
-    """Flat bincount slots: ``NUM_BINS + 1`` per channel, the last for 0.0."""
+    """Flat bincount slots: ``NUM_BINS + 1`` per channel, the last for 0.0.
+
+    Inside a graph the element-wise work runs as one XLA-fused kernel
+    (compiled once per shape); eagerly, op by op.
+    """
+    if tf.executing_eagerly():
+        return _bin_indices_ops(values, lo, inverse_width)
+    return _bin_indices_fused(values, lo, inverse_width)
+
+
+def _bin_indices_ops(values, lo, inverse_width):
     bins = tf.clip_by_value((values - lo) * inverse_width, 0.0, NUM_BINS - 1.0)
     bins = tf.where(tf.equal(values, 0.0), NUM_BINS, tf.cast(bins, tf.int32))
     if values.shape.rank == 2:
         channels = tf.range(tf.shape(values)[1], dtype=tf.int32)
         bins = tf.reshape(bins + channels * (NUM_BINS + 1), [-1])
     return bins
+
+
+_bin_indices_fused = tf.function(_bin_indices_ops, jit_compile=True)
 
 
 def _sawtooth_integral(x, delta):

@@ -29,10 +29,17 @@ from aimet_keras.quant import encoding as encoding_lib
 __all__ = [
     "channel_axes",
     "quantize_dequantize",
+    "quantize_dequantize_fixed_range",
+    "quantize_dequantize_grid",
     "quantize_dequantize_range",
 ]
 
 _HALF_TYPES = (tf.float16, tf.bfloat16)
+# Inside a graph, tensors with a static shape smaller than this (weights,
+# mostly) are quantized with plain TF ops; larger or batch-dynamic ones
+# (activations) as one fused XLA kernel, compiled once per shape: a dozen
+# element-wise passes become one.
+_FUSE_MIN_ELEMENTS = 1 << 16
 
 
 def _check_float_input(x, name="x"):
@@ -119,14 +126,25 @@ def _reduce_to(grad, shape):
     return tf.reduce_sum(grad, axis=axes, keepdims=True) if axes else grad
 
 
-@tf.custom_gradient
-def _quantize_dequantize_core(x, delta, offset, steps):
-    """The kernel; ``delta``/``offset`` broadcast against ``x``."""
-    scaled = x / delta
+def _level(scaled, offset, steps):
+    """``clip(round_half_away_from_zero(scaled - offset), 0, steps)``."""
     # AIMET rounds the level x / delta - offset (>= 0 on the grid), so a tie
     # goes up a level: round(x / delta) - offset differs for negative ties.
     rounded = encoding_lib.round_half_away_from_zero(scaled - offset)
-    level = tf.clip_by_value(rounded, 0.0, steps)
+    return rounded, tf.clip_by_value(rounded, 0.0, steps)
+
+
+def _grid_forward(x, delta, offset, steps):
+    """The forward kernel; ``delta``/``offset`` broadcast against ``x``."""
+    _, level = _level(x / delta, offset, steps)
+    return (level + offset) * delta
+
+
+@tf.custom_gradient
+def _quantize_dequantize_core(x, delta, offset, steps):
+    """The kernel with its gradients."""
+    scaled = x / delta
+    rounded, level = _level(scaled, offset, steps)
     y = (level + offset) * delta
 
     def grad(dy):
@@ -243,6 +261,158 @@ def quantize_dequantize(x, encoding, axis=None):
         encoding.num_steps,
         axis,
     )
+
+
+def quantize_dequantize_grid(x, delta, offset, steps, axis=None):
+    """Quantize-dequantize on a grid already derived from its range.
+
+    What :func:`quantize_dequantize_range` computes after
+    :func:`~aimet_keras.quant.grid_from_range`, for callers that derive the
+    grid once (a calibrated quantizer keeps ``delta`` and ``offset`` beside
+    its range) instead of on every call. The gradient is the
+    straight-through one; ``delta`` gets the LSQ gradient.
+
+    Args:
+        x: a float tensor.
+        delta: the step, scalar or per channel (float tensor or variable).
+        offset: the offset (whole numbers), shaped like ``delta``.
+        steps: the grid's step count, a Python int (see
+            :func:`~aimet_keras.quant.num_steps`).
+        axis: per-channel axis as in :func:`quantize_dequantize`. Defaults to
+            None.
+
+    Returns:
+        A tensor like ``x``.
+
+    Example:
+
+    >>> x = tf.constant([0.3, -2.0])
+    >>> delta, offset, _, _ = grid_from_range(-1.0, 1.0, 8)
+    >>> y = quantize_dequantize_grid(x, delta, offset, num_steps(8))
+    >>> bool(tf.reduce_all(y == quantize_dequantize_range(x, -1.0, 1.0, 8)))
+    True
+    """
+    x = _check_float_input(x)
+    delta = tf.convert_to_tensor(delta)
+    offset = tf.convert_to_tensor(offset, delta.dtype)
+    return _apply_grid(x, delta, offset, steps, axis)
+
+
+def _fixed_range_forward(
+    x,
+    encoding_min,
+    encoding_max,
+    bitwidth,
+    is_symmetric,
+    strict,
+    unsigned,
+    axis,
+):
+    delta, offset = encoding_lib.grid_from_range(
+        encoding_min,
+        encoding_max,
+        bitwidth,
+        is_symmetric,
+        strict,
+        unsigned,
+        bounds=False,
+    )
+    steps = encoding_lib.num_steps(bitwidth, is_symmetric, strict)
+    num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
+    shape = _broadcast_shape(x, axis, num_channels)
+    dtype = _compute_dtype(x)
+    y = _grid_forward(
+        tf.cast(x, dtype),
+        tf.reshape(tf.cast(delta, dtype), shape),
+        tf.reshape(tf.cast(offset, dtype), shape),
+        tf.constant(float(steps), dtype),
+    )
+    return tf.cast(y, x.dtype)
+
+
+_fixed_range_forward_fused = tf.function(_fixed_range_forward, jit_compile=True)
+# Traced once per shape and settings, then one node in the caller's graph.
+_fixed_range_forward_traced = tf.function(_fixed_range_forward)
+
+
+def _fixed_range_kernel(x):
+    if tf.executing_eagerly():
+        return _fixed_range_forward
+    if (
+        not x.shape.is_fully_defined()
+        or x.shape.num_elements() >= _FUSE_MIN_ELEMENTS
+    ):
+        return _fixed_range_forward_fused
+    return _fixed_range_forward_traced
+
+
+def quantize_dequantize_fixed_range(
+    x,
+    encoding_min,
+    encoding_max,
+    bitwidth,
+    is_symmetric=False,
+    strict_symmetric=False,
+    unsigned_symmetric=False,
+    axis=None,
+):
+    """:func:`quantize_dequantize_range` for a range that is not learned.
+
+    Computes the same values; the range gets no gradient (``x`` gets the
+    straight-through one), which lets the whole computation, grid
+    derivation included, run as one XLA-fused kernel inside a graph for
+    large or batch-dynamic tensors (compiled once per shape), and as plain
+    TF ops otherwise. This is what a calibrated quantizer runs.
+
+    Args:
+        As :func:`quantize_dequantize_range`.
+
+    Returns:
+        A tensor like ``x``.
+
+    Example:
+
+    >>> x = tf.constant([0.3, -2.0])
+    >>> y = quantize_dequantize_fixed_range(x, -1.0, 1.0, 8)
+    >>> bool(tf.reduce_all(y == quantize_dequantize_range(x, -1.0, 1.0, 8)))
+    True
+    """
+    x = _check_float_input(x)
+    encoding_min = tf.convert_to_tensor(encoding_min)
+    encoding_max = tf.convert_to_tensor(encoding_max, encoding_min.dtype)
+    encoding_lib._check_bitwidth(bitwidth)
+    args = (
+        bitwidth,
+        bool(is_symmetric),
+        bool(strict_symmetric),
+        bool(unsigned_symmetric),
+        axis,
+    )
+    forward = _fixed_range_kernel(x)
+
+    @tf.custom_gradient
+    def straight_through(x):
+        def grad(dy):
+            # The bounds exactly as quantize_dequantize_range's gradient
+            # computes them.
+            delta, offset = encoding_lib.grid_from_range(
+                encoding_min, encoding_max, *args[:4], bounds=False
+            )
+            num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
+            shape = _broadcast_shape(x, axis, num_channels)
+            dtype = _compute_dtype(x)
+            delta = tf.reshape(tf.cast(delta, dtype), shape)
+            offset = tf.reshape(tf.cast(offset, dtype), shape)
+            steps = encoding_lib.num_steps(*args[:3])
+            wide = tf.cast(x, dtype)
+            inside = tf.logical_and(
+                wide >= offset * delta, wide <= (steps + offset) * delta
+            )
+            return tf.where(inside, dy, tf.zeros_like(dy))
+
+        return forward(x, encoding_min, encoding_max, *args), grad
+
+    return straight_through(x)
 
 
 def quantize_dequantize_range(

@@ -174,7 +174,13 @@ class TensorQuantizer(keras.layers.Layer):
                 self.strict_symmetric,
                 self.unsigned_symmetric,
             )
-        return quantize_lib.quantize_dequantize_range(
+        quantize = (
+            quantize_lib.quantize_dequantize_range
+            if self.range_learning
+            # A fixed range: one fused kernel for activations in graphs.
+            else quantize_lib.quantize_dequantize_fixed_range
+        )
+        return quantize(
             inputs,
             self.encoding_min,
             self.encoding_max,
