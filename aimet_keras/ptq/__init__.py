@@ -1,6 +1,7 @@
 """Post-training techniques: BN folding, cross-layer equalization, bias
 correction, AdaRound, BN re-estimation, AutoQuant."""
 
+from aimet_keras.ptq.activation_ranges import optimize_activation_ranges
 from aimet_keras.ptq.adaround import Adaround
 from aimet_keras.ptq.adaround import AdaroundParameters
 from aimet_keras.ptq.auto_quant import AutoQuantResult
@@ -30,5 +31,6 @@ __all__ = [
     "fold_all_batch_norms",
     "fold_all_batch_norms_to_scale",
     "fold_batch_norm_pairs",
+    "optimize_activation_ranges",
     "reestimate_bn_stats",
 ]
