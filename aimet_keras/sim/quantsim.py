@@ -16,6 +16,8 @@ import dataclasses
 import logging
 import warnings
 
+import keras
+
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import config as config_lib
 from aimet_keras.sim import export as export_lib
@@ -236,12 +238,12 @@ class QuantizationSimModel:
         for quantizer in active:
             quantizer.observer.reset()
             quantizer.observing = True
-        self._retrace()
         try:
             if callable(forward_pass_callback):
+                self._retrace()
                 forward_pass_callback(self.model, forward_pass_callback_args)
             else:
-                self.model.predict(forward_pass_callback, verbose=0)
+                self._observe(forward_pass_callback)
         finally:
             for quantizer in active:
                 quantizer.observing = False
@@ -299,8 +301,34 @@ class QuantizationSimModel:
                 quantizer._initialized = False
         self._retrace()
 
+    def _switches(self):
+        """Every quantizer's Python-side settings, baked into traced code."""
+        return tuple(
+            (
+                q.enabled,
+                q.observing,
+                q.is_initialized,
+                q.data_type,
+                q.bitwidth,
+                q.is_symmetric,
+                q.strict_symmetric,
+                q.unsigned_symmetric,
+                q.init_batches,
+            )
+            for wrapper in self.quant_wrappers()
+            for q in wrapper.quantizers
+        )
+
     def _retrace(self):
-        """Drops compiled functions so the quantizer switches take effect."""
+        """Drops the model's compiled functions if a quantizer switch changed.
+
+        Grids live in variables, so a new encoding needs no retrace; a
+        switch (enabled, observing, bitwidth...) does.
+        """
+        switches = self._switches()
+        if switches == getattr(self, "_traced_switches", None):
+            return
+        self._traced_switches = switches
         for attribute in (
             "predict_function",
             "test_function",
@@ -308,6 +336,42 @@ class QuantizationSimModel:
         ):
             if hasattr(self.model, attribute):
                 setattr(self.model, attribute, None)
+
+    def _observe(self, data, batch_size=32):
+        """Runs ``data`` through the observing model, traced once per setup.
+
+        A function of its own (not ``predict``), kept per quantizer setup and
+        with an unknown batch size, so calibrating again, or a last smaller
+        batch, does not trace again.
+        """
+        import tensorflow as tf
+
+        switches = self._switches()
+        cache = self.__dict__.setdefault("_observe_functions", {})
+        if switches not in cache:
+            model = self.model
+            signature = [
+                tf.TensorSpec((None, *t.shape[1:]), t.dtype)
+                for t in model.inputs
+            ]
+
+            def forward(*inputs):
+                model(
+                    inputs[0] if len(inputs) == 1 else list(inputs),
+                    training=False,
+                )
+
+            cache[switches] = tf.function(forward, input_signature=signature)
+        forward = cache[switches]
+        if isinstance(data, tf.data.Dataset):
+            for element in data:
+                if isinstance(element, tuple):
+                    element = element[0]
+                forward(*keras.tree.flatten(element))
+            return
+        arrays = keras.tree.flatten(data)
+        for start in range(0, len(arrays[0]), batch_size):
+            forward(*[a[start : start + batch_size] for a in arrays])
 
     def quantizer_args(self):
         """AIMET's ``quantizer_args``: the sim's global settings."""
