@@ -140,7 +140,7 @@ class Observer(keras.layers.Layer):
     def compute_output_spec(self, inputs):
         # The output is the input. Without this, Keras traces call() on
         # symbolic inputs (functional model construction) in a stateless
-        # scope, where the statistics' tf.cond updates fail.
+        # scope, where the statistics' updates fail.
         return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
 
     def update(self, x):
@@ -346,9 +346,19 @@ _TRACED = {}
 
 
 def _traced(step):
-    """The traced (``tf.function``) version of an observer step function."""
+    """The traced (``tf.function``) version of an observer step function.
+
+    One per step function, shared by every observer of its kind (variables
+    are arguments), and kept as a call in the caller's graph instead of
+    being inlined: graph optimisation, which runs on every trace of the
+    caller, then sees one node per observer instead of dozens.
+    """
     if step not in _TRACED:
-        _TRACED[step] = tf.function(step, reduce_retracing=True)
+        _TRACED[step] = tf.function(
+            step,
+            reduce_retracing=True,
+            experimental_attributes={"_noinline": True},
+        )
     return _TRACED[step]
 
 

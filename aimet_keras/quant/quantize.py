@@ -331,8 +331,13 @@ def _fixed_range_forward(
 
 
 _fixed_range_forward_fused = tf.function(_fixed_range_forward, jit_compile=True)
-# Traced once per shape and settings, then one node in the caller's graph.
-_fixed_range_forward_traced = tf.function(_fixed_range_forward)
+# Traced once per shape and settings, then one call in the caller's graph,
+# kept as a call (not inlined) so that graph optimisation, which runs on
+# every trace of the caller, sees one node instead of dozens.
+_fixed_range_forward_traced = tf.function(
+    _fixed_range_forward,
+    experimental_attributes={"_noinline": True},
+)
 
 
 def _fixed_range_kernel(x):
