@@ -21,7 +21,8 @@ SUITES = {
     ),
     "quantsim": (
         "W8A8 QuantizationSimModel accuracy of the reference models with "
-        "each shipped quantsim config (full test set)"
+        "each shipped quantsim config (full test set); simulated inference "
+        "and compute_encodings time against FP32; fer agreement on faces"
     ),
     "weights": (
         "weight-only per-channel quantization of the reference models at 8, "
