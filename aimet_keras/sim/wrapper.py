@@ -19,6 +19,21 @@ from aimet_keras.sim import attention as attention_lib
 
 __all__ = ["QuantizationWrapper", "weight_key"]
 
+# Weightless element-wise layers whose inference XLA fuses with their
+# quantizers (convolutions stay out: XLA's CPU depthwise kernels are slow).
+_ELEMENTWISE = (
+    "ReLU",
+    "LeakyReLU",
+    "ELU",
+    "Activation",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Maximum",
+    "Minimum",
+    "Average",
+)
+
 
 def weight_key(layer, variable):
     """A weight's name within its layer: ``"kernel"``, ``"query/kernel"``.
@@ -209,6 +224,63 @@ class QuantizationWrapper(keras.layers.Layer):
         return spec
 
     def call(self, *args, training=None, **kwargs):
+        fused = self._fused_inference(training)
+        if fused is not None:
+            return fused(*args, **kwargs)
+        return self._quantized_call(args, kwargs, training)
+
+    def _fused_inference(self, training):
+        """One XLA kernel for an element-wise layer and its quantizers.
+
+        In inference inside a graph, a weightless element-wise layer (ReLU,
+        Add...) and its calibrated quantizers compile together, so the
+        simulation reads and writes the tensor once, as the float layer
+        does. Returns None where that does not apply. The function is kept
+        per quantizer setup, since traced code bakes the switches in.
+        """
+        import tensorflow as tf
+
+        if (
+            training
+            or tf.executing_eagerly()
+            or not isinstance(self.layer, keras.layers.Layer)
+            or type(self.layer).__name__ not in _ELEMENTWISE
+            or self.layer.weights
+            or self.internal_quantizers
+        ):
+            return None
+        quantizers = self.quantizers
+        if any(
+            q.observing
+            or q.range_learning
+            or (q.init_batches and not q.is_initialized)
+            for q in quantizers
+        ):
+            return None
+        key = tuple(
+            (
+                q.enabled,
+                q.is_initialized,
+                q.data_type,
+                q.bitwidth,
+                q.is_symmetric,
+                q.strict_symmetric,
+                q.unsigned_symmetric,
+            )
+            for q in quantizers
+        )
+        cache = self.__dict__.setdefault("_fused_functions", {})
+        if key not in cache:
+            cache[key] = tf.function(
+                lambda *args, **kwargs: self._quantized_call(
+                    args, kwargs, False
+                ),
+                jit_compile=True,
+                reduce_retracing=True,
+            )
+        return cache[key]
+
+    def _quantized_call(self, args, kwargs, training):
         inputs = _tensor_leaves((args, kwargs))
         self._check_count("input", self.input_quantizers, inputs)
         args, kwargs = _quantize_leaves((args, kwargs), self.input_quantizers)
