@@ -218,6 +218,26 @@ class TensorQuantizer(keras.layers.Layer):
         return lo, hi
 
     @property
+    def switches(self):
+        """The Python-side settings that traced code bakes in.
+
+        Functions traced with this quantizer are valid while this tuple is
+        unchanged; grids live in variables and need no retrace.
+        """
+        return (
+            self.enabled,
+            self.observing,
+            self.is_initialized,
+            self.data_type,
+            self.bitwidth,
+            self.is_symmetric,
+            self.strict_symmetric,
+            self.unsigned_symmetric,
+            self.range_learning,
+            self.init_batches,
+        )
+
+    @property
     def is_initialized(self):
         """Whether an encoding was computed, set, loaded or initialized."""
         if not self._initialized and self.init_batches and self.built:

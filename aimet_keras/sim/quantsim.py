@@ -17,6 +17,7 @@ import logging
 import warnings
 
 import keras
+import numpy as np
 
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import config as config_lib
@@ -40,6 +41,21 @@ _SCHEMES = {
     "training_range_learning_with_tf_init": ("tf", True),
     "training_range_learning_with_tf_enhanced_init": ("tf_enhanced", True),
 }
+
+
+def _grid_state(quantizer, weight_value):
+    return (
+        quantizer.switches,
+        weight_value,
+        quantizer.encoding_min.numpy(),
+        quantizer.encoding_max.numpy(),
+    )
+
+
+def _same_state(a, b):
+    return a[0] == b[0] and all(
+        np.array_equal(x, y) for x, y in zip(a[1:], b[1:])
+    )
 
 
 class QuantizationSimModel:
@@ -256,14 +272,26 @@ class QuantizationSimModel:
         self._retrace()
 
     def _compute_param_encodings(self):
+        # A weight grid depends on the weight alone: one whose weight,
+        # settings and grid are what they were after it was last computed
+        # is kept (calibrating again, the weights unchanged, is cheap).
+        computed = self.__dict__.setdefault("_param_grids", {})
         for wrapper in self.quant_wrappers():
             for weight, quantizer in wrapper.quantized_weights():
                 if id(quantizer) in self._frozen:
                     continue
-                if quantizer.enabled and quantizer.data_type == "int":
-                    quantizer.observer.reset()
-                    quantizer.observer.update(weight)
-                    quantizer.compute_encoding()
+                if not quantizer.enabled or quantizer.data_type != "int":
+                    continue
+                value = weight.numpy()
+                previous = computed.get(id(quantizer))
+                if previous is not None and _same_state(
+                    previous, _grid_state(quantizer, value)
+                ):
+                    continue
+                quantizer.observer.reset()
+                quantizer.observer.update(weight)
+                quantizer.compute_encoding()
+                computed[id(quantizer)] = _grid_state(quantizer, value.copy())
 
     def initialize_from_first_batches(self, num_batches=1):
         """Calibrates without a calibration set, as tfmot's quantize_model.
@@ -304,17 +332,7 @@ class QuantizationSimModel:
     def _switches(self):
         """Every quantizer's Python-side settings, baked into traced code."""
         return tuple(
-            (
-                q.enabled,
-                q.observing,
-                q.is_initialized,
-                q.data_type,
-                q.bitwidth,
-                q.is_symmetric,
-                q.strict_symmetric,
-                q.unsigned_symmetric,
-                q.init_batches,
-            )
+            q.switches
             for wrapper in self.quant_wrappers()
             for q in wrapper.quantizers
         )

@@ -19,9 +19,10 @@ from aimet_keras.sim import attention as attention_lib
 
 __all__ = ["QuantizationWrapper", "weight_key"]
 
-# Weightless element-wise layers whose inference XLA fuses with their
-# quantizers (convolutions stay out: XLA's CPU depthwise kernels are slow).
+# Element-wise layers whose inference XLA fuses with their quantizers
+# (convolutions stay out: XLA's CPU depthwise kernels are slow).
 _ELEMENTWISE = (
+    "BatchNormalization",
     "ReLU",
     "LeakyReLU",
     "ELU",
@@ -232,11 +233,12 @@ class QuantizationWrapper(keras.layers.Layer):
     def _fused_inference(self, training):
         """One XLA kernel for an element-wise layer and its quantizers.
 
-        In inference inside a graph, a weightless element-wise layer (ReLU,
-        Add...) and its calibrated quantizers compile together, so the
-        simulation reads and writes the tensor once, as the float layer
-        does. Returns None where that does not apply. The function is kept
-        per quantizer setup, since traced code bakes the switches in.
+        In inference inside a graph, an element-wise layer (ReLU, Add,
+        BatchNormalization...) and its calibrated quantizers compile
+        together, so the simulation reads and writes the tensor once, as the
+        float layer does. Returns None where that does not apply. The
+        function is kept per quantizer setup, since traced code bakes the
+        switches in.
         """
         import tensorflow as tf
 
@@ -245,7 +247,6 @@ class QuantizationWrapper(keras.layers.Layer):
             or tf.executing_eagerly()
             or not isinstance(self.layer, keras.layers.Layer)
             or type(self.layer).__name__ not in _ELEMENTWISE
-            or self.layer.weights
             or self.internal_quantizers
         ):
             return None
@@ -257,18 +258,7 @@ class QuantizationWrapper(keras.layers.Layer):
             for q in quantizers
         ):
             return None
-        key = tuple(
-            (
-                q.enabled,
-                q.is_initialized,
-                q.data_type,
-                q.bitwidth,
-                q.is_symmetric,
-                q.strict_symmetric,
-                q.unsigned_symmetric,
-            )
-            for q in quantizers
-        )
+        key = tuple(q.switches for q in quantizers)
         cache = self.__dict__.setdefault("_fused_functions", {})
         if key not in cache:
             cache[key] = tf.function(

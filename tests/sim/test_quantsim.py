@@ -172,3 +172,19 @@ def test_quantize_model_without_data_is_ready_for_qat(resnet, data, tmp_path):
         model.predict(images[:32], verbose=0),
         atol=1e-6,
     )
+
+
+def test_weight_grids_follow_the_weights_across_calibrations():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(inputs))
+    data = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    sim = QuantizationSimModel(model)
+    sim.compute_encodings(data)
+    wrapper = sim.model.get_layer("fc")
+    quantizer = wrapper.param_quantizers["kernel"]
+    first = quantizer.encoding.max.copy()
+    sim.compute_encodings(data)
+    np.testing.assert_array_equal(quantizer.encoding.max, first)
+    wrapper.layer.kernel.assign(wrapper.layer.kernel.numpy() * 3.0)
+    sim.compute_encodings(data)
+    np.testing.assert_allclose(quantizer.encoding.max, first * 3.0, rtol=1e-2)
