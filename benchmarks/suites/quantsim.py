@@ -270,7 +270,9 @@ def _calibration_table(models, calibration, repeats, extra):
         "calibrates the weights, runs the images through the observing "
         "model (a traced function of its own, kept per quantizer setup with "
         "an unknown batch size, so a warm call does not trace again) and "
-        "computes every encoding. FP32 predict: the same array through the "
+        "computes every encoding (a weight grid whose weight is unchanged "
+        "since the last call is kept). FP32 predict: the same array through "
+        "the "
         "float model (Keras' default batch of 32).",
         f"Median of {repeats} interleaved rounds after one warm-up call "
         "each. The 'first' columns are cold calls, each model in a new "
