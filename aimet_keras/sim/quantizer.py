@@ -240,13 +240,17 @@ class TensorQuantizer(keras.layers.Layer):
     @property
     def is_initialized(self):
         """Whether an encoding was computed, set, loaded or initialized."""
-        if not self._initialized and self.init_batches and self.built:
-            # Ranges set inside a compiled function: read the flag back
-            # (only possible eagerly; while tracing the Python flag holds).
-            try:
-                self._initialized = int(self.has_encoding.numpy()) == 1
-            except (NotImplementedError, AttributeError, TypeError):
-                pass
+        import tensorflow as tf
+
+        # Ranges set inside a compiled function: read the flag back. Only
+        # possible eagerly; while tracing, the Python flag holds.
+        if (
+            not self._initialized
+            and self.init_batches
+            and self.built
+            and tf.executing_eagerly()
+        ):
+            self._initialized = int(self.has_encoding.numpy()) == 1
         return self._initialized
 
     def load_own_variables(self, store):
