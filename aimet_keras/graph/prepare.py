@@ -31,7 +31,14 @@ import dataclasses
 
 import keras
 
-__all__ = ["CallSite", "copy_operation", "prepare_model", "rebuild", "walk"]
+__all__ = [
+    "CallSite",
+    "copy_operation",
+    "prepare_model",
+    "rebuild",
+    "run_sites",
+    "walk",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,16 +108,45 @@ def _fresh_inputs(model):
     ]
 
 
+def run_sites(sites, computed, call=None):
+    """Runs call sites on known values, adding their outputs to ``computed``.
+
+    Args:
+        sites: :class:`CallSite` s in graph order (a part of :func:`walk`).
+        computed: ``{id(KerasTensor): value}`` holding the sites' inputs;
+            updated in place.
+        call: ``call(site, args, kwargs)`` runs one site. Defaults to
+            calling the site's operation.
+
+    Returns:
+        ``computed``. Sites whose inputs are not all known are skipped.
+
+    Example:
+
+    >>> inputs = keras.Input((4,))
+    >>> hidden = keras.layers.Dense(3, name="fc")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.ReLU()(hidden))
+    >>> values = run_sites(walk(model)[:1], {id(inputs): np.ones((2, 4))})
+    >>> tuple(values[id(hidden)].shape)
+    (2, 3)
+    """
+    for site in sites:
+        if any(id(x) not in computed for x in site.inputs):
+            continue  # not on a path from the given values
+        args, kwargs = site.node.arguments.fill_in(computed)
+        if call is None:
+            outputs = site.operation(*args, **kwargs)
+        else:
+            outputs = call(site, args, kwargs)
+        for x, y in zip(site.outputs, keras.tree.flatten(outputs)):
+            computed[id(x)] = y
+    return computed
+
+
 def _run_sites(model, inputs, call):
     """Runs ``model``'s graph on ``inputs``; ``call(site, args, kwargs)``."""
     computed = {id(x): y for x, y in zip(model.inputs, inputs)}
-    for site in walk(model):
-        if any(id(x) not in computed for x in site.inputs):
-            continue  # not on a path from the model inputs
-        args, kwargs = site.node.arguments.fill_in(computed)
-        outputs = keras.tree.flatten(call(site, args, kwargs))
-        for x, y in zip(site.outputs, outputs):
-            computed[id(x)] = y
+    run_sites(walk(model), computed, call)
     flat = [computed[id(x)] for x in keras.tree.flatten(model.outputs)]
     return keras.tree.pack_sequence_as(model._outputs_struct, flat)
 

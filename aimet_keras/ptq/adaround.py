@@ -141,12 +141,36 @@ def _beta_at(iteration, iterations, warm_start, beta_range):
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * progress))
 
 
-class _LayerRounding:
-    """One layer's AdaRound problem: its grid, alphas and compiled step."""
+def annealing_schedule(params):
+    """``(beta, regularisation weight)`` for each of AdaRound's iterations.
 
-    def __init__(self, layer, follower, encoding, axis, params):
-        self.layer, self.follower, self.params = layer, follower, params
-        kernel = layer.kernel.numpy().astype(np.float32)
+    No regularisation during the warm start, then ``beta`` cosine-annealed
+    from ``beta_range[0]`` to ``beta_range[1]`` (Nagel et al. 2020).
+    """
+    iterations = params.default_num_iterations
+    for iteration in range(iterations):
+        warm = iteration < params.default_warm_start * iterations
+        beta = _beta_at(
+            iteration,
+            iterations,
+            params.default_warm_start,
+            params.default_beta_range,
+        )
+        yield beta, 0.0 if warm else params.default_reg_param
+
+
+class SoftRounding:
+    """One kernel's AdaRound variables on its fixed weight grid.
+
+    Args:
+        kernel: the FP32 weight (numpy).
+        encoding: its grid (:class:`~aimet_keras.quant.Encoding`).
+        axis: the grid's channel axis, None per tensor.
+        name: for the ``alpha`` variable.
+    """
+
+    def __init__(self, kernel, encoding, axis, name):
+        kernel = np.asarray(kernel, np.float32)
         shape = kernel.shape
         self.delta = _broadcast(encoding.delta, shape, axis)
         self.offset = _broadcast(encoding.offset, shape, axis)
@@ -154,20 +178,51 @@ class _LayerRounding:
         scaled = kernel / self.delta
         self.floor = np.floor(scaled)
         fraction = np.clip(scaled - self.floor, 0.0, 1.0)
+        self.rounds_up = (fraction >= 0.5).astype(np.float32)
+        # h(alpha) starts at the weight's fractional part.
         self.alpha = tf.Variable(
             -np.log((ZETA - GAMMA) / (fraction - GAMMA) - 1.0).astype(
                 np.float32
             ),
-            name=f"{layer.name}_alpha",
+            name=f"{name}_alpha",
         )
-        self.optimizer = keras.optimizers.Adam(params.learning_rate)
-        self.step = tf.function(self._step, reduce_retracing=True)
 
     def weights(self, rounding):
+        """The weight with ``rounding`` (0 down, 1 up, or in between)."""
         level = tf.clip_by_value(
             self.floor + rounding - self.offset, 0.0, self.steps
         )
         return self.delta * (level + self.offset)
+
+    def soft(self):
+        return self.weights(_rectified_sigmoid(self.alpha))
+
+    def nearest(self):
+        return self.weights(self.rounds_up)
+
+    def hard(self):
+        return self.weights(tf.cast(self.alpha > 0, tf.float32))
+
+    def regularizer(self, beta):
+        h = _rectified_sigmoid(self.alpha)
+        return tf.reduce_sum(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta))
+
+
+def reconstruction_error(output, target):
+    """AdaRound's loss: squared error summed over channels, then averaged."""
+    return tf.reduce_mean(tf.reduce_sum(tf.square(output - target), axis=-1))
+
+
+class _LayerRounding:
+    """One layer's AdaRound problem: its rounding and compiled step."""
+
+    def __init__(self, layer, follower, encoding, axis, params):
+        self.layer, self.follower, self.params = layer, follower, params
+        self.rounding = SoftRounding(
+            layer.kernel.numpy(), encoding, axis, layer.name
+        )
+        self.optimizer = keras.optimizers.Adam(params.learning_rate)
+        self.step = tf.function(self._step, reduce_retracing=True)
 
     def output(self, x, kernel):
         with keras.StatelessScope(state_mapping=[(self.layer.kernel, kernel)]):
@@ -175,39 +230,25 @@ class _LayerRounding:
         return self.follower(y) if self.follower is not None else y
 
     def reconstruction_error(self, x, target, kernel):
-        error = tf.square(self.output(x, kernel) - target)
-        return tf.reduce_mean(tf.reduce_sum(error, axis=-1))
+        return reconstruction_error(self.output(x, kernel), target)
 
     def _step(self, x, target, beta, reg_weight):
+        alpha = self.rounding.alpha
         with tf.GradientTape() as tape:
-            h = _rectified_sigmoid(self.alpha)
-            rec = self.reconstruction_error(x, target, self.weights(h))
-            reg = tf.reduce_sum(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta))
-            loss = rec + reg_weight * reg
-        gradient = tape.gradient(loss, self.alpha)
-        self.optimizer.apply([gradient], [self.alpha])
+            rec = self.reconstruction_error(x, target, self.rounding.soft())
+            loss = rec + reg_weight * self.rounding.regularizer(beta)
+        self.optimizer.apply([tape.gradient(loss, alpha)], [alpha])
         return rec
 
-    def hard_weights(self):
-        return self.weights(tf.cast(self.alpha > 0, tf.float32)).numpy()
-
     def optimize(self, inputs, targets, rng):
-        p = self.params
-        n = len(inputs)
-        for iteration in range(p.default_num_iterations):
-            index = rng.choice(n, size=min(p.batch_size, n), replace=False)
-            warm = iteration < p.default_warm_start * p.default_num_iterations
-            beta = _beta_at(
-                iteration,
-                p.default_num_iterations,
-                p.default_warm_start,
-                p.default_beta_range,
-            )
+        n, size = len(inputs), min(self.params.batch_size, len(inputs))
+        for beta, reg_weight in annealing_schedule(self.params):
+            index = rng.choice(n, size=size, replace=False)
             self.step(
                 tf.constant(inputs[index]),
                 tf.constant(targets[index]),
                 tf.constant(beta, tf.float32),
-                tf.constant(0.0 if warm else p.default_reg_param, tf.float32),
+                tf.constant(reg_weight, tf.float32),
             )
 
 
@@ -312,16 +353,10 @@ class Adaround:
                 layer, follower, quantizer.encoding, quantizer.axis, params
             )
             x, y = tf.constant(inputs), tf.constant(targets_out)
-            nearest = rounding.weights(
-                tf.cast(
-                    layer.kernel.numpy() / rounding.delta - rounding.floor
-                    >= 0.5,
-                    tf.float32,
-                )
-            )
-            before = float(rounding.reconstruction_error(x, y, nearest))
+            soft = rounding.rounding
+            before = float(rounding.reconstruction_error(x, y, soft.nearest()))
             rounding.optimize(inputs, targets_out, rng)
-            hard = rounding.hard_weights()
+            hard = soft.hard().numpy()
             after = float(rounding.reconstruction_error(x, y, hard))
             layer.kernel.assign(hard)
             encodings[f"{name}/kernel:0"] = quantizer.encoding

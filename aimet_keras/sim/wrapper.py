@@ -276,7 +276,12 @@ class QuantizationWrapper(keras.layers.Layer):
         args, kwargs = _quantize_leaves((args, kwargs), self.input_quantizers)
         # Only weights whose quantizer is on are mapped: a mapped variable's
         # assignments stay in the scope (see the write-back below).
-        mapping = [(w, q(w)) for w, q in self.quantized_weights() if q.enabled]
+        replaced = self.__dict__.get("_replaced_weights") or {}
+        mapping = [
+            (w, replaced[id(w)] if id(w) in replaced else q(w))
+            for w, q in self.quantized_weights()
+            if q.enabled
+        ]
         mapped = {id(w) for w, _ in mapping}
         if isinstance(self.layer, keras.layers.Layer):
             kwargs["training"] = training
@@ -307,6 +312,52 @@ class QuantizationWrapper(keras.layers.Layer):
         flat = keras.tree.flatten(outputs)
         self._check_count("output", self.output_quantizers, flat)
         return _quantize_leaves(outputs, self.output_quantizers)
+
+    @contextlib.contextmanager
+    def replaced_weights(self, values):
+        """Runs the layer with given tensors for its quantized weights.
+
+        For optimisers of the rounding (AdaRound, block reconstruction):
+        inside the context, a call uses ``values[key]`` where it would use
+        the quantized weight ``key`` (a :func:`weight_key`), so gradients
+        reach whatever computed the tensor. Calls traced inside the context
+        keep the replacement.
+
+        Args:
+            values: ``{weight key: tensor}`` for weights whose quantizer is
+                enabled.
+
+        Example:
+
+        >>> dense = keras.layers.Dense(2, use_bias=False)
+        >>> dense.build((None, 3))
+        >>> wrapped = QuantizationWrapper(
+        ...     dense, [TensorQuantizer(enabled=False)],
+        ...     [TensorQuantizer(enabled=False)],
+        ...     {"kernel": TensorQuantizer(quant_scheme="tf")})
+        >>> with wrapped.replaced_weights({"kernel": np.ones((3, 2))}):
+        ...     y = wrapped(np.ones((1, 3), "float32"))
+        >>> y.numpy().tolist()
+        [[3.0, 3.0]]
+        """
+        weights = dict(
+            (weight_key(self.layer, w), w)
+            for w, _ in self.quantized_weights()
+        )
+        unknown = set(values) - set(weights)
+        if unknown:
+            raise ValueError(
+                f"QuantizationWrapper {self.name}: no quantized weights "
+                f"{sorted(unknown)}; it has {sorted(weights)}."
+            )
+        replaced = {id(weights[key]): value for key, value in values.items()}
+        # Not a tracked attribute: it holds tensors only while the context
+        # lasts.
+        self.__dict__["_replaced_weights"] = replaced
+        try:
+            yield
+        finally:
+            self.__dict__.pop("_replaced_weights", None)
 
     @property
     def quantizers(self):
