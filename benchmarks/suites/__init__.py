@@ -11,6 +11,10 @@ __all__ = ["SUITES", "get_suite"]
 
 # Suite name (and module name) -> one-line description.
 SUITES = {
+    "aimet_onnx": (
+        "AIMET itself (aimet-onnx, own venv): W4A8 and W4A4 per-channel "
+        "nearest vs AdaRound on the ONNX-exported reference models"
+    ),
     "grid": (
         "quantize_dequantize vs a plain clip-and-round op (XLA and not), and "
         "observer update/compute_encoding cost vs the FP32 forward passes"

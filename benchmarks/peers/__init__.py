@@ -1,0 +1,1 @@
+"""Scripts that run peer toolkits (AIMET itself) in their own environments."""
