@@ -1,5 +1,6 @@
 """Post-training techniques: BN folding, cross-layer equalization, bias
-correction, AdaRound, BN re-estimation, AutoQuant."""
+correction, AdaRound (layer by layer, or block by block with quantized
+activations), BN re-estimation, AutoQuant, activation range search."""
 
 from aimet_keras.ptq.activation_ranges import optimize_activation_ranges
 from aimet_keras.ptq.adaround import Adaround
@@ -12,6 +13,9 @@ from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms
 from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms_to_scale
 from aimet_keras.ptq.batch_norm_fold import fold_batch_norm_pairs
 from aimet_keras.ptq.bias_correction import correct_bias
+from aimet_keras.ptq.block_reconstruction import BlockResult
+from aimet_keras.ptq.block_reconstruction import find_blocks
+from aimet_keras.ptq.block_reconstruction import reconstruct_blocks
 from aimet_keras.ptq.bn_reestimation import BnReestimationHandle
 from aimet_keras.ptq.bn_reestimation import reestimate_bn_stats
 from aimet_keras.ptq.cross_layer_equalization import equalize_model
@@ -21,16 +25,19 @@ __all__ = [
     "Adaround",
     "AdaroundParameters",
     "AutoQuantResult",
+    "BlockResult",
     "BnReestimationHandle",
     "auto_quant",
     "bn_output_stats",
     "correct_bias",
     "equalize_model",
+    "find_blocks",
     "find_bn_pairs",
     "find_cls_sets",
     "fold_all_batch_norms",
     "fold_all_batch_norms_to_scale",
     "fold_batch_norm_pairs",
     "optimize_activation_ranges",
+    "reconstruct_blocks",
     "reestimate_bn_stats",
 ]

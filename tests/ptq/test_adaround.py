@@ -12,6 +12,7 @@ from aimet_keras.ptq import AdaroundParameters
 from aimet_keras.ptq import adaround
 from aimet_keras.quant import quantize_dequantize
 from aimet_keras.sim import QuantizationSimModel
+from tests.ptq import assert_kernel_on_its_grid
 
 L = keras.layers
 RNG = np.random.default_rng(0)
@@ -73,15 +74,7 @@ def test_adaround_beats_nearest_and_the_sim_freezes_it(bits, config, tmp_path):
         wrapper = sim.model.get_layer(name)
         quantizer = wrapper.param_quantizers["kernel"]
         assert quantizer.bitwidth == bits
-        kernel = wrapper.layer.kernel
-        # The AdaRounded weights sit on the frozen grid.
-        np.testing.assert_allclose(
-            quantize_dequantize(
-                kernel.value, quantizer.encoding, axis=quantizer.axis
-            ).numpy(),
-            kernel.numpy(),
-            atol=1e-6,
-        )
+        assert_kernel_on_its_grid(wrapper)
     # Against nearest rounding on the same grid (weights only).
     nearest = QuantizationSimModel(
         model, quant_scheme="tf", default_param_bw=bits, config_file=config
