@@ -301,7 +301,7 @@ def reconstruct_blocks(
     params,
     drop_probability=0.5,
     learn_activation_ranges=True,
-    activation_learning_rate=1e-4,
+    activation_learning_rate=1e-3,
     min_layers=3,
     verbose=True,
 ):
@@ -323,7 +323,7 @@ def reconstruct_blocks(
         learn_activation_ranges: also fit the block's activation ranges.
             Defaults to True.
         activation_learning_rate: Adam's learning rate for the ranges.
-            Defaults to 1e-4.
+            Defaults to 1e-3.
         min_layers: see :func:`find_blocks`. Defaults to 3.
         verbose: print one progress line per block. Defaults to True.
 

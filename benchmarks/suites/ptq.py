@@ -8,10 +8,15 @@ Tables (full 10,000-image Fashion-MNIST test set):
 2. W4A8 per-channel weights (HTP-style config): nearest rounding against
    AdaRound, with the AdaRound time, on the ResNet- and MobileNetV2-style
    nets.
+3. W4A4, per-channel weights: nearest rounding, per-tensor range search,
+   layer-wise AdaRound plus range search, and block reconstruction with the
+   4-bit activations in the loop.
 
 Calibration and AdaRound data: the first 1,024 images of the training set.
 """
 
+import json
+import pathlib
 import tempfile
 import time
 
@@ -71,19 +76,72 @@ def _dfq_table(images, labels, calibration):
     return table
 
 
-def _adaround_table(images, labels, calibration, iterations):
+def _adaround(folded, name, calibration, iterations):
+    """Layer-wise AdaRound at 4 bits (htp): the model, the encodings file
+    and the seconds it took."""
+    from aimet_keras import ptq
+
+    folder = tempfile.mkdtemp()
+    started = time.perf_counter()
+    rounded = ptq.Adaround.apply_adaround(
+        folded,
+        ptq.AdaroundParameters(
+            calibration,
+            num_batches=len(calibration) // 32,
+            default_num_iterations=iterations,
+        ),
+        folder,
+        name,
+        default_param_bw=4,
+        config_file="htp",
+        verbose=False,
+    )
+    seconds = time.perf_counter() - started
+    return rounded, f"{folder}/{name}.encodings", seconds
+
+
+def _aimet_onnx(quick):
+    """aimet-onnx's rows, ``{(model, bits): row}``, from the results of the
+    ``aimet_onnx`` suite (run in its own environment), or {}."""
+    name = "aimet_onnx-quick.json" if quick else "aimet_onnx.json"
+    path = pathlib.Path(harness.RESULTS_DIR) / name
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text())["tables"][0]["rows"]
+    return {(row["model"], row["bits"]): row for row in rows}
+
+
+_PEER_NOTE = (
+    "aimet-onnx: AIMET 2.42's own AdaRound on the same model converted with "
+    "tf2onnx, BN folded, the same images, iterations and 2 threads "
+    "(benchmarks/results/aimet_onnx.md; a dash where that suite has not run)."
+)
+
+
+def _adaround_table(images, labels, calibration, iterations, cache, peer):
     from aimet_keras import ptq
 
     table = harness.Table(
         f"W4A8 per-channel (htp config): nearest vs AdaRound "
         f"({len(calibration):,} images, {iterations:,} iterations), top-1",
-        ["model", "FP32", "nearest", "AdaRound", "gain (points)", "AdaRound s"],
+        [
+            "model",
+            "FP32",
+            "nearest",
+            "AdaRound",
+            "gain (points)",
+            "AdaRound s",
+            "aimet-onnx AdaRound",
+            "aimet-onnx s",
+        ],
         formats={
             "FP32": "{:.2%}",
             "nearest": "{:.2%}",
             "AdaRound": "{:.2%}",
             "gain (points)": "{:+.2f}",
             "AdaRound s": "{:.0f}",
+            "aimet-onnx AdaRound": "{:.2%}",
+            "aimet-onnx s": "{:.0f}",
         },
     )
     options = dict(default_param_bw=4, config_file="htp")
@@ -92,30 +150,19 @@ def _adaround_table(images, labels, calibration, iterations):
         fp32 = harness.top1_accuracy(model, images, labels)
         folded, _ = ptq.fold_all_batch_norms(model)
         nearest = _accuracy(folded, calibration, images, labels, **options)
-        folder = tempfile.mkdtemp()
-        started = time.perf_counter()
-        rounded = ptq.Adaround.apply_adaround(
-            folded,
-            ptq.AdaroundParameters(
-                calibration,
-                num_batches=len(calibration) // 32,
-                default_num_iterations=iterations,
-            ),
-            folder,
-            name,
-            default_param_bw=4,
-            config_file="htp",
-            verbose=False,
+        rounded, encodings, seconds = _adaround(
+            folded, name, calibration, iterations
         )
-        seconds = time.perf_counter() - started
+        cache[name] = (fp32, folded, rounded, encodings, seconds)
         adarounded = _accuracy(
             rounded,
             calibration,
             images,
             labels,
-            frozen=f"{folder}/{name}.encodings",
+            frozen=encodings,
             **options,
         )
+        theirs = peer.get((name, "W4A8"), {})
         table.add_row(
             name,
             fp32,
@@ -123,9 +170,100 @@ def _adaround_table(images, labels, calibration, iterations):
             adarounded,
             100 * (adarounded - nearest),
             seconds,
+            theirs.get("aimet-onnx AdaRound"),
+            theirs.get("AdaRound s"),
         )
-    table.notes.append("BN folded before quantization in both columns.")
+    table.notes.append("BN folded before quantization in every column.")
+    table.notes.append(_PEER_NOTE)
     return table
+
+
+def _w4a4_table(images, labels, calibration, iterations, cache, peer):
+    from aimet_keras import ptq
+    from aimet_keras.sim import QuantizationSimModel
+
+    table = harness.Table(
+        f"W4A4 (per-channel 4-bit weights, htp config, tf_enhanced): "
+        f"low-bit activation techniques ({len(calibration):,} images, "
+        f"{iterations:,} iterations), top-1",
+        ["model", "technique", "top-1", "drop (points)", "seconds"],
+        formats={
+            "top-1": "{:.2%}",
+            "drop (points)": "{:+.2f}",
+            "seconds": "{:.0f}",
+        },
+    )
+    options = dict(default_param_bw=4, default_output_bw=4, config_file="htp")
+
+    def sim_of(model, frozen=None, search=True):
+        sim = QuantizationSimModel(model, **options)
+        if frozen is not None:
+            sim.set_and_freeze_param_encodings(frozen)
+        sim.compute_encodings(calibration)
+        started = time.perf_counter()
+        if search:
+            ptq.optimize_activation_ranges(sim, calibration)
+        return sim, time.perf_counter() - started
+
+    for name in ("resnet", "mobilenet_v2"):
+        fp32, folded, rounded, encodings, adaround_seconds = cache[name]
+        rows = [("FP32", fp32, None)]
+        sim, _ = sim_of(folded, search=False)
+        rows.append(("nearest", _top1(sim, images, labels), None))
+        sim, seconds = sim_of(folded)
+        rows.append(
+            ("nearest + range search", _top1(sim, images, labels), seconds)
+        )
+        sim, seconds = sim_of(rounded, frozen=encodings)
+        rows.append(
+            (
+                "AdaRound (layer-wise) + range search",
+                _top1(sim, images, labels),
+                adaround_seconds + seconds,
+            )
+        )
+        sim, seconds = sim_of(folded)
+        started = time.perf_counter()
+        ptq.reconstruct_blocks(
+            sim,
+            ptq.AdaroundParameters(
+                calibration,
+                num_batches=len(calibration) // 32,
+                default_num_iterations=iterations,
+            ),
+            verbose=False,
+        )
+        seconds += time.perf_counter() - started
+        rows.append(
+            (
+                "range search + block reconstruction (QDrop)",
+                _top1(sim, images, labels),
+                seconds,
+            )
+        )
+        theirs = peer.get((name, "W4A4"))
+        if theirs:
+            rows.append(
+                (
+                    "aimet-onnx: AdaRound (its own flow)",
+                    theirs["aimet-onnx AdaRound"],
+                    theirs["AdaRound s"],
+                )
+            )
+        for technique, accuracy, seconds in rows:
+            table.add_row(
+                name, technique, accuracy, 100 * (fp32 - accuracy), seconds
+            )
+    table.notes.append(
+        "BN folded in every row; seconds: range search and the rounding "
+        "optimisation, not calibration."
+    )
+    table.notes.append(_PEER_NOTE)
+    return table
+
+
+def _top1(sim, images, labels):
+    return harness.top1_accuracy(sim.model, images, labels)
 
 
 def run(quick=False):
@@ -148,9 +286,11 @@ def run(quick=False):
         images, labels = images[: QUICK["images"]], labels[: QUICK["images"]]
         calibration = calibration[: QUICK["calibration"]]
         iterations = QUICK["iterations"]
+    cache, peer = {}, _aimet_onnx(quick)
     tables = [
         _dfq_table(images, labels, calibration),
-        _adaround_table(images, labels, calibration, iterations),
+        _adaround_table(images, labels, calibration, iterations, cache, peer),
+        _w4a4_table(images, labels, calibration, iterations, cache, peer),
     ]
     settings = dict(
         test_images=len(images),
