@@ -21,12 +21,17 @@ SUITES = {
     ),
     "ptq": (
         "post-training techniques: DFQ (BN fold, CLE, bias correction) at "
-        "W8A8 per-tensor, AdaRound vs nearest at W4A8 (full test set)"
+        "W8A8 per-tensor, AdaRound vs nearest at W4A8, W4A4 with range "
+        "search and block reconstruction (full test set)"
     ),
     "quantsim": (
         "W8A8 QuantizationSimModel accuracy of the reference models with "
         "each shipped quantsim config (full test set); simulated inference "
         "and compute_encodings time against FP32; fer agreement on faces"
+    ),
+    "vs_aimet": (
+        "side by side from stored results: our ptq AdaRound and W4A4 "
+        "against aimet-onnx's, with issue 4's targets"
     ),
     "weights": (
         "weight-only per-channel quantization of the reference models at 8, "

@@ -15,8 +15,6 @@ Tables (full 10,000-image Fashion-MNIST test set):
 Calibration and AdaRound data: the first 1,024 images of the training set.
 """
 
-import json
-import pathlib
 import tempfile
 import time
 
@@ -100,25 +98,7 @@ def _adaround(folded, name, calibration, iterations):
     return rounded, f"{folder}/{name}.encodings", seconds
 
 
-def _aimet_onnx(quick):
-    """aimet-onnx's rows, ``{(model, bits): row}``, from the results of the
-    ``aimet_onnx`` suite (run in its own environment), or {}."""
-    name = "aimet_onnx-quick.json" if quick else "aimet_onnx.json"
-    path = pathlib.Path(harness.RESULTS_DIR) / name
-    if not path.exists():
-        return {}
-    rows = json.loads(path.read_text())["tables"][0]["rows"]
-    return {(row["model"], row["bits"]): row for row in rows}
-
-
-_PEER_NOTE = (
-    "aimet-onnx: AIMET 2.42's own AdaRound on the same model converted with "
-    "tf2onnx, BN folded, the same images, iterations and 2 threads "
-    "(benchmarks/results/aimet_onnx.md; a dash where that suite has not run)."
-)
-
-
-def _adaround_table(images, labels, calibration, iterations, cache, peer):
+def _adaround_table(images, labels, calibration, iterations, cache):
     from aimet_keras import ptq
 
     table = harness.Table(
@@ -131,8 +111,6 @@ def _adaround_table(images, labels, calibration, iterations, cache, peer):
             "AdaRound",
             "gain (points)",
             "AdaRound s",
-            "aimet-onnx AdaRound",
-            "aimet-onnx s",
         ],
         formats={
             "FP32": "{:.2%}",
@@ -140,8 +118,6 @@ def _adaround_table(images, labels, calibration, iterations, cache, peer):
             "AdaRound": "{:.2%}",
             "gain (points)": "{:+.2f}",
             "AdaRound s": "{:.0f}",
-            "aimet-onnx AdaRound": "{:.2%}",
-            "aimet-onnx s": "{:.0f}",
         },
     )
     options = dict(default_param_bw=4, config_file="htp")
@@ -162,7 +138,6 @@ def _adaround_table(images, labels, calibration, iterations, cache, peer):
             frozen=encodings,
             **options,
         )
-        theirs = peer.get((name, "W4A8"), {})
         table.add_row(
             name,
             fp32,
@@ -170,15 +145,12 @@ def _adaround_table(images, labels, calibration, iterations, cache, peer):
             adarounded,
             100 * (adarounded - nearest),
             seconds,
-            theirs.get("aimet-onnx AdaRound"),
-            theirs.get("AdaRound s"),
         )
     table.notes.append("BN folded before quantization in every column.")
-    table.notes.append(_PEER_NOTE)
     return table
 
 
-def _w4a4_table(images, labels, calibration, iterations, cache, peer):
+def _w4a4_table(images, labels, calibration, iterations, cache):
     from aimet_keras import ptq
     from aimet_keras.sim import QuantizationSimModel
 
@@ -241,15 +213,6 @@ def _w4a4_table(images, labels, calibration, iterations, cache, peer):
                 seconds,
             )
         )
-        theirs = peer.get((name, "W4A4"))
-        if theirs:
-            rows.append(
-                (
-                    "aimet-onnx: AdaRound (its own flow)",
-                    theirs["aimet-onnx AdaRound"],
-                    theirs["AdaRound s"],
-                )
-            )
         for technique, accuracy, seconds in rows:
             table.add_row(
                 name, technique, accuracy, 100 * (fp32 - accuracy), seconds
@@ -258,7 +221,6 @@ def _w4a4_table(images, labels, calibration, iterations, cache, peer):
         "BN folded in every row; seconds: range search and the rounding "
         "optimisation, not calibration."
     )
-    table.notes.append(_PEER_NOTE)
     return table
 
 
@@ -286,11 +248,11 @@ def run(quick=False):
         images, labels = images[: QUICK["images"]], labels[: QUICK["images"]]
         calibration = calibration[: QUICK["calibration"]]
         iterations = QUICK["iterations"]
-    cache, peer = {}, _aimet_onnx(quick)
+    cache = {}
     tables = [
         _dfq_table(images, labels, calibration),
-        _adaround_table(images, labels, calibration, iterations, cache, peer),
-        _w4a4_table(images, labels, calibration, iterations, cache, peer),
+        _adaround_table(images, labels, calibration, iterations, cache),
+        _w4a4_table(images, labels, calibration, iterations, cache),
     ]
     settings = dict(
         test_images=len(images),
