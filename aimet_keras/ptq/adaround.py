@@ -141,6 +141,15 @@ def _beta_at(iteration, iterations, warm_start, beta_range):
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * progress))
 
 
+def call_counts(sites):
+    """``{operation name: calls}``; a shared layer, called more than once,
+    has one kernel for several inputs and is left to nearest rounding."""
+    calls = {}
+    for site in sites:
+        calls[site.operation.name] = calls.get(site.operation.name, 0) + 1
+    return calls
+
+
 def annealing_schedule(params):
     """``(beta, regularisation weight)`` for each of AdaRound's iterations.
 
@@ -318,9 +327,7 @@ class Adaround:
         reference_sites = {
             s.operation.name: s for s in prepare_lib.walk(reference)
         }
-        calls = {}
-        for site in prepare_lib.walk(working):
-            calls[site.operation.name] = calls.get(site.operation.name, 0) + 1
+        calls = call_counts(prepare_lib.walk(working))
         targets = [
             w
             for w in sim.quant_wrappers()

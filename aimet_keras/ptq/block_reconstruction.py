@@ -121,9 +121,7 @@ def find_blocks(sim, min_layers=3):
     if min_layers < 1:
         raise ValueError(f"min_layers={min_layers}; use 1 or more.")
     sites = prepare_lib.walk(sim.model)
-    calls = {}
-    for site in sites:
-        calls[site.operation.name] = calls.get(site.operation.name, 0) + 1
+    calls = adaround_lib.call_counts(sites)
     pieces, start = [], 0
     for cut in [*_cuts(sites, sim.model), len(sites) - 1]:
         pieces.append(sites[start : cut + 1])
@@ -372,9 +370,7 @@ def reconstruct_blocks(
         fp32_site[id(mine.node)] = theirs
         for a, b in zip(mine.outputs, theirs.outputs):
             fp32_tensor[id(a)] = b
-    calls = {}
-    for site in sim_sites:
-        calls[site.operation.name] = calls.get(site.operation.name, 0) + 1
+    calls = adaround_lib.call_counts(sim_sites)
     options = dict(
         drop_probability=float(drop_probability),
         learn_activation_ranges=learn_activation_ranges,
