@@ -18,7 +18,7 @@ VENV="${1:-/work/venvs/aimet-onnx}"
 python3 -m venv "$VENV"
 PIP="$VENV/bin/pip"
 "$PIP" install torch==2.13.0
-if "$VENV/bin/pip" list 2>/dev/null | grep -q '^nvidia-'; then
+if "$PIP" list 2>/dev/null | grep '^nvidia-' >/dev/null; then
   echo "torch pulled CUDA packages; install the CPU wheel instead:" >&2
   echo "  $PIP install torch==2.13.0 --index-url" \
     "https://download.pytorch.org/whl/cpu" >&2
