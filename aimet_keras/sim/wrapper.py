@@ -341,8 +341,7 @@ class QuantizationWrapper(keras.layers.Layer):
         [[3.0, 3.0]]
         """
         weights = dict(
-            (weight_key(self.layer, w), w)
-            for w, _ in self.quantized_weights()
+            (weight_key(self.layer, w), w) for w, _ in self.quantized_weights()
         )
         unknown = set(values) - set(weights)
         if unknown:
