@@ -25,6 +25,7 @@ frozen; ``sim.export`` writes them. Do not call ``compute_encodings`` again:
 it would replace the fitted activation ranges.
 """
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -187,17 +188,12 @@ class _Block:
     def run(self, inputs, kernels):
         """The block's outputs for input values, with kernels replacing."""
         computed = {id(t): x for t, x in zip(self.inputs, inputs)}
-        contexts = [
-            w.replaced_weights({"kernel": kernels[w.name]})
-            for w in self.wrappers
-        ]
-        for context in contexts:
-            context.__enter__()
-        try:
+        with contextlib.ExitStack() as stack:
+            for wrapper in self.wrappers:
+                stack.enter_context(
+                    wrapper.replaced_weights({"kernel": kernels[wrapper.name]})
+                )
             prepare_lib.run_sites(self.sites, computed, _inference_call)
-        finally:
-            for context in reversed(contexts):
-                context.__exit__(None, None, None)
         return [computed[id(t)] for t in self.outputs]
 
     def run_fp32(self, *inputs):

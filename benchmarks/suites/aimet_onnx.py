@@ -29,11 +29,8 @@ __all__ = ["convert_to_onnx", "run"]
 
 MODELS = ("resnet", "mobilenet_v2")
 BITS = (("W4A8", 4, 8), ("W4A4", 4, 4))
-NUM_CALIBRATION = 1024
 BATCH_SIZE = 32
-ADAROUND_ITERATIONS = 2000
 OPSET = 17
-QUICK = dict(images=1000, calibration=256, iterations=100)
 DEFAULT_PYTHON = "/work/venvs/aimet-onnx/bin/python"
 PEER_SCRIPT = (
     pathlib.Path(__file__).resolve().parent.parent
@@ -303,17 +300,10 @@ def run(quick=False):
     """
     import numpy as np
 
-    from aimet_keras import zoo
+    from benchmarks.suites import ptq
 
     python = _aimet_python()
-    images, labels = zoo.load_fashion_mnist("test")
-    train, _ = zoo.load_fashion_mnist("train")
-    calibration = train[:NUM_CALIBRATION]
-    iterations = ADAROUND_ITERATIONS
-    if quick:
-        images, labels = images[: QUICK["images"]], labels[: QUICK["images"]]
-        calibration = calibration[: QUICK["calibration"]]
-        iterations = QUICK["iterations"]
+    images, labels, calibration, iterations = ptq.workload(quick)
 
     table = harness.Table(
         f"aimet-onnx, per-channel weights, tf_enhanced: nearest vs AdaRound "

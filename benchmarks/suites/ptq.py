@@ -228,6 +228,27 @@ def _top1(sim, images, labels):
     return harness.top1_accuracy(sim.model, images, labels)
 
 
+def workload(quick=False):
+    """``(test images, labels, calibration images, AdaRound iterations)``.
+
+    Shared with the ``aimet_onnx`` suite, so that AIMET runs on the same
+    data and iterations as ours.
+    """
+    from aimet_keras import zoo
+
+    images, labels = zoo.load_fashion_mnist("test")
+    train, _ = zoo.load_fashion_mnist("train")
+    calibration = train[:NUM_CALIBRATION]
+    if not quick:
+        return images, labels, calibration, ADAROUND_ITERATIONS
+    return (
+        images[: QUICK["images"]],
+        labels[: QUICK["images"]],
+        calibration[: QUICK["calibration"]],
+        QUICK["iterations"],
+    )
+
+
 def run(quick=False):
     """Runs the suite.
 
@@ -238,16 +259,7 @@ def run(quick=False):
     Returns:
         A :class:`benchmarks.harness.Report`.
     """
-    from aimet_keras import zoo
-
-    images, labels = zoo.load_fashion_mnist("test")
-    train, _ = zoo.load_fashion_mnist("train")
-    calibration = train[:NUM_CALIBRATION]
-    iterations = ADAROUND_ITERATIONS
-    if quick:
-        images, labels = images[: QUICK["images"]], labels[: QUICK["images"]]
-        calibration = calibration[: QUICK["calibration"]]
-        iterations = QUICK["iterations"]
+    images, labels, calibration, iterations = workload(quick)
     cache = {}
     tables = [
         _dfq_table(images, labels, calibration),

