@@ -14,6 +14,9 @@ flipping one, rebuild a compiled model's functions (``QuantizationSimModel``
 does this for you).
 """
 
+import contextlib
+import contextvars
+
 import keras
 import numpy as np
 
@@ -21,7 +24,44 @@ from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.quant import observers as observers_lib
 from aimet_keras.quant import quantize as quantize_lib
 
-__all__ = ["TensorQuantizer"]
+__all__ = ["TensorQuantizer", "call_override"]
+
+# Exporters trace the sim with TF's own fake-quantization ops in place of
+# the quantizers' (see call_override).
+_CALL_OVERRIDE = contextvars.ContextVar(
+    "aimet_keras_call_override", default=None
+)
+
+
+@contextlib.contextmanager
+def call_override(function):
+    """Routes every quantizer call to ``function(quantizer, inputs)``.
+
+    For exporters: a function traced inside the context computes what
+    ``function`` returns in place of each quantizer's output (for example
+    ``tf.quantization.fake_quant_with_min_max_vars``, which converters read
+    as the tensor's grid). Outside the context quantizers are unchanged.
+
+    Args:
+        function: ``(TensorQuantizer, tensor) -> tensor``.
+
+    Example:
+
+    >>> q = TensorQuantizer(enabled=False)
+    >>> with call_override(lambda quantizer, x: x * 0):
+    ...     q(np.ones(2, "float32")).numpy().tolist()
+    [0.0, 0.0]
+    """
+    token = _CALL_OVERRIDE.set(function)
+    try:
+        yield
+    finally:
+        _CALL_OVERRIDE.reset(token)
+
+
+def override_active():
+    """Whether a :func:`call_override` is in effect."""
+    return _CALL_OVERRIDE.get() is not None
 
 
 @keras.saving.register_keras_serializable(package="aimet_keras")
@@ -152,6 +192,9 @@ class TensorQuantizer(keras.layers.Layer):
         return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
 
     def call(self, inputs):
+        override = _CALL_OVERRIDE.get()
+        if override is not None:
+            return override(self, inputs)
         if not self.enabled:
             return inputs
         if self.data_type == "float":

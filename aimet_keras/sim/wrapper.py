@@ -16,6 +16,7 @@ import contextlib
 import keras
 
 from aimet_keras.sim import attention as attention_lib
+from aimet_keras.sim import quantizer as quantizer_lib
 
 __all__ = ["QuantizationWrapper", "weight_key"]
 
@@ -248,6 +249,7 @@ class QuantizationWrapper(keras.layers.Layer):
             or not isinstance(self.layer, keras.layers.Layer)
             or type(self.layer).__name__ not in _ELEMENTWISE
             or self.internal_quantizers
+            or quantizer_lib.override_active()
         ):
             return None
         quantizers = self.quantizers

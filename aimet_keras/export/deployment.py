@@ -1,0 +1,336 @@
+"""The sim as a TensorFlow graph of TF's own fake-quantization ops.
+
+Converters understand ``tf.quantization.fake_quant_with_min_max_vars``
+(and its per-channel form): the TFLite converter turns each into the
+quantization parameters of the tensor it sits on, tf2onnx into a
+QuantizeLinear / DequantizeLinear pair. :func:`deployment_graph` traces the
+sim's model with every calibrated quantizer replaced by such an op carrying
+the sim's grid, so the exported model uses the sim's encodings instead of
+re-calibrating:
+
+* weights are constants already on the sim's grid (AdaRound's rounding
+  included), under a fake-quant op with the same step, so the converter's
+  re-quantization is lossless;
+* activations get the sim's ``(min, max)``; a grid of fewer bits than the
+  target's integer type is stored in it with the same step, and an
+  explicit clip keeps the sim's range;
+* per-channel grids on an axis other than the last (DepthwiseConv2D's
+  ``(H, W, C, M)`` kernel) are reshaped so that the channel axis is last,
+  as the per-channel op requires.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from aimet_keras.quant import quantize as quantize_lib
+from aimet_keras.sim import export as sim_export
+from aimet_keras.sim import quantizer as quantizer_lib
+
+__all__ = ["DeploymentGraph", "QuantizerRole", "deployment_graph"]
+
+# The widest grid TF's fake-quantization ops take.
+_MAX_FAKE_QUANT_BITS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizerRole:
+    """Where one quantizer of the sim sits.
+
+    Attributes:
+        layer: the layer (wrapper) name.
+        kind: ``"input"``, ``"output"``, ``"param"`` or ``"internal"``.
+        key: the input/output index, the weight key or the inner tensor's
+            name.
+    """
+
+    layer: str
+    kind: str
+    key: object
+
+    def describe(self):
+        """``"conv1 output 0"``, ``"conv1 weight 'kernel'"``..."""
+        if self.kind == "param":
+            return f"{self.layer} weight {self.key!r}"
+        return f"{self.layer} {self.kind} {self.key}"
+
+
+def quantizer_roles(sim):
+    """``{id(quantizer): QuantizerRole}`` for every quantizer of the sim."""
+    roles = {}
+    for wrapper in sim.quant_wrappers():
+        for i, quantizer in enumerate(wrapper.input_quantizers):
+            roles[id(quantizer)] = QuantizerRole(wrapper.name, "input", i)
+        for i, quantizer in enumerate(wrapper.output_quantizers):
+            roles[id(quantizer)] = QuantizerRole(wrapper.name, "output", i)
+        for key, quantizer in wrapper.param_quantizers.items():
+            roles[id(quantizer)] = QuantizerRole(wrapper.name, "param", key)
+        for key, quantizer in wrapper.internal_quantizers.items():
+            roles[id(quantizer)] = QuantizerRole(wrapper.name, "internal", key)
+    return roles
+
+
+@dataclasses.dataclass
+class DeploymentGraph:
+    """A traced deployment function and what it holds.
+
+    Attributes:
+        function: the ``tf.function`` (traced once, inside the override).
+        concrete_function: its concrete function.
+        input_signature: the ``tf.TensorSpec`` of each model input, batch
+            dimension unknown.
+        layer_scopes: ``{layer name: [name scope of each call]}``: the TF
+            name scope every op of that call of the layer is created in.
+        fake_quant_ops: ``{op name: (QuantizerRole, Encoding)}`` for every
+            fake-quantization op in the graph (names without ``:0``).
+    """
+
+    function: object
+    concrete_function: object
+    input_signature: list
+    layer_scopes: dict
+    fake_quant_ops: dict
+
+
+def fake_quant_range(encoding, bits, narrow_range):
+    """``(min, max)`` for a fake-quant op of ``bits`` holding ``encoding``.
+
+    The op's grid has the encoding's step and contains every level of the
+    encoding's grid: the same grid when ``bits`` is the encoding's
+    bitwidth, a wider one starting at the same level when a smaller grid is
+    stored in a larger integer type (the caller clips to the encoding's
+    range). A narrow-range op (symmetric weights) is centred on zero with
+    levels ``[-2^(b-1)+1, 2^(b-1)-1]``.
+
+    Args:
+        encoding: an integer :class:`~aimet_keras.quant.Encoding`.
+        bits: the op's ``num_bits``, at least the encoding's bitwidth.
+        narrow_range: the op's ``narrow_range``.
+
+    Returns:
+        Two float32 arrays (0-d per tensor, 1-d per channel).
+
+    Example:
+
+    >>> from aimet_keras.quant import compute_encoding
+    >>> enc = compute_encoding(0.0, 1.5, bitwidth=4)  # step 0.1
+    >>> [round(float(v), 6) for v in fake_quant_range(enc, 8, False)]
+    [0.0, 25.5]
+    """
+    delta = np.asarray(encoding.delta, np.float64)
+    if narrow_range:
+        half = 2 ** (bits - 1) - 1
+        lo, hi = -half * delta, half * delta
+    else:
+        lo = np.asarray(encoding.offset, np.float64) * delta
+        hi = lo + (2**bits - 1) * delta
+    return lo.astype(np.float32), hi.astype(np.float32)
+
+
+def fake_quant(
+    x, encoding, axis=None, bits=None, narrow_range=False, name=None
+):
+    """``x`` through TF's fake-quant op with ``encoding``'s grid.
+
+    Args:
+        x: a float tensor.
+        encoding: its integer encoding (per tensor, or per channel along
+            ``axis``).
+        axis: the channel axis (an int or a tuple) of a per-channel
+            encoding.
+        bits: the op's ``num_bits``; defaults to the encoding's bitwidth.
+        narrow_range: a narrow, zero-centred grid (symmetric weights).
+        name: the op's name.
+
+    Returns:
+        The fake-quantized tensor.
+
+    Example:
+
+    >>> from aimet_keras.quant import compute_encoding
+    >>> enc = compute_encoding(0.0, 2.55, bitwidth=8)  # step 0.01
+    >>> round(float(fake_quant(tf.constant([1.004]), enc)[0]), 6)
+    1.0
+    """
+    bits = encoding.bitwidth if bits is None else bits
+    lo, hi = fake_quant_range(encoding, bits, narrow_range)
+    if not encoding.is_per_channel:
+        return tf.quantization.fake_quant_with_min_max_vars(
+            x,
+            float(lo),
+            float(hi),
+            num_bits=bits,
+            narrow_range=narrow_range,
+            name=name,
+        )
+    shape = x.shape
+    rank = shape.rank
+    axes = quantize_lib.channel_axes(axis, rank)
+    # The per-channel op takes its channels on the last axis: move them
+    # there (several channel axes flattened into one) and back after.
+    order = [a for a in range(rank) if a not in axes] + list(axes)
+    moved = x if order == list(range(rank)) else tf.transpose(x, order)
+    moved_shape = [shape[a] for a in order]
+    channels = int(np.prod([shape[a] for a in axes]))
+    flat = tf.reshape(moved, [*moved_shape[: rank - len(axes)], channels])
+    out = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        flat, lo, hi, num_bits=bits, narrow_range=narrow_range, name=name
+    )
+    out = tf.reshape(out, moved_shape)
+    if order == list(range(rank)):
+        return out
+    return tf.transpose(out, np.argsort(order).tolist())
+
+
+def zero_centred(encoding, bits):
+    """The ``bits`` grid with ``encoding``'s step and zero point 0.
+
+    Example:
+
+    >>> from aimet_keras.quant import compute_encoding
+    >>> enc = zero_centred(compute_encoding(0.0, 2.55, 8), 16)
+    >>> int(enc.offset), enc.bitwidth
+    (-32768, 16)
+    """
+    delta = np.asarray(encoding.delta, np.float64)
+    offset = np.full_like(delta, -(2 ** (bits - 1)))
+    return dataclasses.replace(
+        encoding,
+        bitwidth=bits,
+        min=offset * delta,
+        max=(offset + 2**bits - 1) * delta,
+        offset=offset,
+        is_symmetric=True,
+        strict_symmetric=False,
+        unsigned_symmetric=False,
+    )
+
+
+def _fp16_round_trip(x):
+    return tf.cast(tf.cast(x, tf.float16), x.dtype)
+
+
+def deployment_graph(
+    sim, activation_bits=8, weight_bits=8, zero_centred_activations=False
+):
+    """Traces the sim's model with TF fake-quant ops carrying its grids.
+
+    Args:
+        sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`.
+        activation_bits: the integer type activations are stored in (8 or
+            16). A grid of fewer bits keeps its step in it and is clipped to
+            its own range. Defaults to 8.
+        weight_bits: the integer type of weights. Symmetric weight grids
+            become narrow-range (zero point 0, as TFLite and most
+            accelerators need). Defaults to 8.
+        zero_centred_activations: store every activation grid in a
+            zero-centred ``activation_bits`` grid of the same step (zero
+            point 0, as TFLite's 16x8 mode needs), clipped to its own range.
+            Defaults to False.
+
+    Returns:
+        A :class:`DeploymentGraph`.
+
+    Raises:
+        ValueError: for an uncalibrated sim.
+
+    Example:
+
+    >>> import keras
+    >>> from aimet_keras.sim import QuantizationSimModel
+    >>> inputs = keras.Input((4,), name="x")
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+    >>> sim = QuantizationSimModel(model, quant_scheme="tf")
+    >>> sim.compute_encodings(np.random.rand(8, 4).astype("float32"))
+    >>> graph = deployment_graph(sim)
+    >>> sorted(graph.layer_scopes)
+    ['fc']
+    """
+    sim_export._check_calibrated(sim)
+    roles = quantizer_roles(sim)
+    encodings, constants = {}, {}
+    for wrapper in sim.quant_wrappers():
+        for quantizer in wrapper.quantizers:
+            if quantizer.enabled and quantizer.data_type == "int":
+                encodings[id(quantizer)] = quantizer.encoding
+        for variable, quantizer in wrapper.quantized_weights():
+            if quantizer.enabled:
+                # The sim's own quantized weight, AdaRound's rounding and
+                # all: the graph holds it as a constant.
+                constants[id(quantizer)] = np.asarray(quantizer(variable))
+    layer_scopes, fake_quant_ops = {}, {}
+
+    def record_scope(layer):
+        # The quantizer runs in "<layer scope>/<quantizer name>".
+        scope = tf.get_current_name_scope().rsplit("/", 1)[0]
+        scopes = layer_scopes.setdefault(layer, [])
+        if scope not in scopes:
+            scopes.append(scope)
+
+    def override(quantizer, inputs):
+        role = roles[id(quantizer)]
+        record_scope(role.layer)
+        if role.kind == "param":
+            inputs = tf.constant(constants[id(quantizer)])
+        if not quantizer.enabled:
+            return inputs
+        if quantizer.data_type == "float":
+            return _fp16_round_trip(inputs)
+        encoding = encodings[id(quantizer)]
+        if encoding.bitwidth > _MAX_FAKE_QUANT_BITS:
+            return inputs  # a 32-bit bias: its values are the grid's
+        if role.kind == "param":
+            bits = max(weight_bits, encoding.bitwidth)
+            narrow = encoding.is_symmetric and not encoding.unsigned_symmetric
+        else:
+            own = encoding
+            bits = max(activation_bits, own.bitwidth)
+            narrow = own.is_symmetric and own.strict_symmetric
+            signed = own.is_symmetric and not own.unsigned_symmetric
+            if zero_centred_activations and not (
+                signed and bits == own.bitwidth
+            ):
+                encoding, narrow = zero_centred(own, bits), False
+            if bits > own.bitwidth or encoding is not own:
+                # A smaller grid in a wider type: keep the sim's range.
+                inputs = tf.clip_by_value(
+                    inputs, float(own.min), float(own.max)
+                )
+        name = f"aimet_fake_quant_{len(fake_quant_ops)}"
+        scope = tf.get_current_name_scope()
+        fake_quant_ops[f"{scope}/{name}" if scope else name] = (role, encoding)
+        return fake_quant(
+            inputs,
+            encoding,
+            axis=quantizer.axis,
+            bits=bits,
+            narrow_range=narrow,
+            name=name,
+        )
+
+    model = sim.model
+    signature = [
+        tf.TensorSpec(
+            (None, *tensor.shape[1:]),
+            tensor.dtype,
+            name=tensor.name,
+        )
+        for tensor in model.inputs
+    ]
+
+    @tf.function(input_signature=signature, autograph=False)
+    def serve(*inputs):
+        return model(
+            inputs[0] if len(inputs) == 1 else list(inputs), training=False
+        )
+
+    with quantizer_lib.call_override(override):
+        concrete = serve.get_concrete_function()
+    return DeploymentGraph(
+        function=serve,
+        concrete_function=concrete,
+        input_signature=signature,
+        layer_scopes=layer_scopes,
+        fake_quant_ops=fake_quant_ops,
+    )

@@ -1,0 +1,419 @@
+"""Integer TFLite models that compute what the simulation predicted.
+
+:func:`export_tflite` traces the sim with TF's fake-quantization ops
+carrying the sim's grids (:mod:`aimet_keras.export.deployment`) and lets
+the TFLite converter turn them into tensor quantization parameters: the
+converter does not re-calibrate, so every activation, weight and bias of
+the ``.tflite`` file is on the sim's grid.
+
+What TFLite cannot express is refused before anything is converted, with
+the change to make; what the converter changes on its own is reported:
+
+=====================================  =====================================
+sim                                    TFLite
+=====================================  =====================================
+8-bit activations (int8 mode)          int8, the sim's scale and zero point
+16-bit symmetric activations (16x8)    int16, zero point 0
+fewer-bit activations (A4)             stored in int8 with the same step, a
+                                       clip keeps the sim's range (exact)
+symmetric 8-bit weights                int8, zero point 0, narrow range;
+                                       level -128 is clipped to -127
+                                       (reported)
+fewer-bit weights (W4)                 stored in int8 with the same step
+                                       (exact; the file keeps 8 bits)
+asymmetric weights, > 8-bit weights,   refused: TFLite's integer kernels
+fp16 tensors, > 8-bit activations in   take none of these
+int8 mode
+32-bit bias                            int32 with scale input x weight
+                                       (the converter's own rounding)
+softmax, logistic, tanh outputs        TFLite fixes their output grids:
+                                       requantized (reported)
+=====================================  =====================================
+"""
+
+import dataclasses
+import logging
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from aimet_keras.export import deployment as deployment_lib
+from aimet_keras.sim import export as sim_export
+
+__all__ = ["TFLiteExport", "export_tflite", "tflite_ops"]
+
+_LOG = logging.getLogger("aimet_keras")
+
+MODES = ("int8", "16x8")
+_IO_DTYPES = {
+    "int8": {"float32": tf.float32, "int8": tf.int8},
+    "16x8": {"float32": tf.float32, "int16": tf.int16},
+}
+_BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteExport:
+    """What :func:`export_tflite` wrote.
+
+    Attributes:
+        path: the ``.tflite`` file.
+        mode: ``"int8"`` or ``"16x8"``.
+        io_dtype: the model's input and output type.
+        changes: where the TFLite model departs from the sim, one sentence
+            each (empty when it computes the sim's grids throughout).
+        size_bytes: the file's size.
+    """
+
+    path: pathlib.Path
+    mode: str
+    io_dtype: str
+    changes: tuple
+    size_bytes: int
+
+
+def _is_bias(role):
+    return str(role.key).split("/")[-1] == "bias"
+
+
+def _check_sim(sim, mode):
+    """Refuses what TFLite cannot express; returns the changes it makes.
+
+    Raises:
+        ValueError: naming the tensor and the config change that fixes it.
+    """
+    sim_export._check_calibrated(sim)
+    roles = deployment_lib.quantizer_roles(sim)
+    activation_bits = 8 if mode == "int8" else 16
+    changes, errors = [], []
+    for wrapper in sim.quant_wrappers():
+        weights = dict(
+            (id(q), variable) for variable, q in wrapper.quantized_weights()
+        )
+        for quantizer in wrapper.quantizers:
+            if not quantizer.enabled:
+                continue
+            role = roles[id(quantizer)]
+            what = role.describe()
+            if quantizer.data_type == "float":
+                errors.append(
+                    f"{what} is fp16; TFLite's integer models have no fp16 "
+                    "tensors: give it an integer data type in the config."
+                )
+                continue
+            encoding = quantizer.encoding
+            if role.kind == "param" and _is_bias(role):
+                if encoding.bitwidth < 32:
+                    changes.append(
+                        f"{what}: TFLite keeps biases as int32 with scale "
+                        "input x weight, not the sim's "
+                        f"{encoding.bitwidth}-bit grid."
+                    )
+                continue
+            if role.kind == "param":
+                if not encoding.is_symmetric or encoding.unsigned_symmetric:
+                    errors.append(
+                        f"{what} has an asymmetric grid; TFLite's integer "
+                        "kernels need symmetric weights (zero point 0): set "
+                        'params "is_symmetric": "True" in the quantsim '
+                        "config (the shipped 'tflite_int8' config does)."
+                    )
+                elif encoding.bitwidth > 8:
+                    errors.append(
+                        f"{what} is {encoding.bitwidth}-bit; TFLite's integer "
+                        "kernels take 8-bit weights: set default_param_bw=8 "
+                        "(or the param bitwidth in the config)."
+                    )
+                else:
+                    changes.extend(
+                        _weight_changes(
+                            what, quantizer, weights[id(quantizer)], encoding
+                        )
+                    )
+                continue
+            if encoding.bitwidth > activation_bits:
+                errors.append(
+                    f"{what} is {encoding.bitwidth}-bit; TFLite's {mode} "
+                    f"mode has {activation_bits}-bit activations: "
+                    + (
+                        "export with mode='16x8' for 16-bit activations."
+                        if mode == "int8" and encoding.bitwidth <= 16
+                        else "lower default_output_bw."
+                    )
+                )
+            elif (
+                mode == "16x8"
+                and encoding.bitwidth == 16
+                and not (
+                    encoding.is_symmetric and not encoding.unsigned_symmetric
+                )
+            ):
+                errors.append(
+                    f"{what} is 16-bit asymmetric; TFLite's 16x8 mode needs "
+                    "int16 activations with zero point 0: set ops "
+                    '"is_symmetric": "True" in the quantsim config.'
+                )
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ValueError(
+            f"The sim cannot be exported to TFLite {mode} as configured: "
+            f"{errors[0]}{more}\nAll: " + "\n  ".join(errors)
+        )
+    return changes
+
+
+def _weight_changes(what, quantizer, variable, encoding):
+    """A symmetric weight's level -128 has no place in TFLite's int8."""
+    values = np.asarray(quantizer(variable), np.float64)
+    delta = np.asarray(encoding.delta, np.float64)
+    if encoding.is_per_channel:
+        shape = [1] * values.ndim
+        axes = [a % values.ndim for a in np.atleast_1d(quantizer.axis)]
+        shape_axes = [values.shape[a] for a in axes]
+        for a, size in zip(axes, shape_axes):
+            shape[a] = size
+        delta = delta.reshape(shape)
+    levels = np.round(values / delta)
+    clipped = int(np.sum(levels < -127))
+    if not clipped:
+        return []
+    return [
+        f"{what}: {clipped} value(s) at level -128 become -127 (TFLite's "
+        "int8 weights are narrow-range); use strict_symmetric in the config "
+        "to keep the sim on the same grid."
+    ]
+
+
+def tflite_ops(interpreter):
+    """``[(op name, input dtypes, output dtypes)]`` of a TFLite model.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    ... # doctest: +SKIP
+    >>> tflite_ops(interpreter)[0]  # doctest: +SKIP
+    ('QUANTIZE', ('float32',), ('int8',))
+    """
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+
+    def dtypes(indices):
+        return tuple(
+            np.dtype(tensors[i]["dtype"]).name for i in indices if i >= 0
+        )
+
+    return [
+        (op["op_name"], dtypes(op["inputs"]), dtypes(op["outputs"]))
+        for op in interpreter._get_ops_details()
+    ]
+
+
+def _converter_error(error):
+    """The converter's own error lines, without its MLIR dump."""
+    lines = [
+        line.strip()
+        for line in str(error).splitlines()
+        if "error:" in line or line.strip().startswith("tf.")
+    ]
+    return "\n  ".join(lines[:8]) or str(error).splitlines()[0]
+
+
+def _convert(graph, sim, mode, io_dtype):
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [graph.concrete_function], sim.model
+    )
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "16x8":
+        # (int8 needs no op set: the fake-quant ops make it integer, and
+        # _check_integer verifies that.)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    dtype = _IO_DTYPES[mode][io_dtype]
+    converter.inference_input_type = dtype
+    converter.inference_output_type = dtype
+    try:
+        return converter.convert()
+    except Exception as error:  # the converter raises its own types
+        raise ValueError(
+            f"The TFLite converter could not make an integer {mode} model "
+            f"of {sim.model.name!r}: {_converter_error(error)}\nEvery tensor "
+            "between integer ops needs an encoding in the sim: check "
+            "sim.summary() for layers whose output quantizer is off."
+        ) from None
+
+
+def _widen_16x8_biases(flatbuffer):
+    """int32 biases of int16 convolutions become int64.
+
+    The converter writes int32 biases when it reads the grids from
+    fake-quant ops, but TFLite's 16x8 kernels read int64 ones (its own
+    calibrated path writes those): without this the model computes garbage.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    builtin = schema.BuiltinOperator
+    bias_input = {
+        builtin.CONV_2D: 2,
+        builtin.DEPTHWISE_CONV_2D: 2,
+        builtin.FULLY_CONNECTED: 2,
+        builtin.TRANSPOSE_CONV: 3,
+    }
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            kind = max(code.builtinCode, code.deprecatedBuiltinCode)
+            position = bias_input.get(kind)
+            if position is None or len(op.inputs) <= position:
+                continue
+            data, bias = subgraph.tensors[op.inputs[0]], op.inputs[position]
+            if bias < 0 or data.type != schema.TensorType.INT16:
+                continue
+            tensor = subgraph.tensors[bias]
+            if tensor.type != schema.TensorType.INT32:
+                continue
+            values = np.frombuffer(
+                bytes(model.buffers[tensor.buffer].data), np.int32
+            )
+            widened = schema.BufferT()
+            widened.data = np.frombuffer(
+                values.astype("<i8").tobytes(), np.uint8
+            ).copy()
+            # A new buffer: the int32 one may be shared with other tensors.
+            model.buffers.append(widened)
+            tensor.buffer = len(model.buffers) - 1
+            tensor.type = schema.TensorType.INT64
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _check_integer(flatbuffer, mode):
+    """Every op but the boundary (de)quantize runs on integers."""
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    floats = [
+        name
+        for name, inputs, outputs in tflite_ops(interpreter)
+        if name not in _BOUNDARY_OPS
+        and any(d.startswith("float") for d in inputs + outputs)
+    ]
+    if floats:
+        raise ValueError(
+            f"The converted model is not fully integer ({mode}): ops "
+            f"{sorted(set(floats))} run in float. Quantize their inputs and "
+            "outputs in the sim."
+        )
+    return interpreter
+
+
+def _requantizations(interpreter):
+    """Where TFLite put a QUANTIZE between two integer tensors."""
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    changes = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] != "QUANTIZE":
+            continue
+        source, target = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
+        if not np.issubdtype(source["dtype"], np.integer):
+            continue
+        (s_scale, s_zero), (t_scale, t_zero) = (
+            source["quantization"],
+            target["quantization"],
+        )
+        producer = source["name"].split(";")[0]
+        changes.append(
+            f"{producer}: TFLite fixes this op's output grid (scale "
+            f"{s_scale:.6g}, zero point {s_zero}); the sim's (scale "
+            f"{t_scale:.6g}, zero point {t_zero}) follows as a requantize "
+            "op."
+        )
+    return changes
+
+
+def export_tflite(
+    sim, path, io_dtype="float32", mode="int8", allow_changes=True
+):
+    """Writes an integer TFLite model computing on the sim's grids.
+
+    Args:
+        sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`.
+            Fold batch norms first (``ptq.fold_all_batch_norms``) so that
+            the sim's kernel grids are the deployed kernels' grids.
+        path: the ``.tflite`` file to write; its folder is created.
+        io_dtype: ``"float32"`` (quantize and dequantize inside the model)
+            or the integer type of ``mode`` (``"int8"``; ``"int16"`` for
+            16x8): the model then takes and returns integers on the sim's
+            input and output grids. Defaults to ``"float32"``.
+        mode: ``"int8"`` (int8 activations and weights) or ``"16x8"``
+            (int16 activations, int8 weights; the sim's activations must
+            be 16-bit symmetric). Defaults to ``"int8"``.
+        allow_changes: when False, any change of the sim's computation the
+            conversion makes (see :attr:`TFLiteExport.changes`) is an error
+            and nothing is written. Defaults to True (changes are logged).
+
+    Returns:
+        A :class:`TFLiteExport`.
+
+    Raises:
+        ValueError: for an uncalibrated sim, a configuration TFLite cannot
+            express (naming the tensor and the fix), or a failed
+            conversion. Nothing is written then.
+
+    Example:
+
+    >>> from aimet_keras import export_tflite, ptq, zoo
+    >>> from aimet_keras.sim import QuantizationSimModel
+    >>> folded, _ = ptq.fold_all_batch_norms(zoo.load_model("resnet"))
+    >>> sim = QuantizationSimModel(folded, config_file="tflite_int8")
+    >>> sim.compute_encodings(zoo.load_fashion_mnist_slice("calibration")[0])
+    >>> result = export_tflite(sim, "out/resnet_int8.tflite")  # doctest: +SKIP
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; use one of {MODES}.")
+    if io_dtype not in _IO_DTYPES[mode]:
+        raise ValueError(
+            f"io_dtype={io_dtype!r} in {mode} mode; use one of "
+            f"{sorted(_IO_DTYPES[mode])}."
+        )
+    path = pathlib.Path(path)
+    changes = _check_sim(sim, mode)
+    graph = deployment_lib.deployment_graph(
+        sim,
+        activation_bits=8 if mode == "int8" else 16,
+        weight_bits=8,
+        zero_centred_activations=mode == "16x8",
+    )
+    flatbuffer = _convert(graph, sim, mode, io_dtype)
+    if mode == "16x8":
+        flatbuffer = _widen_16x8_biases(flatbuffer)
+    interpreter = _check_integer(flatbuffer, mode)
+    changes += _requantizations(interpreter)
+    if changes and not allow_changes:
+        raise ValueError(
+            f"Exporting to TFLite {mode} changes what the sim computes "
+            f"(allow_changes=False): " + " ".join(changes)
+        )
+    for change in changes:
+        _LOG.warning("export_tflite: %s", change)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target, then moved: no half-written file.
+    handle, staged = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(flatbuffer)
+        os.replace(staged, path)
+    finally:
+        if os.path.exists(staged):
+            os.remove(staged)
+    return TFLiteExport(
+        path=path,
+        mode=mode,
+        io_dtype=io_dtype,
+        changes=tuple(changes),
+        size_bytes=len(flatbuffer),
+    )
