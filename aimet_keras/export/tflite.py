@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from aimet_keras.export import deployment as deployment_lib
+from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import export as sim_export
 
 __all__ = ["TFLiteExport", "export_tflite", "tflite_ops"]
@@ -79,6 +80,36 @@ def _is_bias(role):
     return str(role.key).split("/")[-1] == "bias"
 
 
+_FOLDABLE = (
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "DepthwiseConv2D",
+    "SeparableConv2D",
+    "Conv2DTranspose",
+    "Dense",
+)
+
+
+def _unfolded_batch_norms(sim):
+    """``[(conv, bn)]`` where a BatchNormalization follows a weighted layer.
+
+    The converter folds such a BN into the kernel after the kernel's
+    fake-quant op, so the sim's kernel grid cannot hold (and the converter
+    leaves the pair in float).
+    """
+    producers, pairs = {}, []
+    for site in prepare_lib.walk(sim._prepared):
+        for tensor in site.outputs:
+            producers[id(tensor)] = site.operation
+        if type(site.operation).__name__ != "BatchNormalization":
+            continue
+        producer = producers.get(id(site.inputs[0]))
+        if type(producer).__name__ in _FOLDABLE:
+            pairs.append((producer.name, site.operation.name))
+    return pairs
+
+
 def _check_sim(sim, mode):
     """Refuses what TFLite cannot express; returns the changes it makes.
 
@@ -86,6 +117,17 @@ def _check_sim(sim, mode):
         ValueError: naming the tensor and the config change that fixes it.
     """
     sim_export._check_calibrated(sim)
+    unfolded = _unfolded_batch_norms(sim)
+    if unfolded:
+        listed = ", ".join(f"{a} -> {b}" for a, b in unfolded[:4])
+        raise ValueError(
+            f"The sim quantizes kernels that BatchNormalization scales "
+            f"afterwards ({listed}{' ...' if len(unfolded) > 4 else ''}); "
+            "TFLite folds the BN into the kernel, so the sim's kernel grids "
+            "would not be the deployed ones. Fold first and build the sim on "
+            "the folded model: folded, _ = "
+            "aimet_keras.ptq.fold_all_batch_norms(model)."
+        )
     roles = deployment_lib.quantizer_roles(sim)
     activation_bits = 8 if mode == "int8" else 16
     changes, errors = [], []
@@ -222,9 +264,14 @@ def _converter_error(error):
 
 
 def _convert(graph, sim, mode, io_dtype):
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [graph.concrete_function], sim.model
+    from tensorflow.python.framework import convert_to_constants
+
+    # Frozen here: the converter's own freezing leaves the variables of
+    # unquantized weights as READ_VARIABLE ops.
+    frozen = convert_to_constants.convert_variables_to_constants_v2(
+        graph.concrete_function
     )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "16x8":
         # (int8 needs no op set: the fake-quant ops make it integer, and

@@ -15,7 +15,9 @@ shipped TFLite config gives biases 32 bits).
 Shipped configs, by name: ``"default"`` (AIMET's default), ``"tflite_int8"``
 (TFLite's int8 spec: symmetric per-channel int8 conv weights with the
 -127..127 range, per-tensor Dense weights, asymmetric int8 activations,
-int32 biases) and ``"htp"`` (like AIMET's HTP V73 config).
+int32 biases), ``"tflite_16x8"`` (the same with symmetric activations, for
+TFLite's 16x8 mode with ``default_output_bw=16``) and ``"htp"`` (like
+AIMET's HTP V73 config).
 """
 
 import dataclasses
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 _CONFIG_DIR = pathlib.Path(__file__).parent / "configs"
-CONFIG_NAMES = ("default", "tflite_int8", "htp")
+CONFIG_NAMES = ("default", "tflite_int8", "tflite_16x8", "htp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,7 +353,7 @@ def load_quantsim_config(config=None):
 
     Args:
         config: None (AIMET's default config), a shipped config's name
-            (``"default"``, ``"tflite_int8"``, ``"htp"``), a path to a JSON
+            (one of :data:`CONFIG_NAMES`), a path to a JSON
             file, a dict, or a :class:`QuantSimConfig` (returned as is).
             Defaults to None.
 
