@@ -26,6 +26,8 @@ _SUBPACKAGES = ("export", "quant", "sim", "zoo")
 _ENTRY_POINTS = {
     "QuantizationSimModel": "aimet_keras.sim",
     "quantize_model": "aimet_keras.sim",
+    "export_tflite": "aimet_keras.export.tflite",
+    "export_onnx": "aimet_keras.export.onnx",
 }
 
 __all__ = ["__version__", *_SUBPACKAGES, *_ENTRY_POINTS]

@@ -1,0 +1,409 @@
+"""ONNX models from a sim: QDQ for onnxruntime, FP32 + encodings for QNN.
+
+:func:`export_onnx` converts the sim's deployment graph
+(:mod:`aimet_keras.export.deployment`: TF fake-quant ops carrying the
+sim's grids) with tf2onnx and writes three files:
+
+* ``<name>.onnx``: the QDQ model. Every quantized activation is a
+  QuantizeLinear / DequantizeLinear pair with the sim's scale and zero
+  point; every quantized kernel is an int8 initializer behind a
+  DequantizeLinear (per channel on ONNX's output-channel axis).
+  onnxruntime runs it, in integer kernels where it fuses the pairs.
+* ``<name>.fp32.onnx``: the same graph with the pairs removed and float
+  kernels (the sim's float weights), for Qualcomm's ONNX converter.
+* ``<name>.fp32.encodings``: AIMET's encodings file keyed by the FP32
+  model's ONNX tensor and initializer names (AIMET's ONNX convention), for
+  ``qnn-onnx-converter --quantization_overrides``.
+
+ONNX QDQ holds 8-bit grids here (tf2onnx's fake-quant conversion); a grid of
+fewer bits is stored in 8 bits with the same step and clipped to its range,
+wider grids are refused.
+"""
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+
+from aimet_keras.export import deployment as deployment_lib
+from aimet_keras.export import encodings as encodings_lib
+from aimet_keras.sim import export as sim_export
+
+__all__ = ["OnnxExport", "export_onnx"]
+
+# ONNX ops whose input 1 is a kernel, and its output-channel axis there.
+_KERNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1, "Gemm": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxExport:
+    """What :func:`export_onnx` wrote.
+
+    Attributes:
+        qdq_path: the QDQ model.
+        fp32_path: the FP32 model.
+        encodings_path: the encodings of the FP32 model's tensors.
+        changes: where the QDQ model departs from the sim (empty when it
+            uses the sim's grids throughout).
+    """
+
+    qdq_path: pathlib.Path
+    fp32_path: pathlib.Path
+    encodings_path: pathlib.Path
+    changes: tuple
+
+
+def _check_sim(sim):
+    sim_export._check_calibrated(sim)
+    roles = deployment_lib.quantizer_roles(sim)
+    errors = []
+    for wrapper in sim.quant_wrappers():
+        for quantizer in wrapper.quantizers:
+            if not quantizer.enabled:
+                continue
+            role = roles[id(quantizer)]
+            is_bias = role.kind == "param" and str(role.key).endswith("bias")
+            if quantizer.data_type == "float":
+                errors.append(
+                    f"{role.describe()} is fp16: ONNX QDQ holds integer grids; "
+                    "give it an integer data type in the config."
+                )
+            elif quantizer.bitwidth > 8 and not is_bias:
+                errors.append(
+                    f"{role.describe()} is {quantizer.bitwidth}-bit: the QDQ "
+                    "export holds 8-bit grids; lower its bitwidth (export "
+                    "16-bit activations with export_tflite(mode='16x8'))."
+                )
+    if errors:
+        raise ValueError(
+            "The sim cannot be exported to ONNX QDQ as configured: "
+            + " ".join(errors[:3])
+            + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
+        )
+
+
+def _layer_of(node_name, scopes):
+    """The layer whose name scope holds an ONNX node (longest match)."""
+    best = None
+    for layer, layer_scopes in scopes.items():
+        for scope in layer_scopes:
+            if node_name.startswith(scope + "/") and (
+                best is None or len(scope) > len(best[1])
+            ):
+                best = (layer, scope)
+    return None if best is None else best[0]
+
+
+def _kernel_encodings(sim):
+    """``{layer: [Encoding of each quantized weight but biases]}``."""
+    found = {}
+    for wrapper in sim.quant_wrappers():
+        for key, quantizer in wrapper.param_quantizers.items():
+            if not quantizer.enabled or key.split("/")[-1] == "bias":
+                continue
+            encoding = quantizer.encoding
+            if encoding is not None and not encoding.is_float:
+                found.setdefault(wrapper.name, []).append(encoding)
+    return found
+
+
+def _integer_kernel(values, encoding, axis):
+    """``(int8 values, scale, zero point)`` when ``values`` sit on the grid.
+
+    Returns None when they do not (the kernel is not the one the encoding
+    describes, or its layout differs).
+    """
+    delta = np.asarray(encoding.delta, np.float64)
+    offset = np.asarray(encoding.offset, np.float64)
+    if encoding.is_per_channel:
+        if values.shape[axis] != delta.size:
+            return None
+        shape = [1] * values.ndim
+        shape[axis] = delta.size
+        delta_b, offset_b = delta.reshape(shape), offset.reshape(shape)
+    else:
+        delta_b, offset_b = delta, offset
+    levels = values.astype(np.float64) / delta_b
+    if np.max(np.abs(levels - np.round(levels)), initial=0.0) > 1e-2:
+        return None
+    levels = np.round(levels)
+    symmetric = encoding.is_symmetric and not encoding.unsigned_symmetric
+    if symmetric:
+        zero = np.zeros_like(delta)
+        ints = np.clip(levels, -128, 127).astype(np.int8)
+    else:
+        # uint8 with zero point -offset, as ONNX's asymmetric weights.
+        zero = -offset
+        ints = np.clip(levels - offset_b, 0, 255).astype(np.uint8)
+        zero = zero.astype(np.uint8)
+    if not np.array_equal(
+        ints.astype(np.float64), levels - (0 if symmetric else offset_b)
+    ):
+        return None
+    return ints, delta.astype(np.float32), zero.astype(ints.dtype)
+
+
+def _convert(graph, sim, opset):
+    import tf2onnx
+    from tensorflow.python.framework import convert_to_constants
+
+    frozen = convert_to_constants.convert_variables_to_constants_v2(
+        graph.concrete_function
+    )
+    inputs = [t.name for t in frozen.inputs]
+    outputs = [t.name for t in frozen.outputs]
+    # ONNX names: the Keras input and output names, without ":0".
+    rename = {
+        name: spec.name for name, spec in zip(inputs, graph.input_signature)
+    }
+    rename.update(
+        {name: output for name, output in zip(outputs, sim.model.output_names)}
+    )
+    try:
+        model, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(),
+            input_names=inputs,
+            output_names=outputs,
+            opset=opset,
+            tensors_to_rename=rename,
+        )
+    except Exception as error:  # tf2onnx raises its own types
+        raise ValueError(
+            f"tf2onnx could not convert {sim.model.name!r}: "
+            f"{str(error).splitlines()[0]}"
+        ) from None
+    return model
+
+
+def _quantize_kernels(model, sim, graph):
+    """Kernels on the sim's grid become int8 initializers + DequantizeLinear.
+
+    Returns ``({initializer name: Encoding}, changes)``.
+    """
+    from onnx import helper
+    from onnx import numpy_helper
+
+    kernels = _kernel_encodings(sim)
+    initializers = {init.name: init for init in model.graph.initializer}
+    done, changes, new_nodes = {}, [], []
+    for node in model.graph.node:
+        axis = _KERNEL_AXIS.get(node.op_type)
+        if axis is None or len(node.input) < 2:
+            continue
+        name = node.input[1]
+        if name in done or name not in initializers:
+            continue
+        layer = _layer_of(node.name, graph.layer_scopes)
+        if layer not in kernels:
+            continue
+        values = numpy_helper.to_array(initializers[name])
+        found = None
+        for encoding in kernels[layer]:
+            found = _integer_kernel(values, encoding, axis)
+            if found is not None:
+                break
+        if found is None:
+            changes.append(
+                f"{layer}: kernel {name!r} is not on the sim's grid in the "
+                "ONNX layout; left float in the QDQ model."
+            )
+            continue
+        ints, scale, zero = found
+        model.graph.initializer.remove(initializers[name])
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(ints, f"{name}_quantized"),
+                numpy_helper.from_array(
+                    scale if encoding.is_per_channel else scale.reshape(()),
+                    f"{name}_scale",
+                ),
+                numpy_helper.from_array(
+                    zero if encoding.is_per_channel else zero.reshape(()),
+                    f"{name}_zero_point",
+                ),
+            ]
+        )
+        attributes = {"axis": axis} if encoding.is_per_channel else {}
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"],
+                [name],
+                name=f"{name}_DequantizeLinear",
+                **attributes,
+            )
+        )
+        done[name] = encoding
+    # Topological order: the new nodes read only initializers, so first.
+    nodes = new_nodes + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return done, changes
+
+
+def _activation_encodings(model, graph):
+    """``{QuantizeLinear input name: the sim's Encoding}``."""
+    import re
+
+    found = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        match = re.search(r"^(.*aimet_fake_quant_\d+)", node.name) or re.search(
+            r"^(.*aimet_fake_quant_\d+)", node.output[0]
+        )
+        if match and match.group(1) in graph.fake_quant_ops:
+            found[node.input[0]] = graph.fake_quant_ops[match.group(1)][1]
+    return found
+
+
+def _strip_qdq(model):
+    """A copy of the QDQ model without its QDQ pairs; returns the renames.
+
+    Returns ``(fp32 model, {QDQ-model tensor name: FP32-model name})`` for
+    tensors whose name changes (a pair at a graph output keeps the output's
+    name).
+    """
+    import copy
+
+    from onnx import numpy_helper
+
+    fp32 = copy.deepcopy(model)
+    graph = fp32.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    initializers = {init.name: init for init in graph.initializer}
+    outputs = {out.name for out in graph.output}
+    rename, remove = {}, []
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        source = producers.get(node.input[0])
+        if source is not None and source.op_type == "QuantizeLinear":
+            remove += [node, source]
+            if node.output[0] in outputs:
+                rename[source.input[0]] = node.output[0]
+            else:
+                rename[node.output[0]] = source.input[0]
+        elif node.input[0] in initializers:
+            # A quantized kernel: back to float under its own name.
+            ints = numpy_helper.to_array(initializers[node.input[0]])
+            scale = numpy_helper.to_array(initializers[node.input[1]])
+            zero = numpy_helper.to_array(initializers[node.input[2]])
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape = [1] * ints.ndim
+            if scale.ndim:
+                shape[axis] = scale.size
+            values = (
+                ints.astype(np.float32) - zero.astype(np.float32).reshape(shape)
+            ) * scale.reshape(shape)
+            graph.initializer.append(
+                numpy_helper.from_array(
+                    values.astype(np.float32), node.output[0]
+                )
+            )
+            remove.append(node)
+    for node in remove:
+        graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    for init in list(graph.initializer):
+        if init.name not in used and init.name not in outputs:
+            graph.initializer.remove(init)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+        for i, name in enumerate(node.output):
+            node.output[i] = rename.get(name, name)
+    return fp32, rename
+
+
+def export_onnx(sim, path, opset=13, encoding_version="0.6.1"):
+    """Writes the sim as a QDQ ONNX model, and as FP32 ONNX + encodings.
+
+    Args:
+        sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`
+            with grids of at most 8 bits (32-bit biases are kept float).
+        path: the QDQ model's ``.onnx`` path; the FP32 model and its
+            encodings go beside it as ``<stem>.fp32.onnx`` and
+            ``<stem>.fp32.encodings``.
+        opset: the ONNX opset, 13 or later (per-channel DequantizeLinear).
+            Defaults to 13.
+        encoding_version: AIMET encodings version of the encodings file.
+            Defaults to ``"0.6.1"``.
+
+    Returns:
+        An :class:`OnnxExport`.
+
+    Raises:
+        ValueError: for an uncalibrated sim, grids ONNX QDQ cannot hold
+            here, or a failed conversion. Nothing is written then.
+
+    Example:
+
+    >>> from aimet_keras import export_onnx, ptq, zoo
+    >>> from aimet_keras.sim import QuantizationSimModel
+    >>> folded, _ = ptq.fold_all_batch_norms(zoo.load_model("resnet"))
+    >>> sim = QuantizationSimModel(folded, config_file="tflite_int8")
+    >>> sim.compute_encodings(zoo.load_fashion_mnist_slice("calibration")[0])
+    >>> result = export_onnx(sim, "out/resnet.onnx")  # doctest: +SKIP
+    """
+    import onnx
+
+    if opset < 13:
+        raise ValueError(
+            f"opset={opset}: per-channel DequantizeLinear needs opset 13 or "
+            "later."
+        )
+    if encoding_version not in encodings_lib.ENCODING_VERSIONS:
+        raise ValueError(
+            f"encoding_version={encoding_version!r}; use one of "
+            f"{encodings_lib.ENCODING_VERSIONS}."
+        )
+    _check_sim(sim)
+    path = pathlib.Path(path)
+    stem = (
+        path.name[: -len(".onnx")] if path.name.endswith(".onnx") else path.name
+    )
+    graph = deployment_lib.deployment_graph(
+        sim, activation_bits=8, weight_bits=8
+    )
+    model = _convert(graph, sim, opset)
+    kernels, changes = _quantize_kernels(model, sim, graph)
+    activations = _activation_encodings(model, graph)
+    fp32, rename = _strip_qdq(model)
+    activations = {rename.get(k, k): v for k, v in activations.items()}
+    data = encodings_lib.encodings_to_dict(
+        kernels,
+        activations,
+        version=encoding_version,
+        quantizer_args=sim.quantizer_args(),
+        axes={name: 0 for name, enc in kernels.items() if enc.is_per_channel},
+    )
+    onnx.checker.check_model(model)
+    onnx.checker.check_model(fp32)
+    targets = {
+        "qdq": path,
+        "fp32": path.with_name(f"{stem}.fp32.onnx"),
+        "encodings": path.with_name(f"{stem}.fp32.encodings"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(
+        tempfile.mkdtemp(dir=path.parent, prefix=f".{stem}.export-")
+    )
+    try:
+        staged = {key: staging / target.name for key, target in targets.items()}
+        onnx.save(model, staged["qdq"])
+        onnx.save(fp32, staged["fp32"])
+        encodings_lib.write_encodings(staged["encodings"], data)
+        for key, target in targets.items():
+            os.replace(staged[key], target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return OnnxExport(
+        qdq_path=targets["qdq"],
+        fp32_path=targets["fp32"],
+        encodings_path=targets["encodings"],
+        changes=tuple(changes),
+    )
