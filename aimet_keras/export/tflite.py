@@ -67,6 +67,10 @@ class TFLiteExport:
         changes: where the TFLite model departs from the sim, one sentence
             each (empty when it computes the sim's grids throughout).
         size_bytes: the file's size.
+        layer_tensors: ``{layer name: TFLite tensor name}``: the tensor that
+            holds each layer's output (a layer fused into the next op, such
+            as a Conv into its ReLU, has none). For
+            :mod:`aimet_keras.export.layer_outputs`.
     """
 
     path: pathlib.Path
@@ -74,6 +78,7 @@ class TFLiteExport:
     io_dtype: str
     changes: tuple
     size_bytes: int
+    layer_tensors: dict = dataclasses.field(default_factory=dict)
 
 
 def _is_bias(role):
@@ -356,9 +361,60 @@ def _check_integer(flatbuffer, mode):
     return interpreter
 
 
-def _requantizations(interpreter):
+def _scopes(graph):
+    """``[(name scope, layer)]``, longest scope first (a layer's first call)."""
+    return sorted(
+        (
+            (scope, layer)
+            for layer, layer_scopes in graph.layer_scopes.items()
+            for scope in layer_scopes[:1]
+        ),
+        key=lambda item: -len(item[0]),
+    )
+
+
+def _owner(tensor_name, scopes):
+    """The layer whose ops a TFLite tensor holds, or None.
+
+    A TFLite tensor is named after the TF ops fused into it, the last one
+    first; the layer whose name scope holds that op owns the tensor.
+    """
+    first = tensor_name.split(";")[0]
+    for scope, layer in scopes:
+        if first.startswith(scope + "/"):
+            return layer
+    return None
+
+
+def _layer_tensors(interpreter, graph):
+    """``{layer: TFLite tensor name}`` for the layers TFLite computes.
+
+    The quantized copies of inputs and weights (the inputs' and params'
+    fake-quant ops) are not layer outputs.
+    """
+    not_outputs = tuple(
+        name
+        for name, (role, _) in graph.fake_quant_ops.items()
+        if role.kind in ("input", "param")
+    )
+    scopes = _scopes(graph)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    found = {}
+    for op in interpreter._get_ops_details():
+        for index in op["outputs"]:
+            name = tensors[index]["name"]
+            if name.split(";")[0].startswith(not_outputs):
+                continue
+            layer = _owner(name, scopes)
+            if layer is not None:
+                found[layer] = name  # the layer's last op wins
+    return found
+
+
+def _requantizations(interpreter, graph):
     """Where TFLite put a QUANTIZE between two integer tensors."""
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    scopes = _scopes(graph)
     changes = []
     for op in interpreter._get_ops_details():
         if op["op_name"] != "QUANTIZE":
@@ -370,7 +426,7 @@ def _requantizations(interpreter):
             source["quantization"],
             target["quantization"],
         )
-        producer = source["name"].split(";")[0]
+        producer = _owner(source["name"], scopes) or source["name"]
         changes.append(
             f"{producer}: TFLite fixes this op's output grid (scale "
             f"{s_scale:.6g}, zero point {s_zero}); the sim's (scale "
@@ -437,7 +493,7 @@ def export_tflite(
     if mode == "16x8":
         flatbuffer = _widen_16x8_biases(flatbuffer)
     interpreter = _check_integer(flatbuffer, mode)
-    changes += _requantizations(interpreter)
+    changes += _requantizations(interpreter, graph)
     if changes and not allow_changes:
         raise ValueError(
             f"Exporting to TFLite {mode} changes what the sim computes "
@@ -463,4 +519,5 @@ def export_tflite(
         io_dtype=io_dtype,
         changes=tuple(changes),
         size_bytes=len(flatbuffer),
+        layer_tensors=_layer_tensors(interpreter, graph),
     )
