@@ -82,8 +82,9 @@ class DeploymentGraph:
             dimension unknown.
         layer_scopes: ``{layer name: [name scope of each call]}``: the TF
             name scope every op of that call of the layer is created in.
-        fake_quant_ops: ``{op name: (QuantizerRole, Encoding)}`` for every
-            fake-quantization op in the graph (names without ``:0``).
+        fake_quant_ops: ``{op name: (QuantizerRole, the sim's Encoding)}``
+            for every fake-quantization op in the graph (names without
+            ``:0``).
     """
 
     function: object
@@ -280,11 +281,11 @@ def deployment_graph(
         encoding = encodings[id(quantizer)]
         if encoding.bitwidth > _MAX_FAKE_QUANT_BITS:
             return inputs  # a 32-bit bias: its values are the grid's
+        own, clip = encoding, None
         if role.kind == "param":
             bits = max(weight_bits, encoding.bitwidth)
             narrow = encoding.is_symmetric and not encoding.unsigned_symmetric
         else:
-            own = encoding
             bits = max(activation_bits, own.bitwidth)
             narrow = own.is_symmetric and own.strict_symmetric
             signed = own.is_symmetric and not own.unsigned_symmetric
@@ -293,21 +294,27 @@ def deployment_graph(
             ):
                 encoding, narrow = zero_centred(own, bits), False
             if bits > own.bitwidth or encoding is not own:
-                # A smaller grid in a wider type: keep the sim's range.
-                inputs = tf.clip_by_value(
-                    inputs, float(own.min), float(own.max)
-                )
-        name = f"aimet_fake_quant_{len(fake_quant_ops)}"
-        scope = tf.get_current_name_scope()
-        fake_quant_ops[f"{scope}/{name}" if scope else name] = (role, encoding)
-        return fake_quant(
-            inputs,
-            encoding,
-            axis=quantizer.axis,
-            bits=bits,
-            narrow_range=narrow,
-            name=name,
-        )
+                clip = (float(own.min), float(own.max))
+
+        def emit(x):
+            name = f"aimet_fake_quant_{len(fake_quant_ops)}"
+            scope = tf.get_current_name_scope()
+            fake_quant_ops[f"{scope}/{name}" if scope else name] = (role, own)
+            return fake_quant(
+                x,
+                encoding,
+                axis=quantizer.axis,
+                bits=bits,
+                narrow_range=narrow,
+                name=name,
+            )
+
+        if clip is None:
+            return emit(inputs)
+        # A smaller grid in a wider type: the producer's output gets the
+        # wide grid first (a fused Conv+ReLU needs a range to stay
+        # integer), then a clip on integers keeps the sim's range.
+        return emit(tf.clip_by_value(emit(inputs), *clip))
 
     model = sim.model
     signature = [

@@ -345,8 +345,11 @@ def export_onnx(sim, path, opset=13, encoding_version="0.6.1"):
     >>> from aimet_keras import export_onnx, ptq, zoo
     >>> from aimet_keras.sim import QuantizationSimModel
     >>> folded, _ = ptq.fold_all_batch_norms(zoo.load_model("resnet"))
+    ... # doctest: +SKIP
     >>> sim = QuantizationSimModel(folded, config_file="tflite_int8")
+    ... # doctest: +SKIP
     >>> sim.compute_encodings(zoo.load_fashion_mnist_slice("calibration")[0])
+    ... # doctest: +SKIP
     >>> result = export_onnx(sim, "out/resnet.onnx")  # doctest: +SKIP
     """
     import onnx

@@ -470,8 +470,11 @@ def export_tflite(
     >>> from aimet_keras import export_tflite, ptq, zoo
     >>> from aimet_keras.sim import QuantizationSimModel
     >>> folded, _ = ptq.fold_all_batch_norms(zoo.load_model("resnet"))
+    ... # doctest: +SKIP
     >>> sim = QuantizationSimModel(folded, config_file="tflite_int8")
+    ... # doctest: +SKIP
     >>> sim.compute_encodings(zoo.load_fashion_mnist_slice("calibration")[0])
+    ... # doctest: +SKIP
     >>> result = export_tflite(sim, "out/resnet_int8.tflite")  # doctest: +SKIP
     """
     if mode not in MODES:

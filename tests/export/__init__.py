@@ -1,0 +1,30 @@
+"""Helpers for the exporter tests."""
+
+import numpy as np
+
+
+def run_tflite(path, images, num_threads=2):
+    """Float outputs of a TFLite model (integer I/O quantized here)."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(
+        model_path=str(path), num_threads=num_threads
+    )
+    (inp,), (out,) = (
+        interpreter.get_input_details(),
+        interpreter.get_output_details(),
+    )
+    interpreter.resize_tensor_input(inp["index"], images.shape)
+    interpreter.allocate_tensors()
+    if inp["dtype"] != np.float32:
+        scale, zero = inp["quantization"]
+        info = np.iinfo(inp["dtype"])
+        images = np.clip(np.round(images / scale + zero), info.min, info.max)
+        images = images.astype(inp["dtype"])
+    interpreter.set_tensor(inp["index"], images)
+    interpreter.invoke()
+    values = interpreter.get_tensor(out["index"])
+    if out["dtype"] != np.float32:
+        scale, zero = out["quantization"]
+        values = (values.astype(np.float32) - zero) * scale
+    return values

@@ -1,0 +1,265 @@
+"""export_tflite: integer TFLite models on the sim's grids."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from aimet_keras import export_tflite
+from aimet_keras import ptq
+from aimet_keras import zoo
+from aimet_keras.export import tflite as tflite_lib
+from aimet_keras.sim import QuantizationSimModel
+from tests.export import run_tflite
+
+
+@pytest.fixture(scope="module")
+def resnet_int8(resnet_sim, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tflite") / "resnet_int8.tflite"
+    return export_tflite(resnet_sim, path)
+
+
+def _interpreter(path):
+    return tf.lite.Interpreter(model_path=str(path))
+
+
+def test_every_op_but_the_boundaries_is_integer(resnet_int8):
+    ops = tflite_lib.tflite_ops(_interpreter(resnet_int8.path))
+    names = [name for name, _, _ in ops]
+    assert "CONV_2D" in names and "FULLY_CONNECTED" in names
+    for name, inputs, outputs in ops:
+        if name in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        assert not any(d.startswith("float") for d in inputs + outputs), (
+            name,
+            inputs,
+            outputs,
+        )
+    assert ops[0][0] == "QUANTIZE" and ops[-1][0] == "DEQUANTIZE"
+
+
+def test_agrees_with_the_sim_on_test_images(
+    resnet_int8, resnet_sim_predictions, test_images
+):
+    images, labels = test_images
+    got = run_tflite(resnet_int8.path, images)
+    expected = resnet_sim_predictions
+    agreement = np.mean(got.argmax(1) == expected.argmax(1))
+    assert agreement >= 0.995
+    accuracy_gap = abs(
+        np.mean(got.argmax(1) == labels) - np.mean(expected.argmax(1) == labels)
+    )
+    assert accuracy_gap <= 0.003  # 6 of 2,000 images
+
+
+def _sim_weight(sim, layer, key="kernel"):
+    wrapper = {w.name: w for w in sim.quant_wrappers()}[layer]
+    for variable, quantizer in wrapper.quantized_weights():
+        if variable.path.endswith(key):
+            return np.asarray(quantizer(variable)), quantizer.encoding
+    raise KeyError(layer)
+
+
+def test_kernels_and_input_grid_are_the_sims(resnet_int8, resnet_sim):
+    """The file's int8 kernels times their scales are the sim's kernels."""
+    interpreter = _interpreter(resnet_int8.path)
+    tensors = interpreter.get_tensor_details()
+    checked = 0
+    for wrapper in resnet_sim.quant_wrappers():
+        if type(wrapper.layer).__name__ != "Conv2D":
+            continue
+        expected, encoding = _sim_weight(resnet_sim, wrapper.name)
+        # TFLite's conv kernels are OHWI.
+        expected = np.transpose(expected, (3, 0, 1, 2))
+        matches = [
+            t
+            for t in tensors
+            if t["dtype"] == np.int8
+            and tuple(t["shape"]) == expected.shape
+            and f"/{wrapper.name}_1/" in t["name"].split(";")[0]
+        ]
+        assert len(matches) == 1, wrapper.name
+        detail = matches[0]
+        scales = detail["quantization_parameters"]["scales"]
+        np.testing.assert_allclose(scales, encoding.delta, rtol=1e-6)
+        assert not detail["quantization_parameters"]["zero_points"].any()
+        values = interpreter.get_tensor(detail["index"]).astype(np.float64)
+        np.testing.assert_allclose(
+            values * scales.reshape(-1, 1, 1, 1), expected, atol=1e-6
+        )
+        checked += 1
+    assert checked >= 9
+    # The model input is quantized on the sim's input grid.
+    quantize = next(
+        op
+        for op in interpreter._get_ops_details()
+        if op["op_name"] == "QUANTIZE"
+    )
+    detail = next(t for t in tensors if t["index"] == quantize["outputs"][0])
+    scale, zero = detail["quantization"]
+    encoding = resnet_sim.quant_wrappers()[0].input_quantizers[0].encoding
+    assert scale == pytest.approx(float(encoding.delta), rel=1e-6)
+    # int8 zero point = -offset - 128 (AIMET's offset is on the uint8 grid).
+    assert zero == -int(encoding.offset) - 128
+
+
+def test_int8_io_takes_integers_on_the_sims_input_grid(
+    resnet_sim, resnet_sim_predictions, test_images, tmp_path
+):
+    exported = export_tflite(resnet_sim, tmp_path / "m.tflite", io_dtype="int8")
+    interpreter = _interpreter(exported.path)
+    (inp,), (out,) = (
+        interpreter.get_input_details(),
+        interpreter.get_output_details(),
+    )
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    images, _ = test_images
+    got = run_tflite(exported.path, images[:500])
+    agreement = np.mean(got.argmax(1) == resnet_sim_predictions[:500].argmax(1))
+    assert agreement >= 0.99
+
+
+def test_softmax_requantization_is_reported(resnet_int8, resnet_sim, tmp_path):
+    assert any(
+        c.startswith("probabilities:") and "requantize" in c
+        for c in resnet_int8.changes
+    )
+    target = tmp_path / "strict.tflite"
+    with pytest.raises(ValueError, match="allow_changes=False"):
+        export_tflite(resnet_sim, target, allow_changes=False)
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_layer_tensors_name_the_unfused_layers(resnet_int8):
+    tensors = resnet_int8.layer_tensors
+    assert "stem_relu" in tensors and "logits" in tensors
+    # A Conv fused into its ReLU has no tensor of its own.
+    assert "stem_conv" not in tensors
+
+
+def test_export_leaves_the_sim_unchanged(resnet_sim, test_images, tmp_path):
+    images, _ = test_images
+    before = resnet_sim.model.predict(images[:64], verbose=0)
+    export_tflite(resnet_sim, tmp_path / "m.tflite")
+    after = resnet_sim.model.predict(images[:64], verbose=0)
+    np.testing.assert_array_equal(before, after)
+
+
+def _small_model():
+    inputs = keras.Input((8, 8, 3), name="x")
+    x = keras.layers.Conv2D(6, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(4, name="fc")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _calibrated(model, **options):
+    images = np.random.default_rng(0).random((64, 8, 8, 3)).astype("float32")
+    sim = QuantizationSimModel(model, **options)
+    sim.compute_encodings(images)
+    return sim, images
+
+
+def test_16x8_mode_matches_the_16_bit_sim(tmp_path):
+    sim, images = _calibrated(
+        _small_model(), config_file="tflite_16x8", default_output_bw=16
+    )
+    exported = export_tflite(sim, tmp_path / "m.tflite", mode="16x8")
+    interpreter = _interpreter(exported.path)
+    types = {d for _, i, o in tflite_lib.tflite_ops(interpreter) for d in i + o}
+    assert "int16" in types and "int8" in types
+    got = run_tflite(exported.path, images)
+    expected = sim.model.predict(images, verbose=0)
+    step = float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta)
+    # int16 activations: within a few steps of the 16-bit grid.
+    assert np.max(np.abs(got - expected)) <= 8 * step
+
+
+def test_4_bit_weights_and_activations_are_exact_in_int8(tmp_path):
+    sim, images = _calibrated(
+        _small_model(),
+        config_file="tflite_int8",
+        default_param_bw=4,
+        default_output_bw=4,
+    )
+    exported = export_tflite(sim, tmp_path / "m.tflite")
+    got = run_tflite(exported.path, images)
+    expected = sim.model.predict(images, verbose=0)
+    step = float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta)
+    # The 4-bit grid of the output holds: differences are whole steps, at
+    # most one (integer rounding inside the kernels).
+    assert np.max(np.abs(got - expected)) <= step * 1.001
+    levels = (
+        got - float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.min)
+    ) / step
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+    assert levels.min() >= -1e-3 and levels.max() <= 15 + 1e-3
+
+
+def test_uncalibrated_sim_is_refused(tmp_path):
+    sim = QuantizationSimModel(_small_model(), config_file="tflite_int8")
+    with pytest.raises(ValueError, match="not calibrated"):
+        export_tflite(sim, tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unfolded_batch_norm_is_refused_with_the_fix(tmp_path):
+    model = zoo.load_model("resnet")
+    sim = QuantizationSimModel(model, config_file="tflite_int8")
+    images, _ = zoo.load_fashion_mnist_slice("calibration")
+    sim.compute_encodings(images[:32])
+    with pytest.raises(ValueError, match="stem_conv -> stem_bn") as error:
+        export_tflite(sim, tmp_path / "m.tflite")
+    assert "fold_all_batch_norms" in str(error.value)
+    folded, _ = ptq.fold_all_batch_norms(model)
+    assert not tflite_lib._unfolded_batch_norms(
+        QuantizationSimModel(folded, config_file="tflite_int8")
+    )
+
+
+def test_asymmetric_weights_are_refused(tmp_path):
+    config = json.loads(
+        (
+            __import__("pathlib").Path(tflite_lib.__file__).parents[1]
+            / "sim"
+            / "configs"
+            / "tflite_int8.json"
+        ).read_text()
+    )
+    config["defaults"]["params"]["is_symmetric"] = "False"
+    sim, _ = _calibrated(_small_model(), config_file=config)
+    with pytest.raises(ValueError, match="conv weight 'kernel'.*asymmetric"):
+        export_tflite(sim, tmp_path / "m.tflite")
+
+
+def test_16_bit_activations_need_the_16x8_mode(tmp_path):
+    sim, _ = _calibrated(
+        _small_model(), config_file="tflite_int8", default_output_bw=16
+    )
+    with pytest.raises(ValueError, match="mode='16x8'"):
+        export_tflite(sim, tmp_path / "m.tflite")
+    with pytest.raises(ValueError, match="zero point 0"):
+        export_tflite(sim, tmp_path / "m.tflite", mode="16x8")
+
+
+def test_bad_arguments_are_named(resnet_sim, tmp_path):
+    with pytest.raises(ValueError, match="mode='int4'"):
+        export_tflite(resnet_sim, tmp_path / "m.tflite", mode="int4")
+    with pytest.raises(ValueError, match="io_dtype='int16' in int8 mode"):
+        export_tflite(resnet_sim, tmp_path / "m.tflite", io_dtype="int16")
+
+
+def test_a_failed_conversion_leaves_no_file(resnet_sim, tmp_path, monkeypatch):
+    def fail(self):
+        raise RuntimeError("error: converter broke")
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "convert", fail)
+    target = tmp_path / "out" / "m.tflite"
+    with pytest.raises(ValueError, match="converter broke"):
+        export_tflite(resnet_sim, target)
+    assert not target.exists()
