@@ -1,4 +1,4 @@
-"""The README's main job: W8A8 simulation of a shipped model."""
+"""The README's main job: W8A8 simulation of a shipped model, exported."""
 
 import json
 import pathlib
@@ -32,11 +32,22 @@ def test_quickstart_runs_and_stays_close_to_fp32(tmp_path):
     assert encodings["version"] == "0.6.1"
     kernel = encodings["param_encodings"]["stem_conv/kernel:0"]
     assert len(kernel) == 16  # one entry per output channel
+    # tflite_int8: strict symmetric weights (TFLite's -127..127).
     assert all(
-        e["offset"] == -128 and e["is_symmetric"] == "True" for e in kernel
+        e["offset"] == -127 and e["is_symmetric"] == "True" for e in kernel
     )
     for entries in encodings["activation_encodings"].values():
         (entry,) = entries
         assert entry["min"] <= 0.0 <= entry["max"]
     assert (tmp_path / "resnet_w8a8.keras").is_file()
     assert (tmp_path / "resnet_w8a8" / "saved_model.pb").is_file()
+    # The exported integer models compute what the sim predicted.
+    assert "| int8 TFLite |" in result.stdout
+    assert summary["tflite_agreement_with_sim"] >= 0.995
+    assert summary["onnx_agreement_with_sim"] >= 0.995
+    assert (
+        abs(summary["tflite_int8_accuracy"] - summary["w8a8_accuracy"]) < 0.005
+    )
+    assert summary["tflite_size_kib"] < summary["fp32_size_kib"] * 0.4
+    for key in ("tflite", "onnx_qdq", "onnx_fp32", "onnx_encodings"):
+        assert pathlib.Path(summary["artifacts"][key]).is_file(), key
