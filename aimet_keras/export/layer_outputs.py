@@ -239,9 +239,10 @@ def compare_layer_outputs(reference, target, grid_steps=None, tolerance=0.01):
         reference: ``{layer: array}``, usually :func:`sim_layer_outputs`.
         target: ``{layer: array}``, usually :func:`tflite_layer_outputs`.
         grid_steps: ``{layer: step}`` (:func:`output_steps`): differences
-            are counted in steps of the layer's grid; a target on the same
-            grid may differ by one step where the integer kernel rounds
-            differently. Defaults to None (no steps).
+            are counted in steps of the layer's grid (a layer without one,
+            such as max pooling, in the previous layer's); a target on the
+            same grid may differ by one step where the integer kernel
+            rounds differently. Defaults to None (no steps).
         tolerance: the fraction of values more than one step apart that
             marks a departure. Defaults to 0.01.
 
@@ -257,7 +258,7 @@ def compare_layer_outputs(reference, target, grid_steps=None, tolerance=0.01):
     ('b', 5.0)
     """
     grid_steps = grid_steps or {}
-    rows, missing, first = [], [], None
+    rows, missing, first, last_step = [], [], None, None
     for layer, expected in reference.items():
         if layer not in target:
             missing.append(layer)
@@ -272,7 +273,10 @@ def compare_layer_outputs(reference, target, grid_steps=None, tolerance=0.01):
                 )
             got = got.reshape(expected.shape)
         diff = np.abs(got - expected)
-        step = grid_steps.get(layer)
+        # A layer without a grid of its own (max pooling, reshape) keeps
+        # the grid of the layer before it in an integer model.
+        step = grid_steps.get(layer, last_step)
+        last_step = step
         if step:
             off = float(np.mean(diff > step * 1.001))
         else:

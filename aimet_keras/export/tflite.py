@@ -122,6 +122,19 @@ def _check_sim(sim, mode):
         ValueError: naming the tensor and the config change that fixes it.
     """
     sim_export._check_calibrated(sim)
+    separable = [
+        w.name
+        for w in sim.quant_wrappers()
+        if type(w.layer).__name__ == "SeparableConv2D"
+    ]
+    if separable:
+        raise ValueError(
+            f"SeparableConv2D layer(s) {separable[:4]}: TFLite runs each as "
+            "DepthwiseConv2D + Conv2D with an int8 tensor between them that "
+            "the sim does not quantize. Split them before folding and "
+            "building the sim (exact): model = "
+            "aimet_keras.graph.split_separable_convolutions(model)."
+        )
     unfolded = _unfolded_batch_norms(sim)
     if unfolded:
         listed = ", ".join(f"{a} -> {b}" for a, b in unfolded[:4])

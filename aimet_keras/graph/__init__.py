@@ -6,6 +6,7 @@ from aimet_keras.graph.prepare import CallSite
 from aimet_keras.graph.prepare import copy_operation
 from aimet_keras.graph.prepare import prepare_model
 from aimet_keras.graph.prepare import rebuild
+from aimet_keras.graph.prepare import split_separable_convolutions
 from aimet_keras.graph.prepare import walk
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "layer_connections",
     "prepare_model",
     "rebuild",
+    "split_separable_convolutions",
     "walk",
 ]

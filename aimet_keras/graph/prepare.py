@@ -381,3 +381,66 @@ def prepare_model(model, input_shape=None, copy=True):
     return keras.Model(
         inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name
     )
+
+
+def _split_separable(layer):
+    """``(depthwise, pointwise)`` layers computing a SeparableConv2D."""
+    depthwise = keras.layers.DepthwiseConv2D(
+        layer.kernel_size,
+        strides=layer.strides,
+        padding=layer.padding,
+        depth_multiplier=layer.depth_multiplier,
+        data_format=layer.data_format,
+        dilation_rate=layer.dilation_rate,
+        use_bias=False,
+        name=f"{layer.name}_depthwise",
+    )
+    pointwise = keras.layers.Conv2D(
+        layer.filters,
+        1,
+        data_format=layer.data_format,
+        activation=layer.activation,
+        use_bias=layer.use_bias,
+        name=layer.name,
+    )
+    shape = layer.input.shape
+    depthwise.build(shape)
+    depthwise.kernel.assign(layer.depthwise_kernel)
+    pointwise.build(depthwise.compute_output_shape(shape))
+    pointwise.kernel.assign(layer.pointwise_kernel)
+    if layer.use_bias:
+        pointwise.bias.assign(layer.bias)
+    return depthwise, pointwise
+
+
+def split_separable_convolutions(model):
+    """A copy of ``model`` with each SeparableConv2D as two layers.
+
+    A SeparableConv2D ``L`` becomes DepthwiseConv2D ``L_depthwise`` then a
+    1x1 Conv2D ``L`` (with L's bias and activation): the same computation,
+    but the tensor between them is a layer output the sim quantizes, as
+    integer runtimes (TFLite, QNN) hold it in int8.
+
+    Args:
+        model: any model :func:`prepare_model` takes.
+
+    Returns:
+        A new functional ``keras.Model``; the caller's model is unchanged.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> outputs = keras.layers.SeparableConv2D(4, 3, name="sep")(inputs)
+    >>> split = split_separable_convolutions(keras.Model(inputs, outputs))
+    >>> [layer.name for layer in split.layers[1:]]
+    ['sep_depthwise', 'sep']
+    """
+    prepared = prepare_model(model)
+
+    def replace(operation):
+        if type(operation).__name__ != "SeparableConv2D":
+            return operation
+        depthwise, pointwise = _split_separable(operation)
+        return lambda x, **kwargs: pointwise(depthwise(x))
+
+    return rebuild(prepared, replace)

@@ -263,3 +263,13 @@ def test_a_failed_conversion_leaves_no_file(resnet_sim, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="converter broke"):
         export_tflite(resnet_sim, target)
     assert not target.exists()
+
+
+def test_separable_convolutions_are_refused_with_the_fix(tmp_path):
+    inputs = keras.Input((8, 8, 3), name="x")
+    outputs = keras.layers.SeparableConv2D(4, 3, name="sep")(inputs)
+    sim, _ = _calibrated(
+        keras.Model(inputs, outputs), config_file="tflite_int8"
+    )
+    with pytest.raises(ValueError, match="split_separable_convolutions"):
+        export_tflite(sim, tmp_path / "m.tflite")

@@ -113,3 +113,36 @@ def test_a_layer_without_a_usable_config_is_named():
 def test_not_a_model():
     with pytest.raises(TypeError, match="keras.Model"):
         prepare_model(keras.layers.Dense(2))
+
+
+def test_split_separable_convolutions_computes_the_same():
+    import numpy as np
+
+    from aimet_keras.graph import split_separable_convolutions
+
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.SeparableConv2D(
+        8,
+        3,
+        strides=2,
+        padding="same",
+        depth_multiplier=2,
+        activation="relu",
+        name="sep",
+    )(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    outputs = keras.layers.SeparableConv2D(4, 3, use_bias=False, name="sep2")(x)
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).random((4, 12, 12, 3)).astype("float32")
+    split = split_separable_convolutions(model)
+    names = [layer.name for layer in split.layers[1:]]
+    assert names == ["sep_depthwise", "sep", "bn", "sep2_depthwise", "sep2"]
+    assert type(split.get_layer("sep")).__name__ == "Conv2D"
+    np.testing.assert_allclose(
+        split.predict(images, verbose=0),
+        model.predict(images, verbose=0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    # The caller's model keeps its SeparableConv2D layers.
+    assert type(model.get_layer("sep")).__name__ == "SeparableConv2D"
