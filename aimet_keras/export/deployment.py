@@ -27,6 +27,7 @@ import tensorflow as tf
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import export as sim_export
 from aimet_keras.sim import quantizer as quantizer_lib
+from aimet_keras.sim.spec import _BIAS_NAMES
 
 __all__ = ["DeploymentGraph", "QuantizerRole", "deployment_graph"]
 
@@ -48,6 +49,13 @@ class QuantizerRole:
     layer: str
     kind: str
     key: object
+
+    @property
+    def is_bias(self):
+        """An additive weight (``bias``, LayerNorm's ``beta``): AIMET's
+        configs quantize these as biases, to 32 bits where they are."""
+        name = str(self.key).split("/")[-1]
+        return self.kind == "param" and ("bias" in name or name in _BIAS_NAMES)
 
     def describe(self):
         """``"conv1 output 0"``, ``"conv1 weight 'kernel'"``..."""

@@ -65,13 +65,12 @@ def _check_sim(sim):
             if not quantizer.enabled:
                 continue
             role = roles[id(quantizer)]
-            is_bias = role.kind == "param" and str(role.key).endswith("bias")
             if quantizer.data_type == "float":
                 errors.append(
                     f"{role.describe()} is fp16: ONNX QDQ holds integer grids; "
                     "give it an integer data type in the config."
                 )
-            elif quantizer.bitwidth > 8 and not is_bias:
+            elif quantizer.bitwidth > 8 and not role.is_bias:
                 errors.append(
                     f"{role.describe()} is {quantizer.bitwidth}-bit: the QDQ "
                     "export holds 8-bit grids; lower its bitwidth (export "
@@ -100,9 +99,10 @@ def _layer_of(node_name, scopes):
 def _kernel_encodings(sim):
     """``{layer: [Encoding of each quantized weight but biases]}``."""
     found = {}
+    roles = deployment_lib.quantizer_roles(sim)
     for wrapper in sim.quant_wrappers():
-        for key, quantizer in wrapper.param_quantizers.items():
-            if not quantizer.enabled or key.split("/")[-1] == "bias":
+        for quantizer in wrapper.param_quantizers.values():
+            if not quantizer.enabled or roles[id(quantizer)].is_bias:
                 continue
             encoding = quantizer.encoding
             if encoding is not None and not encoding.is_float:
@@ -146,6 +146,18 @@ def _integer_kernel(values, encoding, axis):
     return ints, delta.astype(np.float32), zero.astype(ints.dtype)
 
 
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx has no Erfc (Keras's exact GELU on TensorFlow uses it)."""
+    from tf2onnx import utils
+
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name)
+    one = ctx.make_const(
+        utils.make_name(f"{node.name}_one"), np.array(1.0, np.float32)
+    )
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+    node.type = "Sub"
+
+
 def _convert(graph, sim, opset):
     import tf2onnx
     from tensorflow.python.framework import convert_to_constants
@@ -169,6 +181,7 @@ def _convert(graph, sim, opset):
             output_names=outputs,
             opset=opset,
             tensors_to_rename=rename,
+            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
         )
     except Exception as error:  # tf2onnx raises its own types
         raise ValueError(
@@ -384,8 +397,14 @@ def export_onnx(sim, path, opset=13, encoding_version="0.6.1"):
         quantizer_args=sim.quantizer_args(),
         axes={name: 0 for name, enc in kernels.items() if enc.is_per_channel},
     )
-    onnx.checker.check_model(model)
-    onnx.checker.check_model(fp32)
+    for checked in (model, fp32):
+        try:
+            onnx.checker.check_model(checked)
+        except onnx.checker.ValidationError as error:
+            raise ValueError(
+                f"tf2onnx left {sim.model.name!r} with ops ONNX does not "
+                f"have: {str(error).splitlines()[0]}"
+            ) from None
     targets = {
         "qdq": path,
         "fp32": path.with_name(f"{stem}.fp32.onnx"),

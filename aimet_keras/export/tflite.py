@@ -81,10 +81,6 @@ class TFLiteExport:
     layer_tensors: dict = dataclasses.field(default_factory=dict)
 
 
-def _is_bias(role):
-    return str(role.key).split("/")[-1] == "bias"
-
-
 _FOLDABLE = (
     "Conv1D",
     "Conv2D",
@@ -165,7 +161,7 @@ def _check_sim(sim, mode):
                 )
                 continue
             encoding = quantizer.encoding
-            if role.kind == "param" and _is_bias(role):
+            if role.is_bias:
                 if encoding.bitwidth < 32:
                     changes.append(
                         f"{what}: TFLite keeps biases as int32 with scale "
@@ -356,20 +352,30 @@ def _widen_16x8_biases(flatbuffer):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def _check_integer(flatbuffer, mode):
+def _check_integer(flatbuffer, mode, graph):
     """Every op but the boundary (de)quantize runs on integers."""
     interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    floats = [
-        name
-        for name, inputs, outputs in tflite_ops(interpreter)
-        if name not in _BOUNDARY_OPS
-        and any(d.startswith("float") for d in inputs + outputs)
-    ]
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    scopes = _scopes(graph)
+    floats, layers = set(), []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in _BOUNDARY_OPS:
+            continue
+        used = [tensors[i] for i in [*op["inputs"], *op["outputs"]] if i >= 0]
+        if any(np.dtype(t["dtype"]).kind == "f" for t in used):
+            floats.add(op["op_name"])
+            owner = _owner(tensors[op["outputs"][0]]["name"], scopes)
+            if owner and owner not in layers:
+                layers.append(owner)
     if floats:
         raise ValueError(
             f"The converted model is not fully integer ({mode}): ops "
-            f"{sorted(set(floats))} run in float. Quantize their inputs and "
-            "outputs in the sim."
+            f"{sorted(floats)} of layers {layers[:6]}"
+            f"{' ...' if len(layers) > 6 else ''} run in float: TFLite needs "
+            "a grid on tensors the sim keeps float there (inside "
+            "LayerNormalization, for one). Quantize those layers' inputs and "
+            "outputs in the sim, or export them with export_onnx, whose QDQ "
+            "format allows float ops."
         )
     return interpreter
 
@@ -508,7 +514,7 @@ def export_tflite(
     flatbuffer = _convert(graph, sim, mode, io_dtype)
     if mode == "16x8":
         flatbuffer = _widen_16x8_biases(flatbuffer)
-    interpreter = _check_integer(flatbuffer, mode)
+    interpreter = _check_integer(flatbuffer, mode, graph)
     changes += _requantizations(interpreter, graph)
     if changes and not allow_changes:
         raise ValueError(

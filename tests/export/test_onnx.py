@@ -202,3 +202,23 @@ def test_16_bit_grids_are_refused(tmp_path):
     with pytest.raises(ValueError, match="opset 13"):
         export_onnx(sim, tmp_path / "m.onnx", opset=11)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gelu_and_layer_norm_export_and_follow_the_sim(tmp_path):
+    """Exact GELU (TF's Erfc, which tf2onnx lacks) and LayerNormalization."""
+    import keras
+
+    inputs = keras.Input((6,), name="x")
+    x = keras.layers.Dense(8, name="fc1")(inputs)
+    x = keras.layers.Activation("gelu", name="gelu")(x)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    outputs = keras.layers.Dense(3, name="fc2")(x)
+    model = keras.Model(inputs, outputs)
+    data = np.random.default_rng(0).normal(size=(256, 6)).astype("float32")
+    sim = QuantizationSimModel(model, config_file="tflite_int8")
+    sim.compute_encodings(data)
+    exported = export_onnx(sim, tmp_path / "m.onnx")
+    got = _run(exported.qdq_path, data)
+    expected = sim.model.predict(data, verbose=0)
+    step = float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta)
+    assert np.mean(np.abs(got - expected) <= step * 1.001) >= 0.98

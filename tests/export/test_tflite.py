@@ -300,3 +300,18 @@ def test_fer_on_real_faces_follows_its_sim(tmp_path):
     assert differ.mean() <= 0.05
     top2 = np.sort(expected, axis=1)[:, -2:]
     assert np.all((top2[:, 1] - top2[:, 0])[differ] < 0.1)
+
+
+def test_float_ops_are_named_by_layer(tmp_path):
+    inputs = keras.Input((6,), name="x")
+    x = keras.layers.Dense(8, name="fc1")(inputs)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    outputs = keras.layers.Dense(3, name="fc2")(x)
+    data = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    sim = QuantizationSimModel(keras.Model(inputs, outputs), "tf")
+    sim.compute_encodings(data)
+    with pytest.raises(
+        ValueError, match=r"not fully integer.*'ln'.*export_onnx"
+    ):
+        export_tflite(sim, tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
