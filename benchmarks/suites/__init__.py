@@ -15,6 +15,11 @@ SUITES = {
         "AIMET itself (aimet-onnx, own venv): W4A8 and W4A4 per-channel "
         "nearest vs AdaRound on the ONNX-exported reference models"
     ),
+    "export": (
+        "integer TFLite (and QDQ ONNX) export of the W8A8 sim: agreement "
+        "with the sim (full test set, fer on faces), TFLite latency and size "
+        "vs FP32 and vs the TFLite converter's own PTQ"
+    ),
     "grid": (
         "quantize_dequantize vs a plain clip-and-round op (XLA and not), and "
         "observer update/compute_encoding cost vs the FP32 forward passes"
