@@ -26,8 +26,10 @@ fp16 tensors, > 8-bit activations in   take none of these
 int8 mode
 32-bit bias                            int32 with scale input x weight
                                        (the converter's own rounding)
-softmax, logistic, tanh outputs        TFLite fixes their output grids:
-                                       requantized (reported)
+softmax, logistic, tanh outputs        TFLite fixes their output grids
+                                       (the tflite configs pin the sim's to
+                                       them); other grids are requantized
+                                       (reported)
 =====================================  =====================================
 """
 

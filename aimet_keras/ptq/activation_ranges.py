@@ -71,6 +71,7 @@ def optimize_activation_ranges(sim, data, candidates=CANDIDATES):
         and quantizer.enabled
         and quantizer.data_type == "int"
         and quantizer.axis is None
+        and quantizer.fixed_range is None  # the config fixes these grids
     }
     encodings = {name: {} for name in table}
     for scheme in candidates:

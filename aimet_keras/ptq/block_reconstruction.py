@@ -268,7 +268,10 @@ class _Block:
 
 
 def _quantizers_to_learn(wrapper):
-    """A wrapper's per-tensor int activation quantizers with a grid."""
+    """A wrapper's per-tensor int activation quantizers with a grid.
+
+    Grids fixed by the config (``encoding_constraints``) stay fixed.
+    """
     return [
         q
         for q in [*wrapper.input_quantizers, *wrapper.output_quantizers]
@@ -276,6 +279,7 @@ def _quantizers_to_learn(wrapper):
         and q.data_type == "int"
         and q.axis is None
         and q.is_initialized
+        and q.fixed_range is None
     ]
 
 

@@ -92,6 +92,10 @@ class TensorQuantizer(keras.layers.Layer):
             does; used by ``quantize_model`` without calibration data).
             Per-tensor quantizers only. Defaults to 0 (off: pass through
             until an encoding is set).
+        fixed_range: ``(min, max)``: calibration sets the grid from this
+            range, not from the data (AIMET's ``encoding_constraints``, for
+            outputs whose grid the target fixes, such as TFLite's softmax
+            at 1/256). Defaults to None.
 
     Input shape:
         Any float tensor; the channel axes must keep their size.
@@ -123,6 +127,7 @@ class TensorQuantizer(keras.layers.Layer):
         enabled=True,
         range_learning=False,
         init_batches=0,
+        fixed_range=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -145,6 +150,11 @@ class TensorQuantizer(keras.layers.Layer):
         self.enabled = bool(enabled)
         self.range_learning = bool(range_learning)
         self.init_batches = int(init_batches)
+        self.fixed_range = (
+            None
+            if fixed_range is None
+            else (float(fixed_range[0]), float(fixed_range[1]))
+        )
         if self.init_batches and self.axis is not None:
             raise ValueError(
                 f"TensorQuantizer {self.name}: init_batches needs a per-tensor "
@@ -306,6 +316,17 @@ class TensorQuantizer(keras.layers.Layer):
         Raises:
             ValueError: if the observer saw no data.
         """
+        if self.fixed_range is not None:
+            self.set_encoding(
+                encoding_lib.compute_encoding(
+                    *self.fixed_range,
+                    self.bitwidth,
+                    self.is_symmetric,
+                    self.strict_symmetric,
+                    self.unsigned_symmetric,
+                )
+            )
+            return
         self.set_encoding(
             self.observer.compute_encoding(
                 self.bitwidth,
@@ -388,5 +409,6 @@ class TensorQuantizer(keras.layers.Layer):
             enabled=self.enabled,
             range_learning=self.range_learning,
             init_batches=self.init_batches,
+            fixed_range=self.fixed_range,
         )
         return config

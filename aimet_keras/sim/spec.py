@@ -62,6 +62,7 @@ class QuantizerSpec:
     unsigned_symmetric: bool = False
     axis: object = None
     data_type: str = "int"
+    fixed_range: tuple = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +200,7 @@ def resolve_layer_specs(
     fused, paired_bns = _fused_outputs(connections, config, kinds)
     float_type = default_data_type == "float"
 
-    def tensor_spec(enabled, symmetric, bitwidth, axis=None):
+    def tensor_spec(enabled, symmetric, bitwidth, axis=None, fixed=None):
         return QuantizerSpec(
             enabled=bool(enabled),
             bitwidth=16 if float_type else bitwidth,
@@ -208,6 +209,7 @@ def resolve_layer_specs(
             unsigned_symmetric=config.unsigned_symmetric,
             axis=axis,
             data_type=default_data_type,
+            fixed_range=fixed,
         )
 
     def is_float(tensor):
@@ -252,7 +254,12 @@ def resolve_layer_specs(
             for source, tensor in zip(connections.producers[name], site.inputs)
         )
         outputs = tuple(
-            tensor_spec(output_on and is_float(t), symmetric, default_output_bw)
+            tensor_spec(
+                output_on and is_float(t),
+                symmetric,
+                default_output_bw,
+                fixed=op.encoding_constraints,
+            )
             for t in site.outputs
         )
         per_channel = (

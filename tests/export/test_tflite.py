@@ -121,16 +121,38 @@ def test_int8_io_takes_integers_on_the_sims_input_grid(
     assert agreement >= 0.99
 
 
-def test_softmax_requantization_is_reported(resnet_int8, resnet_sim, tmp_path):
+def test_tflite_int8_config_keeps_tflites_fixed_grids(
+    resnet_int8, resnet_sim, tmp_path
+):
+    """Softmax's output grid is TFLite's 1/256: no requantize, no change."""
+    assert resnet_int8.changes == ()
+    exported = export_tflite(
+        resnet_sim, tmp_path / "strict.tflite", allow_changes=False
+    )
+    ops = [
+        name
+        for name, _, _ in tflite_lib.tflite_ops(_interpreter(exported.path))
+    ]
+    assert ops.count("QUANTIZE") == 1  # the model input only
+
+
+def test_changes_are_reported_and_refused_on_request(tmp_path):
+    inputs = keras.Input((6,), name="x")
+    x = keras.layers.Dense(5, name="fc")(inputs)
+    outputs = keras.layers.Softmax(name="probabilities")(x)
+    data = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    # The htp config leaves softmax's output grid to calibration.
+    sim = QuantizationSimModel(keras.Model(inputs, outputs), config_file="htp")
+    sim.compute_encodings(data)
+    exported = export_tflite(sim, tmp_path / "m.tflite")
     assert any(
         c.startswith("probabilities:") and "requantize" in c
-        for c in resnet_int8.changes
+        for c in exported.changes
     )
-    target = tmp_path / "strict.tflite"
+    target = tmp_path / "strict" / "m.tflite"
     with pytest.raises(ValueError, match="allow_changes=False"):
-        export_tflite(resnet_sim, target, allow_changes=False)
+        export_tflite(sim, target, allow_changes=False)
     assert not target.exists()
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_layer_tensors_name_the_unfused_layers(resnet_int8):

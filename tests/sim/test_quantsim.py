@@ -188,3 +188,26 @@ def test_weight_grids_follow_the_weights_across_calibrations():
     wrapper.layer.kernel.assign(wrapper.layer.kernel.numpy() * 3.0)
     sim.compute_encodings(data)
     np.testing.assert_allclose(quantizer.encoding.max, first * 3.0, rtol=1e-2)
+
+
+def test_encoding_constraints_fix_an_output_grid(tmp_path):
+    """tflite_int8 pins softmax's output to TFLite's grid, whatever the data."""
+    inputs = keras.Input((6,), name="x")
+    logits = keras.layers.Dense(5, name="fc")(inputs)
+    outputs = keras.layers.Softmax(name="probabilities")(logits)
+    model = keras.Model(inputs, outputs)
+    # Near-uniform outputs: calibration alone would pick a range near 0.2.
+    data = 0.01 * np.random.default_rng(0).normal(size=(64, 6))
+    sim = QuantizationSimModel(model, config_file="tflite_int8")
+    sim.compute_encodings(data.astype("float32"))
+    quantizer = sim.quant_wrappers()[-1].output_quantizers[0]
+    assert quantizer.fixed_range == (0.0, 0.99609375)
+    assert float(quantizer.encoding.delta) == 1 / 256
+    assert int(quantizer.encoding.offset) == 0
+    assert sim.quant_wrappers()[0].output_quantizers[0].fixed_range is None
+    path = tmp_path / "sim.keras"
+    sim.model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("probabilities").output_quantizers[
+        0
+    ].fixed_range == (0.0, 0.99609375)
