@@ -25,6 +25,7 @@ AIMET's flat AdaRound file (``{param_name: [entry, ...]}``) reads as 0.6.1
 param encodings.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -201,7 +202,12 @@ def _from_2_0_0(entry, where):
     symmetric = signed and bool(np.all(zero_point == 0))
     if len(offset) == 1 and len(scale) > 1:
         offset = offset * len(scale)
-    return _from_scale_offset(scale, offset, bitwidth, symmetric, where)
+    encoding = _from_scale_offset(scale, offset, bitwidth, symmetric, where)
+    if symmetric:
+        # 2.0.0 cannot tell a strict symmetric grid from a full one (the
+        # same type, scale and zero point): None leaves it to the reader.
+        encoding = dataclasses.replace(encoding, strict_symmetric=None)
+    return encoding
 
 
 # ----------------------------------------------------------------- files

@@ -16,9 +16,9 @@ Shipped configs, by name: ``"default"`` (AIMET's default), ``"tflite_int8"``
 (TFLite's int8 spec: symmetric per-channel int8 conv weights with the
 -127..127 range, per-tensor Dense weights, asymmetric int8 activations,
 int32 biases, softmax/sigmoid/tanh outputs on TFLite's fixed grids through
-``encoding_constraints``), ``"tflite_16x8"`` (the same with symmetric activations, for
-TFLite's 16x8 mode with ``default_output_bw=16``) and ``"htp"`` (like
-AIMET's HTP V73 config).
+``encoding_constraints``), ``"tflite_16x8"`` (the same with symmetric
+activations, for TFLite's 16x8 mode with ``default_output_bw=16``) and
+``"htp"`` (like AIMET's HTP V73 config).
 """
 
 import dataclasses

@@ -412,7 +412,8 @@ def _set_from_file(quantizer, encoding):
     quantizer.data_type = "int"
     quantizer.bitwidth = encoding.bitwidth
     quantizer.is_symmetric = encoding.is_symmetric
-    quantizer.strict_symmetric = bool(encoding.strict_symmetric)
+    if encoding.strict_symmetric is not None:  # None: the file cannot say
+        quantizer.strict_symmetric = bool(encoding.strict_symmetric)
     quantizer.unsigned_symmetric = bool(encoding.unsigned_symmetric)
     if quantizer.axis is None and encoding.is_per_channel:
         raise ValueError(
