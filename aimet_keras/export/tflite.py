@@ -250,11 +250,12 @@ def tflite_ops(interpreter):
 
     Example:
 
-    >>> import tensorflow as tf
-    >>> interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    ... # doctest: +SKIP
-    >>> tflite_ops(interpreter)[0]  # doctest: +SKIP
-    ('QUANTIZE', ('float32',), ('int8',))
+    >>> relu = tf.function(tf.nn.relu, input_signature=[tf.TensorSpec([4])])
+    >>> converter = tf.lite.TFLiteConverter.from_concrete_functions(
+    ...     [relu.get_concrete_function()])
+    >>> interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    >>> tflite_ops(interpreter)
+    [('RELU', ('float32',), ('float32',))]
     """
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
 
