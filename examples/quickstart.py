@@ -48,9 +48,9 @@ def weight_bytes(sim):
 
 def tflite_accuracy(path, images, labels):
     """Top-1 of a TFLite model (2 threads) on float images."""
-    import tensorflow as tf
+    from aimet_keras.export.tflite import load_interpreter
 
-    interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=2)
+    interpreter = load_interpreter(model_path=str(path), num_threads=2)
     (inp,), (out,) = (
         interpreter.get_input_details(),
         interpreter.get_output_details(),

@@ -138,9 +138,9 @@ def tflite_layer_outputs(exported, inputs, num_threads=2):
         ``{layer name: array}`` for the layers TFLite keeps a tensor of
         (a layer fused into the next op has none).
     """
-    import tensorflow as tf
+    from aimet_keras.export import tflite as tflite_lib
 
-    interpreter = tf.lite.Interpreter(
+    interpreter = tflite_lib.load_interpreter(
         model_path=str(exported.path),
         num_threads=num_threads,
         experimental_preserve_all_tensors=True,

@@ -46,7 +46,7 @@ from aimet_keras.export import deployment as deployment_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import export as sim_export
 
-__all__ = ["TFLiteExport", "export_tflite", "tflite_ops"]
+__all__ = ["TFLiteExport", "export_tflite", "load_interpreter", "tflite_ops"]
 
 _LOG = logging.getLogger("aimet_keras")
 
@@ -245,6 +245,31 @@ def _weight_changes(what, quantizer, variable, encoding):
     ]
 
 
+def load_interpreter(**options):
+    """``tf.lite.Interpreter(**options)``, without its deprecation warning.
+
+    TensorFlow 2.21 still ships the interpreter and warns on every
+    construction that it moves to ``ai_edge_litert``; the warning says
+    nothing a user of these exports can act on.
+
+    Example:
+
+    >>> relu = tf.function(tf.nn.relu, input_signature=[tf.TensorSpec([4])])
+    >>> converter = tf.lite.TFLiteConverter.from_concrete_functions(
+    ...     [relu.get_concrete_function()])
+    >>> runner = load_interpreter(model_content=converter.convert())
+    >>> runner.get_input_details()[0]["shape"].tolist()
+    [4]
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*tf.lite.Interpreter is deprecated"
+        )
+        return tf.lite.Interpreter(**options)
+
+
 def tflite_ops(interpreter):
     """``[(op name, input dtypes, output dtypes)]`` of a TFLite model.
 
@@ -253,8 +278,7 @@ def tflite_ops(interpreter):
     >>> relu = tf.function(tf.nn.relu, input_signature=[tf.TensorSpec([4])])
     >>> converter = tf.lite.TFLiteConverter.from_concrete_functions(
     ...     [relu.get_concrete_function()])
-    >>> interpreter = tf.lite.Interpreter(model_content=converter.convert())
-    >>> tflite_ops(interpreter)
+    >>> tflite_ops(load_interpreter(model_content=converter.convert()))
     [('RELU', ('float32',), ('float32',))]
     """
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
@@ -357,7 +381,7 @@ def _widen_16x8_biases(flatbuffer):
 
 def _check_integer(flatbuffer, mode, graph):
     """Every op but the boundary (de)quantize runs on integers."""
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    interpreter = load_interpreter(model_content=flatbuffer)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     scopes = _scopes(graph)
     floats, layers = set(), []

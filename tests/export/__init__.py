@@ -5,9 +5,9 @@ import numpy as np
 
 def run_tflite(path, images, num_threads=2):
     """Float outputs of a TFLite model (integer I/O quantized here)."""
-    import tensorflow as tf
+    from aimet_keras.export.tflite import load_interpreter
 
-    interpreter = tf.lite.Interpreter(
+    interpreter = load_interpreter(
         model_path=str(path), num_threads=num_threads
     )
     (inp,), (out,) = (

@@ -22,7 +22,7 @@ def resnet_int8(resnet_sim, tmp_path_factory):
 
 
 def _interpreter(path):
-    return tf.lite.Interpreter(model_path=str(path))
+    return tflite_lib.load_interpreter(model_path=str(path))
 
 
 def test_every_op_but_the_boundaries_is_integer(resnet_int8):
