@@ -23,6 +23,11 @@ output) and, when it exists, :func:`aimet_keras.export.onnx.export_onnx`
 4. Where a batch-1 invoke's time goes: the fixed per-invoke cost of a
    one-op model, the op count and XNNPACK's partitions of each model, and
    the same invokes with XNNPACK off.
+5. 16x8 mode (int16 activations, int8 weights): a second sim of each
+   model with the ``tflite_16x8`` config and 16-bit outputs, calibrated on
+   the same images and exported with ``mode="16x8"``: its agreement with
+   that sim, against the int8 sim's accuracy, its size, its XNNPACK
+   partitions and its batch-32 latency against FP32.
 
 Timings are medians of single ``Interpreter.invoke`` calls on a fixed
 input set once, taken in interleaved blocks (:func:`time_blocks`): each
@@ -49,6 +54,7 @@ from benchmarks import harness
 __all__ = [
     "accuracy_verdict",
     "agreement",
+    "bias_types",
     "latency_verdict",
     "run",
     "disagreements",
@@ -69,8 +75,20 @@ EVAL_BATCH = 250
 # models with XNNPACK off. Each block starts with WARMUP untimed invokes.
 REPEATS = {1: (10, 30), 32: (10, 6), "chain": (10, 300), "off": (5, 4)}
 QUICK_REPEATS = {1: (5, 6), 32: (5, 2), "chain": (5, 60), "off": (5, 1)}
+# "16x8": the 16x8 table's batch-32 models (FP32, 16x8 on 2 threads, on
+# 1 thread and with XNNPACK off); a 16x8 invoke takes 0.1-0.4 s.
+REPEATS["16x8"], QUICK_REPEATS["16x8"] = (5, 4), (5, 1)
 CHAIN_OPS = 16
 WARMUP = 3
+
+# export_tflite's modes: the sim's config and default_output_bw, and the
+# keys of the sim's and the export's columns in _evaluate's top-1 arrays.
+MODES = {
+    "int8": ("tflite_int8", 8, "sim", "tflite"),
+    "16x8": ("tflite_16x8", 16, "sim 16x8", "tflite 16x8"),
+}
+# The ops whose third input is a bias.
+BIASED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 AGREEMENT_TARGET = 0.995
 ACCURACY_TOLERANCE = 0.1  # points
@@ -212,6 +230,37 @@ def undelegated_ops(ops, output_indices):
     return len(delegates), left
 
 
+def bias_types(ops, dtypes):
+    """How many biases of each type a TFLite model's conv and dense ops have.
+
+    Args:
+        ops: ``interpreter._get_ops_details()`` (dicts with ``op_name`` and
+            ``inputs``); a bias is the third input of a CONV_2D,
+            DEPTHWISE_CONV_2D or FULLY_CONNECTED (index -1: none).
+        dtypes: a dict from tensor index to its type's name.
+
+    Returns:
+        A dict from type name to count, in name order.
+
+    Example:
+
+    >>> ops = [
+    ...     {"op_name": "CONV_2D", "inputs": [0, 1, 2]},
+    ...     {"op_name": "FULLY_CONNECTED", "inputs": [2, 3, -1]},
+    ...     {"op_name": "ADD", "inputs": [4, 5]},
+    ... ]
+    >>> bias_types(ops, {2: "int64", 5: "int16"})
+    {'int64': 1}
+    """
+    counts = {}
+    for op in ops:
+        inputs = op["inputs"]
+        if op["op_name"] in BIASED_OPS and len(inputs) > 2 and inputs[2] >= 0:
+            dtype = dtypes[inputs[2]]
+            counts[dtype] = counts.get(dtype, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def top2_ties(scores):
     """Rows whose two highest scores are equal (argmax then picks the first).
 
@@ -293,6 +342,33 @@ def _spread_ms(samples):
     """Quartiles of times in seconds, as milliseconds, and their count."""
     q1, median, q3 = np.percentile(np.asarray(samples) * 1000.0, [25, 50, 75])
     return {"p25": q1, "median": median, "p75": q3, "n": len(samples)}
+
+
+def _median_ms(fns, setting, record=None):
+    """Median ms per call of callables timed by :func:`time_blocks`.
+
+    Args:
+        fns: a dict from name to a callable taking no arguments.
+        setting: ``(rounds, block)``.
+        record: a dict that gets each name's quartiles (:func:`_spread_ms`),
+            or None.
+    """
+    samples = time_blocks(fns, *setting)
+    if record is not None:
+        record.update({k: _spread_ms(v) for k, v in samples.items()})
+    return {k: 1000.0 * statistics.median(v) for k, v in samples.items()}
+
+
+def _range_text(values, spec="{:.2f}"):
+    """``"0.98-1.03"``: the smallest and largest of numbers, as text.
+
+    Example:
+
+    >>> _range_text([1.03, 0.98, 1.0]), _range_text([1.0])
+    ('0.98-1.03', '1.00')
+    """
+    low, high = (spec.format(v) for v in (min(values), max(values)))
+    return low if low == high else f"{low}-{high}"
 
 
 def _points(a, b):
@@ -382,6 +458,17 @@ def _tflite_structure(path):
     return count, partitions, left
 
 
+def _tflite_bias_types(path):
+    """:func:`bias_types` of a .tflite file, as text: "13 int64"."""
+    interpreter = _resized(path, _input_shape(path))
+    dtypes = {
+        d["index"]: np.dtype(d["dtype"]).name
+        for d in interpreter.get_tensor_details()
+    }
+    counts = bias_types(interpreter._get_ops_details(), dtypes)
+    return ", ".join(f"{n} {dtype}" for dtype, n in counts.items()) or "none"
+
+
 def _input_shape(path):
     details = _interpreter(path).get_input_details()[0]
     return tuple(int(d) for d in details["shape"])
@@ -441,12 +528,15 @@ def _keras_top1(model, images):
     return _top1(model.predict(images, batch_size=500, verbose=0))
 
 
-def _calibrate_sim(model, calibration):
+def _calibrate_sim(model, calibration, mode="int8"):
     from aimet_keras import ptq
     from aimet_keras.sim import QuantizationSimModel
 
+    config, bits, _, _ = MODES[mode]
     folded, _ = ptq.fold_all_batch_norms(model)
-    sim = QuantizationSimModel(folded, config_file="tflite_int8")
+    sim = QuantizationSimModel(
+        folded, config_file=config, default_output_bw=bits
+    )
     sim.compute_encodings(
         lambda m, data: m.predict(data, batch_size=100, verbose=0),
         calibration,
@@ -464,8 +554,8 @@ def _separable_convs(model):
     ]
 
 
-def _export_ours(model, calibration, folder, stem):
-    """The calibrated sim of ``model`` and our int8 export of it.
+def _export_ours(model, calibration, folder, stem, mode="int8"):
+    """The calibrated sim of ``model`` and our export of it in ``mode``.
 
     A model with SeparableConv2D layers is first split with
     ``aimet_keras.graph.split_separable_convolutions``, as export_tflite's
@@ -480,9 +570,9 @@ def _export_ours(model, calibration, folder, stem):
 
     if _separable_convs(model):
         model = split_separable_convolutions(model)
-    sim = _calibrate_sim(model, calibration)
-    path = pathlib.Path(folder) / f"{stem}_int8.tflite"
-    return sim, export_tflite(sim, path, io_dtype="float32")
+    sim = _calibrate_sim(model, calibration, mode)
+    path = pathlib.Path(folder) / f"{stem}_{mode}.tflite"
+    return sim, export_tflite(sim, path, io_dtype="float32", mode=mode)
 
 
 def _fp32_tflite(model, folder, name):
@@ -525,15 +615,24 @@ def _evaluate(name, model, folds, labels, folder, onnx_export):
 
     Returns:
         A dict of top-1 arrays over all scored inputs (``fp32``, ``sim``,
-        ``tflite``, ``converter``, ``onnx``), the file paths and sizes of
-        the first fold, and notes.
+        ``tflite``, ``converter``, ``onnx``, and the 16x8 sim's and
+        export's ``sim 16x8`` and ``tflite 16x8``), the file paths and
+        sizes of the first fold, and notes.
     """
     total = sum(len(positions) for _, _, positions in folds)
+    scored = [
+        key for _, _, sim, export in MODES.values() for key in (sim, export)
+    ]
     top1 = {
         key: np.full(total, -1)
-        for key in ("fp32", "sim", "tflite", "converter", "onnx")
+        for key in ["fp32", "converter", "onnx"] + scored
     }
-    ties = {key: np.zeros(total, bool) for key in ("sim", "tflite", "onnx")}
+    ties = {key: np.zeros(total, bool) for key in ["onnx"] + scored}
+
+    def record(key, positions, scores):
+        top1[key][positions] = _top1(scores)
+        ties[key][positions] = top2_ties(scores)
+
     files, notes, onnx_error = {}, [], None
     separable = _separable_convs(model)
     if separable:
@@ -549,15 +648,24 @@ def _evaluate(name, model, folds, labels, folder, onnx_export):
         )
     for k, (calibrate, images, positions) in enumerate(folds):
         fold = f"{name}_fold{k}" if len(folds) > 1 else name
-        sim, ours = _export_ours(model, calibrate, folder, fold)
+        sims, exports = {}, {}
+        for mode, (_, _, sim_key, export_key) in MODES.items():
+            sims[mode], exports[mode] = _export_ours(
+                model, calibrate, folder, fold, mode
+            )
+            record(
+                sim_key,
+                positions,
+                sims[mode].model.predict(images, batch_size=500, verbose=0),
+            )
+            record(
+                export_key,
+                positions,
+                _tflite_scores(exports[mode].path, images),
+            )
+        sim, ours = sims["int8"], exports["int8"]
         converter = _converter_ptq(model, calibrate, folder, fold)
         top1["fp32"][positions] = _keras_top1(model, images)
-        scores = sim.model.predict(images, batch_size=500, verbose=0)
-        top1["sim"][positions] = _top1(scores)
-        ties["sim"][positions] = top2_ties(scores)
-        scores = _tflite_scores(ours.path, images)
-        top1["tflite"][positions] = _top1(scores)
-        ties["tflite"][positions] = top2_ties(scores)
         top1["converter"][positions] = _top1(_tflite_scores(converter, images))
         if onnx_export is not None and onnx_error is None:
             try:
@@ -567,15 +675,15 @@ def _evaluate(name, model, folds, labels, folder, onnx_export):
             except ValueError as error:  # a refusal, with its reason
                 onnx_error = str(error).splitlines()[0]
             else:
-                scores = _onnx_scores(result.qdq_path, images)
-                top1["onnx"][positions] = _top1(scores)
-                ties["onnx"][positions] = top2_ties(scores)
+                record("onnx", positions, _onnx_scores(result.qdq_path, images))
         if k == 0:
             files = {
                 "fp32": _fp32_tflite(model, folder, name),
                 "ours": ours.path,
                 "converter": converter,
                 "changes": list(ours.changes),
+                "16x8": exports["16x8"].path,
+                "changes 16x8": list(exports["16x8"].changes),
             }
     if onnx_export is None or onnx_error is not None:
         top1["onnx"] = None
@@ -602,6 +710,31 @@ def _metrics(result):
 
 
 # ---------------------------------------------------------------- tables
+
+
+def _versus_sim(result, key, sim_key="sim"):
+    """An export's columns against its sim: accuracy, |export - sim|
+    points, top-1 agreement, "differ (at ties)" and the verdict."""
+    m, top1, ties = _metrics(result), result["top1"], result["ties"]
+    difference = _points(m[key], m[sim_key])
+    same = agreement(top1[key], top1[sim_key])
+    differ, tied = disagreements(
+        top1[key], top1[sim_key], ties[key], ties[sim_key]
+    )
+    return [
+        m[key],
+        difference,
+        same,
+        f"{differ} ({tied})",
+        accuracy_verdict(same, difference),
+    ]
+
+
+def _changes_note(name, changes):
+    return (
+        f"{name}: export_tflite reported {len(changes)} change(s) from the sim"
+        + (": " + " ".join(changes) if changes else ".")
+    )
 
 
 def _accuracy_table(results, onnx_skip, num_images):
@@ -635,7 +768,7 @@ def _accuracy_table(results, onnx_skip, num_images):
         },
     )
     for name, result in results.items():
-        m, top1, ties = _metrics(result), result["top1"], result["ties"]
+        m = _metrics(result)
         is_fer = result["labels"] is None
         row = [
             name,
@@ -644,21 +777,10 @@ def _accuracy_table(results, onnx_skip, num_images):
             m["sim"],
         ]
         for key in ("tflite", "onnx"):
-            if top1[key] is None:
+            if result["top1"][key] is None:
                 row += [None, None, None, None, None]
-                continue
-            difference = _points(m[key], m["sim"])
-            same = agreement(top1[key], top1["sim"])
-            differ, tied = disagreements(
-                top1[key], top1["sim"], ties[key], ties["sim"]
-            )
-            row += [
-                m[key],
-                difference,
-                same,
-                f"{differ} ({tied})",
-                accuracy_verdict(same, difference),
-            ]
+            else:
+                row += _versus_sim(result, key)
         table.add_row(*row)
     table.notes += [
         f"Fashion-MNIST nets: {num_images:,} test images; sim and exports "
@@ -691,11 +813,7 @@ def _accuracy_table(results, onnx_skip, num_images):
     for result in results.values():
         table.notes += result["notes"]
     for name, result in results.items():
-        changes = result["files"]["changes"]
-        table.notes.append(
-            f"{name}: export_tflite reported {len(changes)} change(s) from "
-            "the sim" + (": " + " ".join(changes) if changes else ".")
-        )
+        table.notes.append(_changes_note(name, result["files"]["changes"]))
     return table
 
 
@@ -715,12 +833,27 @@ def _time_models(results, repeats, extra):
                     fns[f"{kind} 1 thread"] = _invoker(
                         files[kind], sample, batch, threads=1
                     )
-            samples = time_blocks(fns, *repeats[batch])
-            extra["latency_ms"][f"{name} batch {batch}"] = {
-                kind: _spread_ms(values) for kind, values in samples.items()
-            }
-            for kind, values in samples.items():
-                times[name, batch, kind] = 1000.0 * statistics.median(values)
+            record = extra["latency_ms"][f"{name} batch {batch}"] = {}
+            for kind, ms in _median_ms(fns, repeats[batch], record).items():
+                times[name, batch, kind] = ms
+    return times
+
+
+def _time_16x8(results, repeats, extra):
+    """Batch-32 invoke times: FP32 and 16x8 (2 threads, 1, XNNPACK off)."""
+    big = BATCHES[-1]
+    times = {}
+    extra["latency_16x8_ms"] = {}
+    for name, result in results.items():
+        files, sample = result["files"], result["sample"]
+        fns = {
+            "fp32": _invoker(files["fp32"], sample, big),
+            "16x8": _invoker(files["16x8"], sample, big),
+            "16x8 1 thread": _invoker(files["16x8"], sample, big, threads=1),
+            "16x8 XNNPACK off": _invoker(files["16x8"], sample, big, False),
+        }
+        record = extra["latency_16x8_ms"][f"{name} batch {big}"] = {}
+        times[name] = _median_ms(fns, repeats["16x8"], record)
     return times
 
 
@@ -946,10 +1079,9 @@ def _fixed_costs(folder, repeats, extra):
     """``(per-invoke ms, per-op ms)`` from one-op and many-op chains."""
     sample = np.zeros((1, 28, 28, 1), np.float32)
     paths = {n: _op_chain(folder, n) for n in (1, CHAIN_OPS)}
-    samples = time_blocks(
-        {n: _invoker(path, sample, 1) for n, path in paths.items()}, *repeats
+    ms = _median_ms(
+        {n: _invoker(path, sample, 1) for n, path in paths.items()}, repeats
     )
-    ms = {n: 1000.0 * statistics.median(v) for n, v in samples.items()}
     extra["op_chain_ms"] = {str(n): v for n, v in ms.items()}
     per_op = max(0.0, (ms[CHAIN_OPS] - ms[1]) / (CHAIN_OPS - 1))
     ops = {n: _tflite_structure(path)[0] for n, path in paths.items()}
@@ -1003,14 +1135,13 @@ def _overhead_table(results, times, folder, repeats, extra):
     for name, result in results.items():
         files, sample = result["files"], result["sample"]
         for kind, label in (("fp32", "FP32"), ("ours", "int8 (ours)")):
-            off = time_blocks(
+            off_ms = _median_ms(
                 {
                     batch: _invoker(files[kind], sample, batch, False)
                     for batch in BATCHES
                 },
-                *repeats["off"],
+                repeats["off"],
             )
-            off_ms = {b: 1000.0 * statistics.median(v) for b, v in off.items()}
             off_times[f"{name} {kind}"] = off_ms
             ops, partitions, left = _tflite_structure(files[kind])
             batch1 = times[name, 1, kind]
@@ -1063,6 +1194,118 @@ def _overhead_table(results, times, folder, repeats, extra):
         f"kernels only), {_describe(repeats['off'])}: the slowdown of int8 "
         "shows that XNNPACK runs its int8 ops.",
     ]
+    return table
+
+
+def _sixteen_by_eight_table(results, times, repeats):
+    big = BATCHES[-1]
+    table = harness.Table(
+        "16x8 mode: int16 activations, int8 weights",
+        [
+            "model",
+            "metric",
+            "sim A16/W8",
+            "TFLite 16x8",
+            "|TFLite - sim| (points)",
+            "TFLite = sim top-1",
+            "TFLite != sim (at ties)",
+            "verdict",
+            "sim W8A8 (int8)",
+            "16x8 bytes",
+            "int8 bytes",
+            "biases",
+            "XNNPACK partitions",
+            "ops left to TFLite kernels",
+            f"FP32 ms, batch {big}",
+            f"16x8 ms, batch {big}",
+            "16x8 / FP32",
+            "16x8 ms, 1 thread",
+            "16x8 ms, XNNPACK off",
+        ],
+        formats={
+            "sim A16/W8": "{:.2%}",
+            "TFLite 16x8": "{:.2%}",
+            "|TFLite - sim| (points)": "{:.2f}",
+            "TFLite = sim top-1": "{:.2%}",
+            "sim W8A8 (int8)": "{:.2%}",
+            f"FP32 ms, batch {big}": "{:.3f}",
+            f"16x8 ms, batch {big}": "{:.1f}",
+            "16x8 / FP32": "{:.1f}",
+            "16x8 ms, 1 thread": "{:.1f}",
+            "16x8 ms, XNNPACK off": "{:.1f}",
+        },
+    )
+    partitions_seen = set()
+    for name, result in results.items():
+        m, files, ms = _metrics(result), result["files"], times[name]
+        ops, partitions, left = _tflite_structure(files["16x8"])
+        partitions_seen.add(partitions)
+        table.add_row(
+            name,
+            "agreement with FP32" if result["labels"] is None else "accuracy",
+            m["sim 16x8"],
+            *_versus_sim(result, "tflite 16x8", "sim 16x8"),
+            m["sim"],
+            files["16x8"].stat().st_size,
+            files["ours"].stat().st_size,
+            _tflite_bias_types(files["16x8"]),
+            partitions,
+            f"{len(left)} of {ops}",
+            ms["fp32"],
+            ms["16x8"],
+            _ratio(ms["16x8"], ms["fp32"]),
+            ms["16x8 1 thread"],
+            ms["16x8 XNNPACK off"],
+        )
+    table.notes += [
+        "16x8: TFLite's mode with int16 activations and int8 weights. "
+        "Activations are int16 and symmetric: zero point 0, levels "
+        "-32767..32767 in the sim (config 'tflite_16x8', strict symmetric); "
+        "weights int8 as in int8 mode (symmetric, per output channel for "
+        "convolutions, per tensor for Dense); biases int64 with scale input "
+        "x weight (the sum of int16 x int8 products outgrows int32; "
+        "export_tflite widens the converter's int32 biases). The 'biases' "
+        "column counts the bias tensors' types in each file.",
+        "sim A16/W8: QuantizationSimModel(folded, config_file='tflite_16x8', "
+        "default_output_bw=16), calibrated on the same images as the int8 "
+        "sim (fer: the same two folds); TFLite 16x8: "
+        "export_tflite(sim, path, mode='16x8'), float input and output "
+        f"(QUANTIZE to int16 in, DEQUANTIZE out), batches of {EVAL_BATCH}. "
+        "Verdict and '(at ties)' as in the accuracy table; the 16-bit "
+        "softmax output's steps are about 1/32768, so ties are rare. 'sim W8A8 "
+        "(int8)': the int8 sim's accuracy from the accuracy table. Sizes: "
+        "the first fold's files.",
+        f"Latency: batch {big}, {_describe(repeats['16x8'])}, FP32 and "
+        f"16x8 on {THREADS} threads, 16x8 on 1 thread and 16x8 with "
+        "XNNPACK off in each round, the same fixed input as in the latency "
+        "table.",
+    ]
+    if partitions_seen == {0}:
+        off, one = (
+            _range_text(
+                [_ratio(times[n][kind], times[n]["16x8"]) for n in results]
+            )
+            for kind in ("16x8 XNNPACK off", "16x8 1 thread")
+        )
+        table.notes.append(
+            "XNNPACK has no int16 kernels: it takes no partition of any 16x8 "
+            "model (XNNPACK partitions 0, counted as in the previous table), "
+            "so every op runs on TFLite's builtin kernels; XNNPACK off / on "
+            f"= {off}. Per TFLite's kernel source (not measured here: "
+            "kernels/conv.cc, depthwise_conv.cc), those are its reference "
+            "kernels rather than its optimized ones: CONV_2D takes its "
+            "optimized 16x8 path only with int32 biases and falls back to "
+            "the reference kernel with int64 ones, and DEPTHWISE_CONV_2D has "
+            "only a reference 16x8 kernel. Reference kernels run on one "
+            f"thread: 1 thread / {THREADS} threads = {one}."
+        )
+    else:
+        table.notes.append(
+            "XNNPACK partitions: the delegate's subgraphs (as in the previous "
+            "table); ops left to TFLite kernels run between them."
+        )
+    for name, result in results.items():
+        table.notes.append(_changes_note(name, result["files"]["changes 16x8"]))
     return table
 
 
@@ -1126,6 +1369,7 @@ def run(quick=False):
         )
         before = _load_average()
         times = _time_models(results, repeats, extra)
+        times_16x8 = _time_16x8(results, repeats, extra)
         after = _load_average()
         tables = [
             _accuracy_table(results, onnx_skip, len(images)),
@@ -1133,10 +1377,16 @@ def run(quick=False):
             _size_table(results),
             _converter_table(results, times),
             _overhead_table(results, times, folder, repeats, extra),
+            _sixteen_by_eight_table(results, times_16x8, repeats),
         ]
-        extra["tflite_changes"] = {
-            name: result["files"]["changes"] for name, result in results.items()
-        }
+        for key, changes in (
+            ("tflite_changes", "changes"),
+            ("tflite_16x8_changes", "changes 16x8"),
+        ):
+            extra[key] = {
+                name: result["files"][changes]
+                for name, result in results.items()
+            }
         extra["load_average"] = {"before timing": before, "after": after}
     settings = {
         "models": list(results),

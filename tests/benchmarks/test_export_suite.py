@@ -135,3 +135,19 @@ def test_time_blocks_warms_up_each_block_and_times_each_call():
 def test_time_blocks_refuses_too_few_runs(rounds, block, warmup):
     with pytest.raises(ValueError):
         export.time_blocks({"a": lambda: None}, rounds, block, warmup)
+
+
+def test_bias_types_counts_the_third_input_of_conv_and_dense_ops():
+    ops = [
+        {"op_name": "QUANTIZE", "inputs": [0]},
+        {"op_name": "CONV_2D", "inputs": [1, 2, 3]},
+        {"op_name": "DEPTHWISE_CONV_2D", "inputs": [4, 5, 6]},
+        {"op_name": "FULLY_CONNECTED", "inputs": [7, 8, -1]},  # no bias
+        {"op_name": "FULLY_CONNECTED", "inputs": [7, 8, 9]},
+        {"op_name": "ADD", "inputs": [10, 11, 12]},  # not a bias
+        {"op_name": "MEAN", "inputs": [13, 14]},
+    ]
+    dtypes = {3: "int64", 6: "int64", 9: "int32", 12: "int16"}
+    assert export.bias_types(ops, dtypes) == {"int32": 1, "int64": 2}
+    assert list(export.bias_types(ops, dtypes)) == ["int32", "int64"]
+    assert export.bias_types(ops[:1], dtypes) == {}
