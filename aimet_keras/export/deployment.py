@@ -297,11 +297,16 @@ def deployment_graph(
             bits = max(activation_bits, own.bitwidth)
             narrow = own.is_symmetric and own.strict_symmetric
             signed = own.is_symmetric and not own.unsigned_symmetric
-            if zero_centred_activations and not (
-                signed and bits == own.bitwidth
-            ):
+            if zero_centred_activations:
+                # Zero point 0 over the type's full range, as TFLite's int16
+                # activations. A strict symmetric grid of that width is the
+                # same but for the lowest level, never reached in practice:
+                # no clip for it.
+                full_width = signed and bits == own.bitwidth
                 encoding, narrow = zero_centred(own, bits), False
-            if bits > own.bitwidth or encoding is not own:
+                if not full_width:
+                    clip = (float(own.min), float(own.max))
+            elif bits > own.bitwidth:
                 clip = (float(own.min), float(own.max))
 
         def emit(x):

@@ -337,3 +337,22 @@ def test_float_ops_are_named_by_layer(tmp_path):
     ):
         export_tflite(sim, tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_16x8_config_keeps_tflites_fixed_softmax_grid(tmp_path):
+    inputs = keras.Input((6,), name="x")
+    x = keras.layers.Dense(5, name="fc")(inputs)
+    outputs = keras.layers.Softmax(name="probabilities")(x)
+    data = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    sim = QuantizationSimModel(
+        keras.Model(inputs, outputs),
+        config_file="tflite_16x8",
+        default_output_bw=16,
+    )
+    sim.compute_encodings(data)
+    encoding = sim.quant_wrappers()[-1].output_quantizers[0].encoding
+    assert float(encoding.delta) == 1 / 32768
+    exported = export_tflite(
+        sim, tmp_path / "m.tflite", mode="16x8", allow_changes=False
+    )
+    assert exported.changes == ()
