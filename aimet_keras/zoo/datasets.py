@@ -81,8 +81,8 @@ def load_fashion_mnist(split="test", directory=None, as_uint8=False):
 
     Example:
 
-    >>> x, y = load_fashion_mnist("test")  # doctest: +SKIP
-    >>> x.shape, y.shape  # doctest: +SKIP
+    >>> x, y = load_fashion_mnist("test")  # needs dataset-fashion-mnist
+    >>> x.shape, y.shape
     ((10000, 28, 28, 1), (10000,))
     """
     if split not in _IDX_FILES:
