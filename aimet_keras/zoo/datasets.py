@@ -81,9 +81,13 @@ def load_fashion_mnist(split="test", directory=None, as_uint8=False):
 
     Example:
 
-    >>> x, y = load_fashion_mnist("test")  # needs dataset-fashion-mnist
-    >>> x.shape, y.shape
+    >>> x, y = load_fashion_mnist("test")  # doctest: +SKIP
+    >>> x.shape, y.shape  # doctest: +SKIP
     ((10000, 28, 28, 1), (10000,))
+    >>> load_fashion_mnist("validation")
+    Traceback (most recent call last):
+    ...
+    ValueError: split='validation' is not a Fashion-MNIST split; use 'train' or 'test'.
     """
     if split not in _IDX_FILES:
         raise ValueError(
