@@ -111,39 +111,33 @@ def _kernel_encodings(sim):
 
 
 def _integer_kernel(values, encoding, axis):
-    """``(int8 values, scale, zero point)`` when ``values`` sit on the grid.
+    """``(integer values, scale, zero point)`` when ``values`` sit on the grid.
 
-    Returns None when they do not (the kernel is not the one the encoding
-    describes, or its layout differs).
+    Signed symmetric grids become int8 with zero point 0, others uint8 with
+    zero point ``-offset`` (ONNX's asymmetric weights). Returns None when
+    the values are not on the grid (the kernel is not the one the encoding
+    describes, or its layout differs), or do not fit the type.
     """
     delta = np.asarray(encoding.delta, np.float64)
     offset = np.asarray(encoding.offset, np.float64)
+    shape = ()
     if encoding.is_per_channel:
         if values.shape[axis] != delta.size:
             return None
         shape = [1] * values.ndim
         shape[axis] = delta.size
-        delta_b, offset_b = delta.reshape(shape), offset.reshape(shape)
-    else:
-        delta_b, offset_b = delta, offset
-    levels = values.astype(np.float64) / delta_b
+    levels = values.astype(np.float64) / delta.reshape(shape)
     if np.max(np.abs(levels - np.round(levels)), initial=0.0) > 1e-2:
         return None
-    levels = np.round(levels)
-    symmetric = encoding.is_symmetric and not encoding.unsigned_symmetric
-    if symmetric:
-        zero = np.zeros_like(delta)
-        ints = np.clip(levels, -128, 127).astype(np.int8)
+    if encoding.is_symmetric and not encoding.unsigned_symmetric:
+        dtype, zero = np.int8, np.zeros_like(delta)
     else:
-        # uint8 with zero point -offset, as ONNX's asymmetric weights.
-        zero = -offset
-        ints = np.clip(levels - offset_b, 0, 255).astype(np.uint8)
-        zero = zero.astype(np.uint8)
-    if not np.array_equal(
-        ints.astype(np.float64), levels - (0 if symmetric else offset_b)
-    ):
+        dtype, zero = np.uint8, -offset
+    stored = np.round(levels) + zero.reshape(shape)
+    info = np.iinfo(dtype)
+    if stored.min(initial=0) < info.min or stored.max(initial=0) > info.max:
         return None
-    return ints, delta.astype(np.float32), zero.astype(ints.dtype)
+    return stored.astype(dtype), delta.astype(np.float32), zero.astype(dtype)
 
 
 def _erfc_as_one_minus_erf(ctx, node, name, args):

@@ -222,3 +222,31 @@ def test_gelu_and_layer_norm_export_and_follow_the_sim(tmp_path):
     expected = sim.model.predict(data, verbose=0)
     step = float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta)
     assert np.mean(np.abs(got - expected) <= step * 1.001) >= 0.98
+
+
+def test_asymmetric_kernels_become_uint8_with_their_zero_points(tmp_path):
+    import keras
+
+    from aimet_keras.sim import load_quantsim_config
+
+    inputs = keras.Input((6,), name="x")
+    x = keras.layers.Dense(8, activation="relu", name="fc1")(inputs)
+    outputs = keras.layers.Dense(3, name="fc2")(x)
+    model = keras.Model(inputs, outputs)
+    data = np.random.default_rng(0).normal(size=(128, 6)).astype("float32")
+    source = load_quantsim_config("tflite_int8").source
+    config = json.loads(__import__("pathlib").Path(source).read_text())
+    config["defaults"]["params"]["is_symmetric"] = "False"
+    sim = QuantizationSimModel(model, config_file=config)
+    sim.compute_encodings(data)
+    exported = export_onnx(sim, tmp_path / "m.onnx")
+    onnx_model = onnx.load(exported.qdq_path)
+    kernels = [
+        i for i in onnx_model.graph.initializer if i.name.endswith("_quantized")
+    ]
+    assert len(kernels) == 2
+    assert all(numpy_helper.to_array(k).dtype == np.uint8 for k in kernels)
+    got = _run(exported.qdq_path, data)
+    expected = sim.model.predict(data, verbose=0)
+    step = float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta)
+    assert np.max(np.abs(got - expected)) <= step * 1.001
