@@ -457,6 +457,42 @@ def _layer_tensors(interpreter, graph):
     return found
 
 
+def _layer_names(interpreter, graph, layer_tensors):
+    """``{tensor index: new name}``: tensors named after their layers.
+
+    The converter names a tensor after every TF op fused into it
+    (``model_1/conv_1/conv_1/BiasAdd;model_1/conv_1/...``). A layer's
+    output tensor is renamed to the layer's name, its other tensors
+    (kernels, biases, inner results) to ``<layer>/<i>``: shorter files that
+    read like the Keras model. Tensors of no layer keep their names.
+    """
+    scopes = _scopes(graph)
+    outputs = {name: layer for layer, name in layer_tensors.items()}
+    names, counts = {}, {}
+    for tensor in interpreter.get_tensor_details():
+        name = tensor["name"]
+        if name in outputs:
+            names[tensor["index"]] = outputs[name]
+            continue
+        layer = _owner(name, scopes)
+        if layer is not None:
+            count = counts.get(layer, 0)
+            counts[layer] = count + 1
+            names[tensor["index"]] = f"{layer}/{count}"
+    return names
+
+
+def _rename_tensors(flatbuffer, names):
+    """The flatbuffer with ``{tensor index: name}`` applied (subgraph 0)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    tensors = model.subgraphs[0].tensors
+    for index, name in names.items():
+        tensors[index].name = name.encode()
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def _requantizations(interpreter, graph):
     """Where TFLite put a QUANTIZE between two integer tensors."""
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
@@ -550,6 +586,10 @@ def export_tflite(
         )
     for change in changes:
         _LOG.warning("export_tflite: %s", change)
+    layer_tensors = _layer_tensors(interpreter, graph)
+    flatbuffer = _rename_tensors(
+        flatbuffer, _layer_names(interpreter, graph, layer_tensors)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target, then moved: no half-written file.
     handle, staged = tempfile.mkstemp(
@@ -568,5 +608,5 @@ def export_tflite(
         io_dtype=io_dtype,
         changes=tuple(changes),
         size_bytes=len(flatbuffer),
-        layer_tensors=_layer_tensors(interpreter, graph),
+        layer_tensors={layer: layer for layer in layer_tensors},
     )

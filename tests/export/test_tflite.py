@@ -78,7 +78,7 @@ def test_kernels_and_input_grid_are_the_sims(resnet_int8, resnet_sim):
             for t in tensors
             if t["dtype"] == np.int8
             and tuple(t["shape"]) == expected.shape
-            and f"/{wrapper.name}_1/" in t["name"].split(";")[0]
+            and t["name"].startswith(f"{wrapper.name}/")
         ]
         assert len(matches) == 1, wrapper.name
         detail = matches[0]
@@ -155,11 +155,17 @@ def test_changes_are_reported_and_refused_on_request(tmp_path):
     assert not target.exists()
 
 
-def test_layer_tensors_name_the_unfused_layers(resnet_int8):
+def test_tensors_are_named_after_their_layers(resnet_int8):
     tensors = resnet_int8.layer_tensors
     assert "stem_relu" in tensors and "logits" in tensors
-    # A Conv fused into its ReLU has no tensor of its own.
+    # A Conv fused into its ReLU has no output tensor of its own.
     assert "stem_conv" not in tensors
+    names = {
+        t["name"] for t in _interpreter(resnet_int8.path).get_tensor_details()
+    }
+    assert {"stem_relu", "logits", "probabilities"} <= names
+    assert "stem_conv/0" in names  # its kernel or bias
+    assert max(len(n) for n in names) < 40
 
 
 def test_export_leaves_the_sim_unchanged(resnet_sim, test_images, tmp_path):
