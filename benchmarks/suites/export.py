@@ -95,7 +95,7 @@ ACCURACY_TOLERANCE = 0.1  # points
 LATENCY_TARGET = 0.6
 LATENCY_MIN_FP32_MS = 1.0
 SIZE_TARGET = 0.3
-NOT_APPLICABLE = "n/a (< 1 ms: fixed overhead)"
+NOT_APPLICABLE = "n/a (FP32 < 1 ms)"
 
 FER = "fer"
 FER_NOTE = (
@@ -161,7 +161,7 @@ def latency_verdict(fp32_ms, int8_ms):
     >>> latency_verdict(10.0, 5.0), latency_verdict(10.0, 7.0)
     ('met', 'not met')
     >>> latency_verdict(0.5, 0.4)
-    'n/a (< 1 ms: fixed overhead)'
+    'n/a (FP32 < 1 ms)'
     """
     if fp32_ms is None or int8_ms is None:
         return None
