@@ -71,6 +71,17 @@ def fp32_layer_outputs(sim, inputs, batch_size=256):
 
     Returns:
         ``{layer name: array}`` in graph order (a shared layer's first call).
+
+    Example:
+
+    >>> inputs = keras.Input((4,), name="x")
+    >>> hidden = keras.layers.Dense(3, activation="relu", name="fc1")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc2")(hidden))
+    >>> sim = QuantizationSimModel(model, quant_scheme="tf")
+    >>> images = np.random.default_rng(0).random((8, 4)).astype("float32")
+    >>> sim.compute_encodings(images)
+    >>> {k: v.shape for k, v in fp32_layer_outputs(sim, images).items()}
+    {'fc1': (8, 3), 'fc2': (8, 2)}
     """
     return _site_outputs(sim._prepared, inputs, batch_size)
 
@@ -85,12 +96,37 @@ def sim_layer_outputs(sim, inputs, batch_size=256):
 
     Returns:
         ``{layer name: array}`` in graph order.
+
+    Example:
+
+    >>> inputs = keras.Input((4,), name="x")
+    >>> hidden = keras.layers.Dense(3, activation="relu", name="fc1")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc2")(hidden))
+    >>> sim = QuantizationSimModel(model, quant_scheme="tf")
+    >>> images = np.random.default_rng(0).random((8, 4)).astype("float32")
+    >>> sim.compute_encodings(images)
+    >>> outputs = sim_layer_outputs(sim, images)
+    >>> step = output_steps(sim)["fc2"]
+    >>> levels = outputs["fc2"] / step  # on fc2's grid: whole steps apart
+    >>> levels -= levels.min()
+    >>> bool(np.allclose(levels, np.round(levels), atol=1e-3))
+    True
     """
     return _site_outputs(sim.model, inputs, batch_size)
 
 
 def output_steps(sim):
-    """``{layer name: its output grid's step}`` for quantized outputs."""
+    """``{layer name: its output grid's step}`` for quantized outputs.
+
+    Example:
+
+    >>> inputs = keras.Input((4,), name="x")
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+    >>> sim = QuantizationSimModel(model, quant_scheme="tf")
+    >>> sim.compute_encodings(np.linspace(-1, 1, 32).reshape(8, 4))
+    >>> sorted(output_steps(sim))
+    ['fc']
+    """
     steps = {}
     for wrapper in sim.quant_wrappers():
         quantizer = wrapper.output_quantizers[:1]
@@ -137,6 +173,19 @@ def tflite_layer_outputs(exported, inputs, num_threads=2):
     Returns:
         ``{layer name: array}`` for the layers TFLite keeps a tensor of
         (a layer fused into the next op has none).
+
+    Example:
+
+    >>> import tempfile
+    >>> inputs = keras.Input((4,), name="x")
+    >>> hidden = keras.layers.Dense(3, activation="relu", name="fc1")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc2")(hidden))
+    >>> sim = QuantizationSimModel(model, config_file="tflite_int8")
+    >>> images = np.random.default_rng(0).random((8, 4)).astype("float32")
+    >>> sim.compute_encodings(images)
+    >>> exported = export_tflite(sim, f"{tempfile.mkdtemp()}/m.tflite")
+    >>> {k: v.shape for k, v in tflite_layer_outputs(exported, images).items()}
+    {'fc1': (8, 3), 'fc2': (8, 2)}
     """
     from aimet_keras.export import tflite as tflite_lib
 
@@ -305,6 +354,13 @@ def save_layer_outputs(outputs, directory):
 
     Returns:
         The list of written paths.
+
+    Example:
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> [p.name for p in save_layer_outputs({"fc": np.zeros(2)}, folder)]
+    ['fc.npy']
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
