@@ -27,7 +27,7 @@ import tensorflow as tf
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import export as sim_export
 from aimet_keras.sim import quantizer as quantizer_lib
-from aimet_keras.sim.spec import _BIAS_NAMES
+from aimet_keras.sim import spec as spec_lib
 
 __all__ = ["DeploymentGraph", "QuantizerRole", "deployment_graph"]
 
@@ -55,7 +55,7 @@ class QuantizerRole:
         """An additive weight (``bias``, LayerNorm's ``beta``): AIMET's
         configs quantize these as biases, to 32 bits where they are."""
         name = str(self.key).split("/")[-1]
-        return self.kind == "param" and ("bias" in name or name in _BIAS_NAMES)
+        return self.kind == "param" and spec_lib.is_bias_weight(name)
 
     def describe(self):
         """``"conv1 output 0"``, ``"conv1 weight 'kernel'"``..."""
@@ -93,6 +93,9 @@ class DeploymentGraph:
         fake_quant_ops: ``{op name: (QuantizerRole, the sim's Encoding)}``
             for every fake-quantization op in the graph (names without
             ``:0``).
+        frozen_function: the concrete function with its variables turned
+            into constants, what converters read (unfrozen, the TFLite
+            converter keeps unquantized weights as READ_VARIABLE ops).
     """
 
     function: object
@@ -100,6 +103,38 @@ class DeploymentGraph:
     input_signature: list
     layer_scopes: dict
     fake_quant_ops: dict
+    frozen_function: object = None
+
+    def __post_init__(self):
+        def longest_first(pairs):
+            return sorted(pairs, key=lambda pair: -len(pair[0]))
+
+        items = self.layer_scopes.items()
+        self._first_scopes = longest_first(
+            (scopes[0], layer) for layer, scopes in items if scopes
+        )
+        self._all_scopes = longest_first(
+            (scope, layer) for layer, scopes in items for scope in scopes
+        )
+
+    def owner(self, name, all_calls=False):
+        """The layer whose name scope holds an op or tensor name, or None.
+
+        A converter names what it makes after the TF ops behind it
+        (TFLite joins a fused op's names with ``;``, the last op first):
+        the layer whose scope holds the first of them owns it.
+
+        Args:
+            name: a TFLite tensor or ONNX node name.
+            all_calls: match any call of a shared layer, not only its
+                first. Defaults to False.
+        """
+        first = name.split(";")[0]
+        scopes = self._all_scopes if all_calls else self._first_scopes
+        for scope, layer in scopes:
+            if first.startswith(scope + "/"):
+                return layer
+        return None
 
 
 def fake_quant_range(encoding, bits, narrow_range):
@@ -345,6 +380,8 @@ def deployment_graph(
             inputs[0] if len(inputs) == 1 else list(inputs), training=False
         )
 
+    from tensorflow.python.framework import convert_to_constants
+
     with quantizer_lib.call_override(override):
         concrete = serve.get_concrete_function()
     return DeploymentGraph(
@@ -353,4 +390,7 @@ def deployment_graph(
         input_signature=signature,
         layer_scopes=layer_scopes,
         fake_quant_ops=fake_quant_ops,
+        frozen_function=(
+            convert_to_constants.convert_variables_to_constants_v2(concrete)
+        ),
     )

@@ -21,15 +21,13 @@ wider grids are refused.
 """
 
 import dataclasses
-import os
 import pathlib
-import shutil
-import tempfile
 
 import numpy as np
 
 from aimet_keras.export import deployment as deployment_lib
 from aimet_keras.export import encodings as encodings_lib
+from aimet_keras.export import staging as staging_lib
 from aimet_keras.sim import export as sim_export
 
 __all__ = ["OnnxExport", "export_onnx"]
@@ -82,18 +80,6 @@ def _check_sim(sim):
             + " ".join(errors[:3])
             + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
         )
-
-
-def _layer_of(node_name, scopes):
-    """The layer whose name scope holds an ONNX node (longest match)."""
-    best = None
-    for layer, layer_scopes in scopes.items():
-        for scope in layer_scopes:
-            if node_name.startswith(scope + "/") and (
-                best is None or len(scope) > len(best[1])
-            ):
-                best = (layer, scope)
-    return None if best is None else best[0]
 
 
 def _kernel_encodings(sim):
@@ -154,11 +140,8 @@ def _erfc_as_one_minus_erf(ctx, node, name, args):
 
 def _convert(graph, sim, opset):
     import tf2onnx
-    from tensorflow.python.framework import convert_to_constants
 
-    frozen = convert_to_constants.convert_variables_to_constants_v2(
-        graph.concrete_function
-    )
+    frozen = graph.frozen_function
     inputs = [t.name for t in frozen.inputs]
     outputs = [t.name for t in frozen.outputs]
     # ONNX names: the Keras input and output names, without ":0".
@@ -203,7 +186,7 @@ def _quantize_kernels(model, sim, graph):
         name = node.input[1]
         if name in done or name not in initializers:
             continue
-        layer = _layer_of(node.name, graph.layer_scopes)
+        layer = graph.owner(node.name, all_calls=True)
         if layer not in kernels:
             continue
         values = numpy_helper.to_array(initializers[name])
@@ -404,19 +387,10 @@ def export_onnx(sim, path, opset=13, encoding_version="0.6.1"):
         "fp32": path.with_name(f"{stem}.fp32.onnx"),
         "encodings": path.with_name(f"{stem}.fp32.encodings"),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(
-        tempfile.mkdtemp(dir=path.parent, prefix=f".{stem}.export-")
-    )
-    try:
-        staged = {key: staging / target.name for key, target in targets.items()}
+    with staging_lib.staged_files(targets) as staged:
         onnx.save(model, staged["qdq"])
         onnx.save(fp32, staged["fp32"])
         encodings_lib.write_encodings(staged["encodings"], data)
-        for key, target in targets.items():
-            os.replace(staged[key], target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return OnnxExport(
         qdq_path=targets["qdq"],
         fp32_path=targets["fp32"],

@@ -35,15 +35,13 @@ softmax, logistic, tanh outputs        TFLite fixes their output grids
 
 import dataclasses
 import logging
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from aimet_keras.export import deployment as deployment_lib
-from aimet_keras.graph import prepare as prepare_lib
+from aimet_keras.export import staging as staging_lib
 from aimet_keras.sim import export as sim_export
 
 __all__ = ["TFLiteExport", "export_tflite", "load_interpreter", "tflite_ops"]
@@ -83,34 +81,20 @@ class TFLiteExport:
     layer_tensors: dict = dataclasses.field(default_factory=dict)
 
 
-_FOLDABLE = (
-    "Conv1D",
-    "Conv2D",
-    "Conv3D",
-    "DepthwiseConv2D",
-    "SeparableConv2D",
-    "Conv2DTranspose",
-    "Dense",
-)
-
-
 def _unfolded_batch_norms(sim):
-    """``[(conv, bn)]`` where a BatchNormalization follows a weighted layer.
+    """``[(layer, bn)]`` where a BatchNormalization follows a weighted layer.
 
     The converter folds such a BN into the kernel after the kernel's
     fake-quant op, so the sim's kernel grid cannot hold (and the converter
-    leaves the pair in float).
+    leaves the pair in float): the pairs BN folding would fold backward.
     """
-    producers, pairs = {}, []
-    for site in prepare_lib.walk(sim._prepared):
-        for tensor in site.outputs:
-            producers[id(tensor)] = site.operation
-        if type(site.operation).__name__ != "BatchNormalization":
-            continue
-        producer = producers.get(id(site.inputs[0]))
-        if type(producer).__name__ in _FOLDABLE:
-            pairs.append((producer.name, site.operation.name))
-    return pairs
+    from aimet_keras.ptq import batch_norm_fold
+
+    return [
+        (layer, bn)
+        for layer, bn, direction in batch_norm_fold.find_bn_pairs(sim._prepared)
+        if direction == "backward"
+    ]
 
 
 def _check_sim(sim, mode):
@@ -305,14 +289,9 @@ def _converter_error(error):
 
 
 def _convert(graph, sim, mode, io_dtype):
-    from tensorflow.python.framework import convert_to_constants
-
-    # Frozen here: the converter's own freezing leaves the variables of
-    # unquantized weights as READ_VARIABLE ops.
-    frozen = convert_to_constants.convert_variables_to_constants_v2(
-        graph.concrete_function
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [graph.frozen_function]
     )
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "16x8":
         # (int8 needs no op set: the fake-quant ops make it integer, and
@@ -383,7 +362,6 @@ def _check_integer(flatbuffer, mode, graph):
     """Every op but the boundary (de)quantize runs on integers."""
     interpreter = load_interpreter(model_content=flatbuffer)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    scopes = _scopes(graph)
     floats, layers = set(), []
     for op in interpreter._get_ops_details():
         if op["op_name"] in _BOUNDARY_OPS:
@@ -391,7 +369,7 @@ def _check_integer(flatbuffer, mode, graph):
         used = [tensors[i] for i in [*op["inputs"], *op["outputs"]] if i >= 0]
         if any(np.dtype(t["dtype"]).kind == "f" for t in used):
             floats.add(op["op_name"])
-            owner = _owner(tensors[op["outputs"][0]]["name"], scopes)
+            owner = graph.owner(tensors[op["outputs"][0]]["name"])
             if owner and owner not in layers:
                 layers.append(owner)
     if floats:
@@ -407,31 +385,6 @@ def _check_integer(flatbuffer, mode, graph):
     return interpreter
 
 
-def _scopes(graph):
-    """``[(name scope, layer)]``, longest scope first (a layer's first call)."""
-    return sorted(
-        (
-            (scope, layer)
-            for layer, layer_scopes in graph.layer_scopes.items()
-            for scope in layer_scopes[:1]
-        ),
-        key=lambda item: -len(item[0]),
-    )
-
-
-def _owner(tensor_name, scopes):
-    """The layer whose ops a TFLite tensor holds, or None.
-
-    A TFLite tensor is named after the TF ops fused into it, the last one
-    first; the layer whose name scope holds that op owns the tensor.
-    """
-    first = tensor_name.split(";")[0]
-    for scope, layer in scopes:
-        if first.startswith(scope + "/"):
-            return layer
-    return None
-
-
 def _layer_tensors(interpreter, graph):
     """``{layer: TFLite tensor name}`` for the layers TFLite computes.
 
@@ -443,7 +396,6 @@ def _layer_tensors(interpreter, graph):
         for name, (role, _) in graph.fake_quant_ops.items()
         if role.kind in ("input", "param")
     )
-    scopes = _scopes(graph)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     found = {}
     for op in interpreter._get_ops_details():
@@ -451,7 +403,7 @@ def _layer_tensors(interpreter, graph):
             name = tensors[index]["name"]
             if name.split(";")[0].startswith(not_outputs):
                 continue
-            layer = _owner(name, scopes)
+            layer = graph.owner(name)
             if layer is not None:
                 found[layer] = name  # the layer's last op wins
     return found
@@ -466,7 +418,6 @@ def _layer_names(interpreter, graph, layer_tensors):
     (kernels, biases, inner results) to ``<layer>/<i>``: shorter files that
     read like the Keras model. Tensors of no layer keep their names.
     """
-    scopes = _scopes(graph)
     outputs = {name: layer for layer, name in layer_tensors.items()}
     names, counts = {}, {}
     for tensor in interpreter.get_tensor_details():
@@ -474,7 +425,7 @@ def _layer_names(interpreter, graph, layer_tensors):
         if name in outputs:
             names[tensor["index"]] = outputs[name]
             continue
-        layer = _owner(name, scopes)
+        layer = graph.owner(name)
         if layer is not None:
             count = counts.get(layer, 0)
             counts[layer] = count + 1
@@ -496,7 +447,6 @@ def _rename_tensors(flatbuffer, names):
 def _requantizations(interpreter, graph):
     """Where TFLite put a QUANTIZE between two integer tensors."""
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    scopes = _scopes(graph)
     changes = []
     for op in interpreter._get_ops_details():
         if op["op_name"] != "QUANTIZE":
@@ -508,7 +458,7 @@ def _requantizations(interpreter, graph):
             source["quantization"],
             target["quantization"],
         )
-        producer = _owner(source["name"], scopes) or source["name"]
+        producer = graph.owner(source["name"]) or source["name"]
         changes.append(
             f"{producer}: TFLite fixes this op's output grid (scale "
             f"{s_scale:.6g}, zero point {s_zero}); the sim's (scale "
@@ -590,18 +540,8 @@ def export_tflite(
     flatbuffer = _rename_tensors(
         flatbuffer, _layer_names(interpreter, graph, layer_tensors)
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target, then moved: no half-written file.
-    handle, staged = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(flatbuffer)
-        os.replace(staged, path)
-    finally:
-        if os.path.exists(staged):
-            os.remove(staged)
+    with staging_lib.staged_files({"tflite": path}) as staged:
+        staged["tflite"].write_bytes(flatbuffer)
     return TFLiteExport(
         path=path,
         mode=mode,

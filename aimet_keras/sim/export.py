@@ -36,13 +36,12 @@ import dataclasses
 import logging
 import os
 import pathlib
-import shutil
-import tempfile
 
 import keras
 import numpy as np
 
 from aimet_keras.export import encodings as encodings_lib
+from aimet_keras.export import staging as staging_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.sim import attention as attention_lib
@@ -326,20 +325,10 @@ def export_sim(sim, path, filename_prefix, encoding_version="0.6.1"):
         "keras": path / f"{filename_prefix}.keras",
         "encodings": path / f"{filename_prefix}.encodings",
     }
-    staging = pathlib.Path(
-        tempfile.mkdtemp(dir=path, prefix=f".{filename_prefix}.export-")
-    )
-    try:
-        staged = {key: staging / target.name for key, target in targets.items()}
+    with staging_lib.staged_files(targets) as staged:
         encodings_lib.write_encodings(staged["encodings"], data)
         sim.model.save(staged["keras"])
         _write_saved_model(sim, staged["saved_model"])
-        for key, target in targets.items():
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(staged[key], target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return targets
 
 

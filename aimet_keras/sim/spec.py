@@ -48,6 +48,19 @@ _NEVER_QUANTIZED = (
 )
 # Additive weights that AIMET's configs treat as biases.
 _BIAS_NAMES = ("beta",)
+
+
+def is_bias_weight(name):
+    """Whether AIMET's configs treat a weight of this name as a bias.
+
+    Example:
+
+    >>> is_bias_weight("bias"), is_bias_weight("beta"), is_bias_weight("kernel")
+    (True, True, False)
+    """
+    return "bias" in name or name in _BIAS_NAMES
+
+
 _PER_CHANNEL_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
@@ -270,11 +283,7 @@ def resolve_layer_specs(
         params = {}
         for weight in getattr(layer, "weights", []):
             key = wrapper_lib.weight_key(layer, weight)
-            role = (
-                "bias"
-                if "bias" in weight.name or weight.name in _BIAS_NAMES
-                else "weight"
-            )
+            role = "bias" if is_bias_weight(weight.name) else "weight"
             merged = [config.param_defaults, config.params.get(role)]
             merged += [config.params.get(weight.name), op.params.get(role)]
             merged.append(op.params.get(weight.name))
