@@ -31,6 +31,7 @@ __all__ = [
     "fold_all_batch_norms",
     "fold_all_batch_norms_to_scale",
     "fold_batch_norm_pairs",
+    "rebuild_sim",
 ]
 
 _BACKWARD = (
@@ -214,7 +215,7 @@ def _pass_through(*args, **kwargs):
     return args[0]
 
 
-def fold_batch_norm_pairs(model, pairs):
+def fold_batch_norm_pairs(model, pairs, make_layer=None):
     """Folds the given ``(layer, BN, direction)`` triples of a prepared model.
 
     Args:
@@ -222,14 +223,17 @@ def fold_batch_norm_pairs(model, pairs):
             :func:`~aimet_keras.graph.prepare_model` (its layers are used,
             not copied).
         pairs: triples from :func:`find_bn_pairs`.
+        make_layer: ``(layer, bn, direction) -> layer`` that takes the
+            pair's place. Defaults to the folded layer (weights merged).
 
     Returns:
         A new functional model without the folded BatchNormalizations.
     """
+    make_layer = make_layer or _folded_layer
     replacements = {}
     for layer_name, bn_name, direction in pairs:
         layer, bn = model.get_layer(layer_name), model.get_layer(bn_name)
-        replacements[layer_name] = _folded_layer(layer, bn, direction)
+        replacements[layer_name] = make_layer(layer, bn, direction)
         replacements[bn_name] = _pass_through
     return prepare_lib.rebuild(model, lambda op: replacements.get(op.name, op))
 
@@ -343,9 +347,6 @@ def fold_all_batch_norms_to_scale(sim):
     >>> pairs[0], "stem_bn" in [x.name for x in sim.model.layers]
     (('stem_conv', 'stem_bn'), False)
     """
-    from aimet_keras.sim import QuantizationSimModel
-
-    old_wrappers = {w.name: w for w in sim.quant_wrappers()}
     pairs = [
         (layer, bn)
         for layer, bn, direction in find_bn_pairs(sim._prepared)
@@ -358,8 +359,31 @@ def fold_all_batch_norms_to_scale(sim):
     folded = fold_batch_norm_pairs(
         sim._prepared, [(layer, bn, "backward") for layer, bn in pairs]
     )
+    rebuild_sim(sim, folded, dict(pairs), scales)
+    return pairs
+
+
+def rebuild_sim(sim, prepared, merged_bns, kernel_scales):
+    """Replaces a sim's model by one built on ``prepared``, grids kept.
+
+    Every quantizer of the new sim takes the grid of the old quantizer at
+    the same place; a layer that absorbed a batch norm takes the BN's output
+    grid, and its kernel grid is scaled per channel (see
+    :func:`fold_all_batch_norms_to_scale`).
+
+    Args:
+        sim: the :class:`~aimet_keras.sim.QuantizationSimModel` to update in
+            place.
+        prepared: the new prepared model (its layers are used).
+        merged_bns: ``{layer name: name of the BN it absorbed}``.
+        kernel_scales: ``{layer name: per-channel factor}`` its kernel was
+            multiplied by; layers not named keep their kernel grid.
+    """
+    from aimet_keras.sim import QuantizationSimModel
+
+    old_wrappers = {w.name: w for w in sim.quant_wrappers()}
     new = QuantizationSimModel(
-        folded,
+        prepared,
         quant_scheme=sim.quant_scheme,
         default_output_bw=sim._args["activation_bitwidth"],
         default_param_bw=sim._args["param_bitwidth"],
@@ -367,7 +391,6 @@ def fold_all_batch_norms_to_scale(sim):
         default_data_type=sim._args["dtype"],
         in_place=True,
     )
-    bn_of = dict(pairs)
     for wrapper in new.quant_wrappers():
         old = old_wrappers.get(wrapper.name)
         if old is None:
@@ -376,8 +399,8 @@ def fold_all_batch_norms_to_scale(sim):
             (wrapper.input_quantizers, old.input_quantizers),
             (
                 wrapper.output_quantizers,
-                old_wrappers[bn_of[wrapper.name]].output_quantizers
-                if wrapper.name in bn_of
+                old_wrappers[merged_bns[wrapper.name]].output_quantizers
+                if wrapper.name in merged_bns
                 else old.output_quantizers,
             ),
             (
@@ -390,10 +413,11 @@ def fold_all_batch_norms_to_scale(sim):
             groups.append(([quantizer], [source] if source else []))
         for new_quantizers, old_quantizers in groups:
             for target, source in zip(new_quantizers, old_quantizers):
-                _transfer(target, source, scales.get(wrapper.name), wrapper)
+                _transfer(
+                    target, source, kernel_scales.get(wrapper.name), wrapper
+                )
     sim.model, sim._prepared, sim.specs = new.model, new._prepared, new.specs
     sim._frozen = set()
-    return pairs
 
 
 def _transfer(target, source, scale, wrapper):
@@ -401,20 +425,18 @@ def _transfer(target, source, scale, wrapper):
     encoding = source.encoding if source.enabled else None
     if not target.enabled or encoding is None or encoding.is_float:
         return
-    weight = next(
-        (w for w, q in wrapper.quantized_weights() if q is target), None
+    key = next(
+        (k for k, q in wrapper.param_quantizers.items() if q is target), None
     )
-    if weight is not None and scale is not None and "kernel" in weight.path:
-        if target.axis is None:
-            # One grid for all channels cannot take per-channel factors.
-            target.observer.reset()
-            target.observer.update(weight)
-            target.compute_encoding()
+    if key is not None and scale is not None and key != "depthwise_kernel":
+        # (A SeparableConv's depthwise kernel is not scaled by the fold.)
+        if key.endswith("kernel") and target.axis is not None:
+            target.set_encoding(_scaled_encoding(encoding, scale))
             return
-        encoding = _scaled_encoding(encoding, scale)
-    elif weight is not None and scale is not None:
-        target.observer.reset()  # the folded bias: a new tensor
-        target.observer.update(weight)
+        # A per-tensor kernel grid cannot take per-channel factors, and the
+        # folded bias is a new tensor: calibrate them on the folded values.
+        target.observer.reset()
+        target.observer.update(wrapper.weight_values()[key])
         target.compute_encoding()
         return
     target.set_encoding(encoding)

@@ -16,6 +16,7 @@ from aimet_keras.quant.observers import Observer
 from aimet_keras.quant.observers import PercentileObserver
 from aimet_keras.quant.observers import SqnrObserver
 from aimet_keras.quant.quantize import channel_axes
+from aimet_keras.quant.quantize import grid_integers
 from aimet_keras.quant.quantize import quantize_dequantize
 from aimet_keras.quant.quantize import quantize_dequantize_fixed_range
 from aimet_keras.quant.quantize import quantize_dequantize_grid
@@ -35,6 +36,7 @@ __all__ = [
     "encoding_from_scale_offset",
     "float_encoding",
     "grid_from_range",
+    "grid_integers",
     "num_steps",
     "observers",
     "quantize_dequantize",

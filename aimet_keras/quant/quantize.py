@@ -28,6 +28,7 @@ from aimet_keras.quant import encoding as encoding_lib
 
 __all__ = [
     "channel_axes",
+    "grid_integers",
     "quantize_dequantize",
     "quantize_dequantize_fixed_range",
     "quantize_dequantize_grid",
@@ -473,3 +474,62 @@ def quantize_dequantize_range(
     )
     steps = encoding_lib.num_steps(bitwidth, is_symmetric, strict_symmetric)
     return _apply_grid(x, delta, offset, steps, axis)
+
+
+def grid_integers(
+    x,
+    encoding_min,
+    encoding_max,
+    bitwidth,
+    is_symmetric=False,
+    strict_symmetric=False,
+    unsigned_symmetric=False,
+    axis=None,
+):
+    """The integer each value of ``x`` quantizes to, and the grid's step.
+
+    The integers of the grid :func:`quantize_dequantize_range` applies:
+    ``quantize_dequantize_range(x, ...) == integers * delta``. For QAT tools
+    that watch weights move between grid points (oscillation tracking) or
+    pull them towards one (dampening).
+
+    Args:
+        x: a float tensor.
+        encoding_min: scalar or per-channel range minimum.
+        encoding_max: same shape as ``encoding_min``.
+        bitwidth: Python int, 2 to 32.
+        is_symmetric: signed symmetric grid. Defaults to False.
+        strict_symmetric: drop one level of a symmetric grid. Defaults to
+            False.
+        unsigned_symmetric: unsigned grid over non-negative ranges. Defaults
+            to False.
+        axis: per-channel axis as in :func:`quantize_dequantize`. Defaults to
+            None.
+
+    Returns:
+        ``(integers, delta)``: float32 integers shaped like ``x`` (clipped
+        to the grid) and the step, broadcastable against ``x``.
+
+    Example:
+
+    >>> integers, delta = grid_integers([-1.0, 0.26, 5.0], -1.0, 1.0, 3,
+    ...                                 is_symmetric=True)
+    >>> integers.numpy().tolist(), round(float(delta[0]), 4)
+    ([-3.0, 1.0, 3.0], 0.3333)
+    """
+    x = tf.cast(_check_float_input(x), tf.float32)
+    delta, offset, _, _ = encoding_lib.grid_from_range(
+        tf.cast(encoding_min, tf.float32),
+        tf.cast(encoding_max, tf.float32),
+        bitwidth,
+        is_symmetric,
+        strict_symmetric,
+        unsigned_symmetric,
+    )
+    steps = encoding_lib.num_steps(bitwidth, is_symmetric, strict_symmetric)
+    num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
+    shape = _broadcast_shape(x, axis, num_channels)
+    delta = tf.reshape(tf.cast(delta, tf.float32), shape)
+    offset = tf.reshape(tf.cast(offset, tf.float32), shape)
+    _, level = _level(x / delta, offset, float(steps))
+    return level + offset, delta

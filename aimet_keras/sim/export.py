@@ -147,6 +147,16 @@ def _quantizer_table(sim):
 
 
 def _check_calibrated(sim):
+    training_layers = [
+        w.name for w in sim.quant_wrappers() if w.quantizes_own_weights
+    ]
+    if training_layers:
+        raise ValueError(
+            f"Layers {training_layers} still train with batch norm folding "
+            "simulated (aimet_keras.qat.FoldedBatchNorm); call "
+            "aimet_keras.qat.finalize_batch_norm_folding(sim) to turn them "
+            "into the folded layers deployment runs, then export."
+        )
     missing = [
         quantizer.name
         for wrapper in sim.quant_wrappers()

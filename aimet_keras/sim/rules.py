@@ -108,7 +108,9 @@ def unregister_quantization_rule(layer_class):
 def rule_for(operation):
     """The :class:`QuantizationRule` for a layer or operation.
 
-    A registered rule for the class or one of its bases wins; then the
+    A layer with a ``quantization_proxy`` attribute (the layer it stands
+    for) follows the proxy's rule, on its ``quantized_weight_keys``. Else a
+    registered rule for the class or one of its bases wins; then the
     built-in op type table; else an ``"Unknown"`` rule with
     ``known=False``.
 
@@ -117,6 +119,14 @@ def rule_for(operation):
     >>> rule_for(keras.layers.Dense(3)).op_type
     'Gemm'
     """
+    proxy = getattr(operation, "quantization_proxy", None)
+    if proxy is not None:
+        # A layer standing in for another while training (a conv with its
+        # batch norm folded in) is quantized as that layer, on the weights
+        # it names.
+        return dataclasses.replace(
+            rule_for(proxy), weights=tuple(operation.quantized_weight_keys)
+        )
     for cls in type(operation).__mro__:
         if cls in _REGISTRY:
             return _REGISTRY[cls]

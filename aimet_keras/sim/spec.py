@@ -121,6 +121,7 @@ def weight_channel_axis(layer, weight_name, rule=None):
     -2
     """
     rule = rule or rules_lib.rule_for(layer)
+    layer = getattr(layer, "quantization_proxy", None) or layer
     if weight_name in rule.channel_axes:
         return rule.channel_axes[weight_name]
     kind = type(layer).__name__

@@ -151,6 +151,9 @@ class QuantizationWrapper(keras.layers.Layer):
         self.output_quantizers = list(output_quantizers)
         self.param_quantizers = dict(param_quantizers or {})
         self.internal_quantizers = dict(internal_quantizers or {})
+        # QAT switches (Python-side, read while tracing): see
+        # aimet_keras.qat. Not saved: they belong to a training run.
+        self.statistics_frozen = False
         if self.internal_quantizers:
             if not attention_lib.has_internal_tensors(layer):
                 raise ValueError(
@@ -201,6 +204,30 @@ class QuantizationWrapper(keras.layers.Layer):
             (weights[name], quantizer)
             for name, quantizer in self.param_quantizers.items()
         ]
+
+    @property
+    def quantizes_own_weights(self):
+        """Whether the wrapped layer applies its weight quantizers itself.
+
+        A layer whose quantized tensor is computed from its variables (such
+        as :class:`~aimet_keras.qat.FoldedBatchNorm`, which quantizes the
+        kernel with batch norm folded in) sets ``quantizes_own_weights =
+        True``, takes a ``weight_quantizers`` argument and defines
+        ``quantized_weight_values()``.
+        """
+        return bool(getattr(self.layer, "quantizes_own_weights", False))
+
+    def weight_values(self):
+        """``{weight key: tensor}``: what each param quantizer quantizes.
+
+        The weight variable itself, unless the layer quantizes its own
+        weights (then the tensor it derives, such as a folded kernel).
+        """
+        if self.quantizes_own_weights:
+            return dict(self.layer.quantized_weight_values())
+        return {
+            weight_key(self.layer, w): w for w, _ in self.quantized_weights()
+        }
 
     def _check_count(self, kind, quantizers, tensors):
         if len(quantizers) != len(tensors):
@@ -279,14 +306,32 @@ class QuantizationWrapper(keras.layers.Layer):
         # Only weights whose quantizer is on are mapped: a mapped variable's
         # assignments stay in the scope (see the write-back below).
         replaced = self.__dict__.get("_replaced_weights") or {}
-        mapping = [
-            (w, replaced[id(w)] if id(w) in replaced else q(w))
-            for w, q in self.quantized_weights()
-            if q.enabled
-        ]
+        if self.quantizes_own_weights:
+            if replaced:
+                raise ValueError(
+                    f"QuantizationWrapper {self.name}: "
+                    f"{type(self.layer).__name__} quantizes its own weights "
+                    "and cannot take replaced weights; finalize it first "
+                    "(aimet_keras.qat.finalize_batch_norm_folding)."
+                )
+            kwargs["weight_quantizers"] = {
+                key: q for key, q in self.param_quantizers.items() if q.enabled
+            }
+            mapping = []
+        else:
+            mapping = [
+                (w, replaced[id(w)] if id(w) in replaced else q(w))
+                for w, q in self.quantized_weights()
+                if q.enabled
+            ]
         mapped = {id(w) for w, _ in mapping}
+        if training:
+            for regularizer in self.__dict__.get("_training_losses", ()):
+                self.add_loss(regularizer(self))
         if isinstance(self.layer, keras.layers.Layer):
-            kwargs["training"] = training
+            # Frozen statistics: the layer normalizes with its moving
+            # statistics and leaves them as they are (QAT's BN freezing).
+            kwargs["training"] = training and not self.statistics_frozen
         hooks, observed = contextlib.nullcontext(), []
         if self.internal_quantizers:
 
@@ -359,6 +404,37 @@ class QuantizationWrapper(keras.layers.Layer):
             yield
         finally:
             self.__dict__.pop("_replaced_weights", None)
+
+    def add_training_loss(self, regularizer):
+        """Adds ``regularizer(wrapper)`` to the loss of every training step.
+
+        For QAT regularizers on this layer's quantized weights, such as
+        oscillation dampening (:class:`~aimet_keras.qat.OscillationDampening`).
+        Rebuild a compiled model's train function afterwards.
+
+        Args:
+            regularizer: ``QuantizationWrapper -> scalar tensor``.
+
+        Example:
+
+        >>> dense = keras.layers.Dense(1)
+        >>> dense.build((None, 2))
+        >>> wrapped = QuantizationWrapper(
+        ...     dense, [TensorQuantizer(enabled=False)],
+        ...     [TensorQuantizer(enabled=False)])
+        >>> wrapped.add_training_loss(lambda w: keras.ops.sum(w.layer.kernel))
+        >>> _ = wrapped(np.ones((1, 2), "float32"), training=True)
+        >>> len(wrapped.losses)
+        1
+        """
+        losses = self.__dict__.setdefault("_training_losses", [])
+        losses.append(regularizer)
+
+    def remove_training_loss(self, regularizer):
+        """Removes a regularizer :meth:`add_training_loss` added."""
+        losses = self.__dict__.get("_training_losses", [])
+        if regularizer in losses:
+            losses.remove(regularizer)
 
     @property
     def quantizers(self):
