@@ -29,6 +29,11 @@ SUITES = {
         "W8A8 per-tensor, AdaRound vs nearest at W4A8, W4A4 with range "
         "search and block reconstruction (full test set)"
     ),
+    "qat": (
+        "quantization-aware training with fit: W8A8 of the reference models "
+        "and W4A4 ResNet (range learning, oscillation dampening, BN trained "
+        "folded) against FP32; accuracy and step-time ratio vs tfmot"
+    ),
     "quantsim": (
         "W8A8 QuantizationSimModel accuracy of the reference models with "
         "each shipped quantsim config (full test set); simulated inference "
