@@ -5,6 +5,12 @@ never imports TensorFlow, tf2onnx, onnx or tfmot by itself:
 
 * :mod:`aimet_keras.quant`: AIMET's grid (``Encoding``, ``compute_encoding``,
   ``quantize_dequantize``) and calibration observers.
+* :mod:`aimet_keras.sim`: ``QuantizationSimModel`` and ``quantize_model``.
+* :mod:`aimet_keras.ptq`: post-training techniques (BN folding, CLE, bias
+  correction, AdaRound, AutoQuant).
+* :mod:`aimet_keras.qat`: quantization-aware training callbacks and batch
+  norm folding for ``fit``.
+* :mod:`aimet_keras.export`: integer TFLite and QDQ ONNX export.
 * :mod:`aimet_keras.zoo`: reference models and Fashion-MNIST data that work
   offline.
 
@@ -20,7 +26,7 @@ import importlib
 
 __version__ = "0.1.0.dev0"
 
-_SUBPACKAGES = ("export", "quant", "sim", "zoo")
+_SUBPACKAGES = ("export", "graph", "ptq", "qat", "quant", "sim", "zoo")
 
 # Entry points re-exported at the top level, loaded on first use.
 _ENTRY_POINTS = {

@@ -304,9 +304,15 @@ def _scaled_encoding(encoding, scale):
     """
     from aimet_keras.quant import encoding as encoding_lib
 
-    low = np.asarray(encoding.min, np.float64) * scale
-    high = np.asarray(encoding.max, np.float64) * scale
-    low, high = np.minimum(low, high), np.maximum(low, high)
+    if encoding.is_symmetric and not encoding.unsigned_symmetric:
+        # A signed grid is re-derived from its positive extent (its min is
+        # one step further out): scale that, not max(|min|, |max|).
+        high = np.abs(np.asarray(encoding.max, np.float64) * scale)
+        low = -high
+    else:
+        low = np.asarray(encoding.min, np.float64) * scale
+        high = np.asarray(encoding.max, np.float64) * scale
+        low, high = np.minimum(low, high), np.maximum(low, high)
     return encoding_lib.compute_encoding(
         low,
         high,

@@ -190,3 +190,21 @@ def test_a_model_with_folded_layers_saves_and_loads(calibration, tmp_path):
         sim.model.predict(images, verbose=0),
         atol=1e-6,
     )
+
+
+def test_kernel_grids_scale_exactly_with_the_fold(calibration):
+    # Min-max grids: the scaled grid must be the one the folded kernel
+    # calibrates to (a signed 4-bit grid's extents differ by one step, so a
+    # wrong scaling shows as 8/7).
+    model = zoo.load_model("resnet", compile=False)
+    sim = QuantizationSimModel(
+        model, quant_scheme="tf", default_param_bw=4, config_file="htp"
+    )
+    sim.compute_encodings(calibration[0][:32])
+    qat.simulate_batch_norm_folding(sim)
+    for name in ("stem_conv", "stage2_proj_conv"):
+        wrapper = sim.model.get_layer(name)
+        folded = wrapper.weight_values()["kernel"].numpy()
+        extent = np.abs(folded).reshape(-1, folded.shape[-1]).max(0)
+        encoding = wrapper.param_quantizers["kernel"].encoding
+        np.testing.assert_allclose(encoding.max, extent, rtol=1e-5)
