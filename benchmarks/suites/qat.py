@@ -31,7 +31,7 @@ BATCH_SIZE = 64
 W8_EPOCHS = 1
 W8_LEARNING_RATE = 1e-5
 W4_EPOCHS = 3
-W4_LEARNING_RATE = 1e-4
+W4_LEARNING_RATE = 3e-4
 NUM_CALIBRATION = 1000
 STEP_REPEATS = 7
 STEPS_PER_REPEAT = 20
@@ -56,9 +56,13 @@ def _data(quick):
     return train, train_labels, test, test_labels, calibration
 
 
-def _compile(model, learning_rate):
+def _compile(model, learning_rate, decay_steps=None):
     import keras
 
+    if decay_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps
+        )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -83,12 +87,16 @@ def _sim(model, calibration, bits, scheme, fold=True):
     return sim
 
 
-def _fit(model, data, epochs, learning_rate, callbacks=()):
-    """Trains; returns (per-epoch test accuracies, seconds per epoch)."""
+def _fit(model, data, epochs, learning_rate, callbacks=(), cosine=False):
+    """Trains; returns (per-epoch test accuracies, seconds per epoch).
+
+    With ``cosine``, the learning rate decays to 0 over the run.
+    """
     import keras
 
     train, train_labels, test, test_labels, _ = data
-    _compile(model, learning_rate)
+    steps = epochs * -(-len(train) // BATCH_SIZE)
+    _compile(model, learning_rate, steps if cosine else None)
     keras.utils.set_random_seed(0)
     start = time.perf_counter()
     history = model.fit(
@@ -253,7 +261,12 @@ def _w4_table(data):
         before = _top1(sim.model, test, test_labels)
         callbacks = make_callbacks()
         accuracies, seconds = _fit(
-            sim.model, data, W4_EPOCHS, W4_LEARNING_RATE, callbacks
+            sim.model,
+            data,
+            W4_EPOCHS,
+            W4_LEARNING_RATE,
+            callbacks,
+            cosine=True,
         )
         if not fold_first:
             # What deployment runs: the folded layers, same grids.
@@ -275,7 +288,8 @@ def _w4_table(data):
             seconds,
         )
     table.notes.append(
-        f"Adam, learning rate {W4_LEARNING_RATE:g}, batch {BATCH_SIZE}, "
+        f"Adam, learning rate {W4_LEARNING_RATE:g} with cosine decay to 0 "
+        f"over the run, batch {BATCH_SIZE}, "
         f"{len(train):,} training images; test accuracy after each epoch "
         "(the last one is the result: no epoch selection). Dampening: "
         "OscillationDampening() and IterativeWeightFreezing() defaults; "
