@@ -19,6 +19,10 @@ The histogram observers keep 512 bins per channel. Unlike AIMET, whose
 histogram range is fixed by the first batch (later values outside it are
 dropped), the range here grows to cover every value seen: it widens by whole
 multiples of the bin width, so the re-binned counts stay exact.
+
+Under a ``tf.distribute`` strategy each replica gathers every replica's
+shard of the batch and adds the whole of it, so the statistics (and the
+encodings) are those one device computes from the same batches.
 """
 
 import keras
@@ -166,10 +170,22 @@ class Observer(keras.layers.Layer):
                 f"axis={self.axis!r}."
             )
         values = _flatten_channels(tf.cast(x, tf.float32), self.axis)
+        context = _replica_context()
+        if context is not None:
+            # Every replica adds the global batch (statistics do not depend
+            # on the order of values), so its copy of the statistics equals
+            # one device's; replica-context assigns (aggregation "none")
+            # write each replica's own copy.
+            values = context.all_gather(values, axis=0)
         variables = [v.value for v in (self.num_updates, *self._statistics())]
         if tf.executing_eagerly() and int(self.num_updates.numpy()) == 0:
             # A first batch (a weight is calibrated in one) runs op by op:
             # tracing would cost more than it saves.
+            step = self._step
+        elif isinstance(variables[0], tf.distribute.DistributedValues):
+            # Inlined: a traced step given distributed variables (built in a
+            # strategy's scope) as arguments updates those of its first
+            # trace, whichever observer calls it.
             step = self._step
         else:
             step = _traced(self._step)
@@ -239,6 +255,25 @@ class Observer(keras.layers.Layer):
         config = super().get_config()
         config["axis"] = self.axis
         return config
+
+
+def _replica_context():
+    """The replica context when several replicas run in sync, else None.
+
+    Under ``tf.distribute`` each replica sees only its shard of a batch.
+    Without a strategy this is one Python check and adds no op.
+
+    Example:
+
+    >>> _replica_context() is None
+    True
+    """
+    if not tf.distribute.has_strategy():
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None  # cross-replica context, or a single replica
+    return context
 
 
 def _batch_stats(values):

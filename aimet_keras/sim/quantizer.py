@@ -248,7 +248,21 @@ class TensorQuantizer(keras.layers.Layer):
         """Widens the range over the first batches; returns it."""
         ops = keras.ops
         values = ops.cast(inputs, self.encoding_min.dtype)
-        batch_lo, batch_hi = ops.min(values), ops.max(values)
+        context = observers_lib._replica_context()
+        if context is None:
+            batch_lo, batch_hi = ops.min(values), ops.max(values)
+        else:
+            # Each replica sees a shard: all take the global batch's range,
+            # so their copies of the variables stay equal. An empty shard's
+            # bounds (+inf, -inf) drop out.
+            local = ops.stack(
+                [
+                    ops.min(values, initial=np.inf),
+                    ops.max(values, initial=-np.inf),
+                ]
+            )
+            bounds = context.all_gather(ops.reshape(local, (1, 2)), axis=0)
+            batch_lo, batch_hi = ops.min(bounds[:, 0]), ops.max(bounds[:, 1])
         seen = self.batches_seen
         first = ops.equal(seen, 0)
         active = ops.less(seen, self.init_batches)

@@ -61,6 +61,17 @@ def _same_state(a, b):
 class QuantizationSimModel:
     """Simulates quantized inference of a Keras model, AIMET's way.
 
+    Distributed: to calibrate and train on several devices, load the model,
+    build the sim and compile ``sim.model`` inside the ``scope()`` of a
+    ``tf.distribute.MirroredStrategy`` (with
+    ``MultiWorkerMirroredStrategy`` the same code runs on every worker).
+    :meth:`compute_encodings` given data then splits each batch over the
+    replicas, a callback's ``predict`` does so through Keras, and so does
+    ``fit`` (QAT, range learning included, and
+    :meth:`initialize_from_first_batches`). Observers gather every
+    replica's shard, so the encodings are those one device computes from
+    the same batches.
+
     Args:
         model: a built ``keras.Model``: Functional, Sequential, with
             nested models or shared layers, or subclassed (traced into a
@@ -364,6 +375,10 @@ class QuantizationSimModel:
         """
         import tensorflow as tf
 
+        strategy = self.model.distribute_strategy
+        if strategy.num_replicas_in_sync > 1:
+            self._observe_distributed(strategy, data, batch_size)
+            return
         switches = self._switches()
         cache = self.__dict__.setdefault("_observe_functions", {})
         if switches not in cache:
@@ -390,6 +405,52 @@ class QuantizationSimModel:
         arrays = keras.tree.flatten(data)
         for start in range(0, len(arrays[0]), batch_size):
             forward(*[a[start : start + batch_size] for a in arrays])
+
+    def _observe_distributed(self, strategy, data, batch_size):
+        """:meth:`_observe` on every replica of the model's strategy.
+
+        Each global batch is split over the replicas, and the observers
+        gather the shards back (see :mod:`aimet_keras.quant.observers`), so
+        the statistics are those of one device seeing the whole batch.
+        """
+        import tensorflow as tf
+
+        if isinstance(data, tf.data.Dataset):
+            if isinstance(data.element_spec, tuple):
+                data = data.map(lambda *element: element[0])
+        else:
+            arrays = tuple(keras.tree.flatten(data))
+            data = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
+        distributed = strategy.experimental_distribute_dataset(data)
+        # The spec has an unknown batch size: one trace per setup and input.
+        key = (self._switches(), distributed.element_spec)
+        cache = self.__dict__.setdefault("_observe_functions", {})
+        if key not in cache:
+            model = self.model
+
+            def replica_forward(*inputs):
+                model(
+                    inputs[0] if len(inputs) == 1 else list(inputs),
+                    training=False,
+                )
+
+            def forward(element):
+                strategy.run(
+                    replica_forward, args=tuple(tf.nest.flatten(element))
+                )
+
+            # No autograph, as in Keras' own steps: nothing here branches on
+            # tensors, and converting the model's calls costs seconds.
+            cache[key] = tf.function(
+                forward,
+                input_signature=[distributed.element_spec],
+                autograph=False,
+            )
+        forward = cache[key]
+        # A batch per call, the loop in Python: replicas meet at each gather,
+        # which tf.distribute does not allow inside graph control flow.
+        for element in distributed:
+            forward(element)
 
     def quantizer_args(self):
         """AIMET's ``quantizer_args``: the sim's global settings."""
