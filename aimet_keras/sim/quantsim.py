@@ -196,7 +196,10 @@ class QuantizationSimModel:
         return quantizer_lib.TensorQuantizer(
             **dataclasses.asdict(spec),
             quant_scheme=self._observer_scheme,
-            range_learning=self._range_learning and spec.data_type == "int",
+            # Disabled quantizers get no gradient: nothing to learn.
+            range_learning=self._range_learning
+            and spec.data_type == "int"
+            and spec.enabled,
             name=name,
         )
 
@@ -288,12 +291,14 @@ class QuantizationSimModel:
         # is kept (calibrating again, the weights unchanged, is cheap).
         computed = self.__dict__.setdefault("_param_grids", {})
         for wrapper in self.quant_wrappers():
-            for weight, quantizer in wrapper.quantized_weights():
+            values = wrapper.weight_values()
+            for key, quantizer in wrapper.param_quantizers.items():
                 if id(quantizer) in self._frozen:
                     continue
                 if not quantizer.enabled or quantizer.data_type != "int":
                     continue
-                value = weight.numpy()
+                weight = values[key]
+                value = keras.ops.convert_to_numpy(weight)
                 previous = computed.get(id(quantizer))
                 if previous is not None and _same_state(
                     previous, _grid_state(quantizer, value)
