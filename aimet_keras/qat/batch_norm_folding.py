@@ -162,15 +162,45 @@ class FoldedBatchNorm(keras.layers.Layer):
         ):
             outputs = self.layer(inputs)
         if training:
-            # Undo the fold and let the batch norm normalize with (and
-            # track) the batch statistics; gradients reach the quantized
-            # kernel through the division.
-            unfolded = outputs / self._scale() + bias
-            return self.batch_norm(unfolded, training=True)
+            return self._batch_normalized(outputs, bias)
         folded_bias = values["bias"]
         if "bias" in quantizers:
             folded_bias = quantizers["bias"](folded_bias)
         return outputs + folded_bias
+
+    def _batch_normalized(self, outputs, bias):
+        """The batch norm's training output for the unfolded layer.
+
+        The unfolded output is ``z = outputs / s + b``; its batch statistics
+        follow from those of ``outputs``, so one per-channel affine of
+        ``outputs`` computes ``gamma * (z - mean) / sqrt(var + eps) + beta``
+        (what BatchNormalization computes on ``z``) without materializing
+        ``z``. The moving statistics track ``z``'s, as the batch norm's own
+        training step does.
+        """
+        ops = keras.ops
+        bn = self.batch_norm
+        scale = self._scale()
+        axes = list(range(len(outputs.shape) - 1))
+        mean, variance = ops.moments(
+            outputs, axes, synchronized=bn.synchronized
+        )
+        batch_mean = mean / scale + bias
+        batch_variance = variance / ops.square(scale)
+        factor = ops.rsqrt(batch_variance + bn.epsilon) / scale
+        if bn.scale:
+            factor = factor * bn.gamma
+        shift = -mean * factor
+        if bn.center:
+            shift = shift + bn.beta
+        momentum = bn.momentum
+        bn.moving_mean.assign(
+            bn.moving_mean * momentum + batch_mean * (1.0 - momentum)
+        )
+        bn.moving_variance.assign(
+            bn.moving_variance * momentum + batch_variance * (1.0 - momentum)
+        )
+        return outputs * factor + shift
 
     def folded_layer(self):
         """The plain layer deployment runs: folded kernel and bias."""

@@ -395,30 +395,64 @@ def quantize_dequantize_fixed_range(
         axis,
     )
     forward = _fixed_range_kernel(x)
+    backward = (
+        _straight_through_grad_fused
+        if forward is _fixed_range_forward_fused
+        else _straight_through_grad
+    )
 
     @tf.custom_gradient
     def straight_through(x):
         def grad(dy):
-            # The bounds exactly as quantize_dequantize_range's gradient
-            # computes them.
-            delta, offset = encoding_lib.grid_from_range(
-                encoding_min, encoding_max, *args[:4], bounds=False
-            )
-            num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
-            shape = _broadcast_shape(x, axis, num_channels)
-            dtype = _compute_dtype(x)
-            delta = tf.reshape(tf.cast(delta, dtype), shape)
-            offset = tf.reshape(tf.cast(offset, dtype), shape)
-            steps = encoding_lib.num_steps(*args[:3])
-            wide = tf.cast(x, dtype)
-            inside = tf.logical_and(
-                wide >= offset * delta, wide <= (steps + offset) * delta
-            )
-            return tf.where(inside, dy, tf.zeros_like(dy))
+            return backward(x, dy, encoding_min, encoding_max, *args)
 
         return forward(x, encoding_min, encoding_max, *args), grad
 
     return straight_through(x)
+
+
+def _straight_through_grad(
+    x,
+    dy,
+    encoding_min,
+    encoding_max,
+    bitwidth,
+    is_symmetric,
+    strict,
+    unsigned,
+    axis,
+):
+    """``dy`` where ``x`` lies inside the grid, else 0.
+
+    The bounds exactly as quantize_dequantize_range's gradient computes
+    them.
+    """
+    delta, offset = encoding_lib.grid_from_range(
+        encoding_min,
+        encoding_max,
+        bitwidth,
+        is_symmetric,
+        strict,
+        unsigned,
+        bounds=False,
+    )
+    num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
+    shape = _broadcast_shape(x, axis, num_channels)
+    dtype = _compute_dtype(x)
+    delta = tf.reshape(tf.cast(delta, dtype), shape)
+    offset = tf.reshape(tf.cast(offset, dtype), shape)
+    steps = encoding_lib.num_steps(bitwidth, is_symmetric, strict)
+    wide = tf.cast(x, dtype)
+    inside = tf.logical_and(
+        wide >= offset * delta, wide <= (steps + offset) * delta
+    )
+    return tf.where(inside, dy, tf.zeros_like(dy))
+
+
+# Activations in training: the backward pass as one XLA kernel too.
+_straight_through_grad_fused = tf.function(
+    _straight_through_grad, jit_compile=True
+)
 
 
 def quantize_dequantize_range(

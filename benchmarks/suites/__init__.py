@@ -34,6 +34,10 @@ SUITES = {
         "and W4A4 ResNet (range learning, oscillation dampening, BN trained "
         "folded) against FP32; accuracy and step-time ratio vs tfmot"
     ),
+    "qat_tfmot": (
+        "the qat suite's side-by-side with tfmot alone: W8A8 QAT accuracy "
+        "and step-time ratio of ours and tfmot's on ResNet and MobileNetV2"
+    ),
     "quantsim": (
         "W8A8 QuantizationSimModel accuracy of the reference models with "
         "each shipped quantsim config (full test set); simulated inference "
