@@ -190,7 +190,9 @@ class FoldedBatchNorm(keras.layers.Layer):
         factor = ops.rsqrt(batch_variance + bn.epsilon) / scale
         if bn.scale:
             factor = factor * bn.gamma
-        shift = -mean * factor
+        # -mean * factor, written through the bias it cancels: the bias
+        # gets its (zero) gradient instead of none, which Keras warns about.
+        shift = -(batch_mean - bias) * scale * factor
         if bn.center:
             shift = shift + bn.beta
         momentum = bn.momentum
