@@ -11,6 +11,8 @@ never imports TensorFlow, tf2onnx, onnx or tfmot by itself:
 * :mod:`aimet_keras.qat`: quantization-aware training callbacks and batch
   norm folding for ``fit``.
 * :mod:`aimet_keras.export`: integer TFLite and QDQ ONNX export.
+* :mod:`aimet_keras.compress`: compression (so far its cost model: MACs and
+  weight memory per layer).
 * :mod:`aimet_keras.zoo`: reference models and Fashion-MNIST data that work
   offline.
 
@@ -26,7 +28,16 @@ import importlib
 
 __version__ = "0.1.0.dev0"
 
-_SUBPACKAGES = ("export", "graph", "ptq", "qat", "quant", "sim", "zoo")
+_SUBPACKAGES = (
+    "compress",
+    "export",
+    "graph",
+    "ptq",
+    "qat",
+    "quant",
+    "sim",
+    "zoo",
+)
 
 # Entry points re-exported at the top level, loaded on first use.
 _ENTRY_POINTS = {

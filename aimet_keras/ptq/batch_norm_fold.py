@@ -34,19 +34,7 @@ __all__ = [
     "rebuild_sim",
 ]
 
-_BACKWARD = (
-    "Conv1D",
-    "Conv2D",
-    "Conv3D",
-    "DepthwiseConv1D",
-    "DepthwiseConv2D",
-    "SeparableConv1D",
-    "SeparableConv2D",
-    "Conv1DTranspose",
-    "Conv2DTranspose",
-    "Conv3DTranspose",
-    "Dense",
-)
+_BACKWARD = op_types.KERNEL_LAYERS
 # Layers a BN before them can fold into (and whose bias bias correction
 # adjusts).
 LINEAR_LAYERS = (

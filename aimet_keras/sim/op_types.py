@@ -11,11 +11,28 @@ import difflib
 
 __all__ = [
     "KERAS_TO_ONNX",
+    "KERNEL_LAYERS",
     "ONNX_OP_TYPES",
     "did_you_mean",
     "keras_class_name",
     "onnx_op_type",
 ]
+
+# The Keras layers computing a linear map of their input with a kernel
+# (what batch norms fold into and what compression counts and factorises).
+KERNEL_LAYERS = (
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "Dense",
+)
 
 
 def keras_class_name(layer, names):
