@@ -1,5 +1,5 @@
-"""Model compression: the cost model (spatial SVD, weight SVD and channel
-pruning build on it).
+"""Model compression: the cost model and spatial SVD (weight SVD, channel
+pruning and per-layer ratio selection to come).
 
 >>> from aimet_keras import compress
 >>> cost = compress.model_cost(zoo.load_model("resnet", compile=False))
@@ -10,5 +10,15 @@ True
 from aimet_keras.compress.cost import LayerCost
 from aimet_keras.compress.cost import ModelCost
 from aimet_keras.compress.cost import model_cost
+from aimet_keras.compress.svd import max_spatial_svd_rank
+from aimet_keras.compress.svd import spatial_svd
+from aimet_keras.compress.svd import spatial_svd_layers
 
-__all__ = ["LayerCost", "ModelCost", "model_cost"]
+__all__ = [
+    "LayerCost",
+    "ModelCost",
+    "max_spatial_svd_rank",
+    "model_cost",
+    "spatial_svd",
+    "spatial_svd_layers",
+]

@@ -1,0 +1,86 @@
+"""Spatial SVD: exact at full rank, better with rank, costs as AIMET's."""
+
+import keras
+import numpy as np
+import pytest
+
+from aimet_keras import zoo
+from aimet_keras.compress import max_spatial_svd_rank
+from aimet_keras.compress import model_cost
+from aimet_keras.compress import spatial_svd
+from aimet_keras.compress import spatial_svd_layers
+
+
+def _conv(input_shape=(12, 12, 4), **kwargs):
+    conv = keras.layers.Conv2D(name="conv", **kwargs)
+    conv.build((None, *input_shape))
+    rng = np.random.default_rng(0)
+    conv.kernel.assign(rng.normal(size=conv.kernel.shape).astype("float32"))
+    if conv.use_bias:
+        conv.bias.assign(rng.normal(size=conv.bias.shape).astype("float32"))
+    x = rng.normal(size=(2, *input_shape)).astype("float32")
+    return conv, x
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(filters=6, kernel_size=3, padding="same"),
+        dict(filters=6, kernel_size=(3, 5), strides=2, padding="same"),
+        dict(filters=5, kernel_size=3, strides=(2, 1), padding="valid"),
+        dict(filters=6, kernel_size=3, dilation_rate=2, activation="relu"),
+    ],
+)
+def test_full_rank_reproduces_the_layer(kwargs):
+    conv, x = _conv(**kwargs)
+    first, second = spatial_svd_layers(conv, max_spatial_svd_rank(conv))
+    np.testing.assert_allclose(second(first(x)), conv(x), atol=1e-4)
+
+
+def test_error_shrinks_as_the_rank_grows():
+    conv, x = _conv(filters=8, kernel_size=3, padding="same")
+    want = conv(x).numpy()
+    errors = [
+        np.mean((second(first(x)).numpy() - want) ** 2)
+        for first, second in (
+            spatial_svd_layers(conv, r) for r in (1, 4, 8, 12)
+        )
+    ]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-8
+
+
+def test_model_level_svd_keeps_outputs_and_the_caller_model():
+    model = zoo.load_model("resnet", compile=False)
+    weights = [w.copy() for w in model.get_weights()]
+    images = zoo.load_fashion_mnist_slice("test")[0][:16]
+    conv = model.get_layer("stage2_b_conv")
+    full = max_spatial_svd_rank(conv)
+    factored = spatial_svd(model, {"stage2_b_conv": full})
+    np.testing.assert_allclose(
+        factored.predict(images, verbose=0),
+        model.predict(images, verbose=0),
+        atol=1e-4,
+    )
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    # AIMET's cost formula: (I*r*kh*stride_w + r*O*kw) * H_out * W_out.
+    rank = 8
+    cost = model_cost(spatial_svd(model, {"stage2_b_conv": rank}))
+    kh, kw, channels_in, channels_out = conv.kernel.shape
+    positions = 14 * 14
+    assert (
+        cost["stage2_b_conv_a"].macs + cost["stage2_b_conv_b"].macs
+        == (channels_in * rank * kh + rank * channels_out * kw) * positions
+    )
+
+
+def test_bad_input_names_the_fix():
+    model = zoo.load_model("resnet", compile=False)
+    with pytest.raises(
+        ValueError, match="no layer 'stage2_b_cnv'.*stage2_b_conv"
+    ):
+        spatial_svd(model, {"stage2_b_cnv": 4})
+    with pytest.raises(ValueError, match="rank=0; use a whole number from 1"):
+        spatial_svd(model, {"stage2_b_conv": 0})
+    with pytest.raises(ValueError, match="is a Dense"):
+        spatial_svd(model, {"logits": 2})
