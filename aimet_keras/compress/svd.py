@@ -1,4 +1,6 @@
-"""Spatial SVD: a kxk convolution as a kx1 convolution, then a 1xk one.
+"""Spatial SVD and weight SVD: one layer as two thinner ones.
+
+Spatial SVD: a kxk convolution as a kx1 convolution, then a 1xk one.
 
 AIMET's factorisation (``svd_pruner.lingalg_spatial_svd``): the kernel,
 read as a matrix ``M[(i, y), (o, x)] = W[y, x, i, o]`` of shape
@@ -9,6 +11,10 @@ each side. The left factor becomes a ``(kh, 1)`` convolution from ``I`` to
 carries the bias and activation. At full rank, ``min(I*kh, O*kw)``, the pair
 computes what the convolution computes; 'same' padding stays exact because
 the first factor has no bias (zero rows stay zero).
+
+Weight SVD: a Dense layer or 1x1 convolution, ``W (in, out)``, as one from
+``in`` to ``r`` features (``U sqrt(s)``, no bias) and one from ``r`` to
+``out`` (``sqrt(s) V^T``, with the bias and activation).
 """
 
 import keras
@@ -17,7 +23,15 @@ import numpy as np
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
 
-__all__ = ["max_spatial_svd_rank", "spatial_svd", "spatial_svd_layers"]
+__all__ = [
+    "max_spatial_svd_rank",
+    "max_weight_svd_rank",
+    "svd_rank",
+    "spatial_svd",
+    "spatial_svd_layers",
+    "weight_svd",
+    "weight_svd_layers",
+]
 
 
 def _check_conv(layer):
@@ -73,12 +87,7 @@ def spatial_svd_layers(layer, rank):
     >>> bool(np.allclose(second(first(x)), conv(x), atol=1e-4))
     True
     """
-    top = max_spatial_svd_rank(layer)
-    if not isinstance(rank, (int, np.integer)) or not 1 <= rank <= top:
-        raise ValueError(
-            f"Layer {layer.name!r}: rank={rank!r}; use a whole number from 1 "
-            f"to {top} (the rank at which the factorisation is exact)."
-        )
+    _check_rank(layer, rank, max_spatial_svd_rank(layer))
     kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
     kh, kw, channels_in, channels_out = kernel.shape
     matrix = kernel.transpose(2, 0, 3, 1).reshape(
@@ -120,6 +129,197 @@ def spatial_svd_layers(layer, rank):
     return first, second
 
 
+def _check_weight_svd(layer):
+    kind = type(layer).__name__
+    is_pointwise = (
+        kind == "Conv2D"
+        and tuple(layer.kernel.shape[:2]) == (1, 1)
+        and layer.groups == 1
+        and tuple(layer.get_config()["dilation_rate"]) == (1, 1)
+    )
+    if kind != "Dense" and not is_pointwise:
+        raise ValueError(
+            f"Layer {layer.name!r} is a {kind}"
+            + (" with a kernel larger than 1x1" if kind == "Conv2D" else "")
+            + "; weight SVD factorises Dense layers and 1x1 Conv2D layers "
+            "(use spatial SVD for larger kernels)."
+        )
+
+
+def max_weight_svd_rank(layer):
+    """The rank at which weight SVD is exact: ``min(in, out)``.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(6)
+    >>> dense.build((None, 10))
+    >>> max_weight_svd_rank(dense)
+    6
+    """
+    _check_weight_svd(layer)
+    return min(layer.kernel.shape[-2:])
+
+
+def _check_rank(layer, rank, top):
+    if not isinstance(rank, (int, np.integer)) or not 1 <= rank <= top:
+        raise ValueError(
+            f"Layer {layer.name!r}: rank={rank!r}; use a whole number from 1 "
+            f"to {top} (the rank at which the factorisation is exact)."
+        )
+
+
+def weight_svd_layers(layer, rank):
+    """The two layers replacing a Dense or 1x1 Conv2D at ``rank``.
+
+    Args:
+        layer: a built Dense, or Conv2D with a 1x1 kernel.
+        rank: the inner width, 1 to :func:`max_weight_svd_rank`.
+
+    Returns:
+        ``(first, second)``, built layers of ``layer``'s class named
+        ``<name>_a`` and ``<name>_b`` (the second has the bias and
+        activation; a strided 1x1 conv keeps its stride on the first).
+
+    Example:
+
+    >>> dense = keras.layers.Dense(6)
+    >>> dense.build((None, 10))
+    >>> first, second = weight_svd_layers(dense, 6)
+    >>> x = np.random.rand(3, 10).astype("float32")
+    >>> bool(np.allclose(second(first(x)), dense(x), atol=1e-5))
+    True
+    """
+    _check_rank(layer, rank, max_weight_svd_rank(layer))
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+    matrix = kernel.reshape(kernel.shape[-2:])
+    u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    root = np.sqrt(s[:rank])
+    left, right = u[:, :rank] * root, root[:, None] * vt[:rank]
+    config = layer.get_config()
+    first_config = dict(
+        config, use_bias=False, activation="linear", name=f"{layer.name}_a"
+    )
+    second_config = dict(config, name=f"{layer.name}_b")
+    if isinstance(layer, keras.layers.Dense):
+        first_config["units"] = rank
+    else:
+        first_config["filters"] = rank
+        second_config["strides"] = (1, 1)  # the first one strides
+    first = layer.__class__.from_config(first_config)
+    second = layer.__class__.from_config(second_config)
+    leading = (None,) * (len(kernel.shape) - 1)
+    first.build((*leading, matrix.shape[0]))
+    second.build((*leading, rank))
+    dtype = layer.kernel.dtype
+    first.kernel.assign(left.reshape(first.kernel.shape).astype(dtype))
+    second.kernel.assign(right.reshape(second.kernel.shape).astype(dtype))
+    if config["use_bias"]:
+        second.bias.assign(layer.bias)
+    return first, second
+
+
+def svd_rank(
+    layer, comp_ratio, scheme="spatial_svd", cost_metric="mac", multiplicity=1
+):
+    """The rank that brings ``layer``'s cost to ``comp_ratio`` of itself.
+
+    AIMET's rule: the largest rank whose cost is at most ``comp_ratio``
+    times the layer's, at least 1, then rounded up to a multiple of
+    ``multiplicity`` (capped at the exact rank).
+
+    Args:
+        layer: a built layer the scheme factorises.
+        comp_ratio: the target cost over the original, in (0, 1].
+        scheme: ``"spatial_svd"`` or ``"weight_svd"``. Defaults to
+            ``"spatial_svd"``.
+        cost_metric: ``"mac"`` or ``"memory"``. Defaults to ``"mac"``.
+        multiplicity: round ranks up to a multiple of this. Defaults to 1.
+
+    Returns:
+        The rank, an int.
+
+    Example:
+
+    >>> conv = keras.layers.Conv2D(16, 3)
+    >>> conv.build((None, 10, 10, 16))
+    >>> svd_rank(conv, 0.5), svd_rank(conv, 0.5, multiplicity=8)
+    (12, 16)
+    """
+    if not 0 < comp_ratio <= 1:
+        raise ValueError(
+            f"comp_ratio={comp_ratio!r} for layer {layer.name!r}; use a "
+            "fraction in (0, 1]."
+        )
+    if cost_metric not in ("mac", "memory"):
+        raise ValueError(f"cost_metric={cost_metric!r}; use 'mac' or 'memory'.")
+    if not isinstance(multiplicity, int) or multiplicity < 1:
+        raise ValueError(f"multiplicity={multiplicity!r}; use an int >= 1.")
+    if scheme == "spatial_svd":
+        top = max_spatial_svd_rank(layer)
+        kh, kw, channels_in, channels_out = layer.kernel.shape
+        stride_w = (
+            layer.get_config()["strides"][1] if cost_metric == "mac" else 1
+        )
+        per_rank = channels_in * kh * stride_w + channels_out * kw
+        original = channels_out * channels_in * kh * kw
+    elif scheme == "weight_svd":
+        top = max_weight_svd_rank(layer)
+        channels_in, channels_out = layer.kernel.shape[-2:]
+        per_rank = channels_in + channels_out
+        original = channels_in * channels_out
+    else:
+        raise ValueError(
+            f"scheme={scheme!r}; use 'spatial_svd' or 'weight_svd'."
+        )
+    rank = max(1, min(top, int(np.floor(comp_ratio * original / per_rank))))
+    rank = -(-rank // multiplicity) * multiplicity
+    return int(min(rank, top))
+
+
+def _factorise(model, ranks, make_layers):
+    """A new model with each named layer replaced by a factorised pair."""
+    prepared = prepare_lib.prepare_model(model)
+    names = [layer.name for layer in prepared.layers]
+    for name in ranks:
+        if name not in names:
+            raise ValueError(
+                f"The model has no layer {name!r}."
+                + op_types.did_you_mean(name, names)
+            )
+    pairs = {
+        name: make_layers(prepared.get_layer(name), rank)
+        for name, rank in ranks.items()
+    }
+
+    def replace(operation):
+        if operation.name not in pairs:
+            return operation
+        first, second = pairs[operation.name]
+        return lambda x, **kwargs: second(first(x))
+
+    return prepare_lib.rebuild(prepared, replace)
+
+
+def weight_svd(model, ranks):
+    """A new model with the named Dense / 1x1 Conv2D layers factorised.
+
+    Args:
+        model: a built ``keras.Model``; not changed.
+        ranks: ``{layer name: rank}``.
+
+    Returns:
+        The new functional model.
+
+    Example:
+
+    >>> model = zoo.load_model("resnet", compile=False)
+    >>> smaller = weight_svd(model, {"logits": 4})
+    >>> [x.name for x in smaller.layers if x.name.startswith("logits")]
+    ['logits_a', 'logits_b']
+    """
+    return _factorise(model, ranks, weight_svd_layers)
+
+
 def spatial_svd(model, ranks):
     """A new model with the named convolutions factorised at given ranks.
 
@@ -142,23 +342,4 @@ def spatial_svd(model, ranks):
     >>> [x.name for x in smaller.layers if x.name.startswith("stage1_a_c")]
     ['stage1_a_conv_a', 'stage1_a_conv_b']
     """
-    prepared = prepare_lib.prepare_model(model)
-    names = [layer.name for layer in prepared.layers]
-    for name in ranks:
-        if name not in names:
-            raise ValueError(
-                f"spatial_svd: the model has no layer {name!r}."
-                + op_types.did_you_mean(name, names)
-            )
-    pairs = {
-        name: spatial_svd_layers(prepared.get_layer(name), rank)
-        for name, rank in ranks.items()
-    }
-
-    def replace(operation):
-        if operation.name not in pairs:
-            return operation
-        first, second = pairs[operation.name]
-        return lambda x, **kwargs: second(first(x))
-
-    return prepare_lib.rebuild(prepared, replace)
+    return _factorise(model, ranks, spatial_svd_layers)

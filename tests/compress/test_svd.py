@@ -6,9 +6,13 @@ import pytest
 
 from aimet_keras import zoo
 from aimet_keras.compress import max_spatial_svd_rank
+from aimet_keras.compress import max_weight_svd_rank
 from aimet_keras.compress import model_cost
 from aimet_keras.compress import spatial_svd
 from aimet_keras.compress import spatial_svd_layers
+from aimet_keras.compress import svd_rank
+from aimet_keras.compress import weight_svd
+from aimet_keras.compress import weight_svd_layers
 
 
 def _conv(input_shape=(12, 12, 4), **kwargs):
@@ -84,3 +88,51 @@ def test_bad_input_names_the_fix():
         spatial_svd(model, {"stage2_b_conv": 0})
     with pytest.raises(ValueError, match="is a Dense"):
         spatial_svd(model, {"logits": 2})
+
+
+@pytest.mark.parametrize(
+    "layer, input_shape",
+    [
+        (keras.layers.Dense(6, activation="relu", name="fc"), (5, 10)),
+        (keras.layers.Conv2D(6, 1, strides=2, name="pw"), (8, 8, 10)),
+    ],
+)
+def test_weight_svd_full_rank_reproduces_the_layer(layer, input_shape):
+    layer.build((None, *input_shape))
+    x = np.random.default_rng(1).normal(size=(2, *input_shape))
+    x = x.astype("float32")
+    first, second = weight_svd_layers(layer, max_weight_svd_rank(layer))
+    np.testing.assert_allclose(second(first(x)), layer(x), atol=1e-5)
+    low_first, low_second = weight_svd_layers(layer, 2)
+    assert low_first.kernel.shape[-1] == 2
+    assert not np.allclose(low_second(low_first(x)), layer(x), atol=1e-3)
+
+
+def test_weight_svd_refuses_larger_kernels():
+    conv = keras.layers.Conv2D(4, 3, name="c3")
+    conv.build((None, 6, 6, 2))
+    with pytest.raises(ValueError, match="'c3'.*larger than 1x1"):
+        weight_svd_layers(conv, 1)
+
+
+def test_svd_rank_meets_the_ratio_and_rounds_up():
+    conv = keras.layers.Conv2D(32, 3, name="c")
+    conv.build((None, 16, 16, 16))
+    top = max_spatial_svd_rank(conv)
+    for ratio in (0.1, 0.3, 0.5, 0.9):
+        rank = svd_rank(conv, ratio)
+        cost = rank * (16 * 3 + 32 * 3)
+        assert cost <= ratio * 32 * 16 * 9 < (rank + 1) * (16 * 3 + 32 * 3)
+        assert svd_rank(conv, ratio, multiplicity=8) % 8 == 0
+    # Full rank (48) costs more than the layer: ratio 1 stops at equal cost.
+    assert svd_rank(conv, 1.0) == 32 < top
+    dense = keras.layers.Dense(8, name="d")
+    dense.build((None, 24))
+    assert svd_rank(dense, 0.5, scheme="weight_svd") == 3  # 3 * 32 <= 96
+    with pytest.raises(ValueError, match="comp_ratio=0"):
+        svd_rank(conv, 0)
+    with pytest.raises(ValueError, match="cost_metric"):
+        svd_rank(conv, 0.5, cost_metric="flops")
+    assert isinstance(
+        weight_svd(zoo.load_model("resnet"), {"logits": 4}), keras.Model
+    )
