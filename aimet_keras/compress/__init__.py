@@ -10,6 +10,8 @@ True
 from aimet_keras.compress.cost import LayerCost
 from aimet_keras.compress.cost import ModelCost
 from aimet_keras.compress.cost import model_cost
+from aimet_keras.compress.greedy import CompressionStats
+from aimet_keras.compress.greedy import compress_model
 from aimet_keras.compress.svd import max_spatial_svd_rank
 from aimet_keras.compress.svd import max_weight_svd_rank
 from aimet_keras.compress.svd import spatial_svd
@@ -19,8 +21,10 @@ from aimet_keras.compress.svd import weight_svd
 from aimet_keras.compress.svd import weight_svd_layers
 
 __all__ = [
+    "CompressionStats",
     "LayerCost",
     "ModelCost",
+    "compress_model",
     "max_spatial_svd_rank",
     "max_weight_svd_rank",
     "model_cost",

@@ -26,6 +26,7 @@ from aimet_keras.sim import op_types
 __all__ = [
     "max_spatial_svd_rank",
     "max_weight_svd_rank",
+    "rank_cost",
     "svd_rank",
     "spatial_svd",
     "spatial_svd_layers",
@@ -218,6 +219,32 @@ def weight_svd_layers(layer, rank):
     return first, second
 
 
+def rank_cost(layer, scheme, cost_metric="mac"):
+    """``(cost per unit of rank, original cost)`` of factorising ``layer``.
+
+    In kernel elements, or in MACs per output position (AIMET's formulas:
+    the first spatial-SVD factor runs on ``stride_w`` times the positions).
+    Multiply both by the output positions for MACs.
+
+    Example:
+
+    >>> dense = keras.layers.Dense(8)
+    >>> dense.build((None, 24))
+    >>> rank_cost(dense, "weight_svd")
+    (32, 192)
+    """
+    if scheme == "spatial_svd":
+        kh, kw, channels_in, channels_out = layer.kernel.shape
+        config = layer.get_config()
+        stride_w = config["strides"][1] if cost_metric == "mac" else 1
+        per_rank = channels_in * kh * stride_w + channels_out * kw
+        return per_rank, channels_out * channels_in * kh * kw
+    if scheme == "weight_svd":
+        channels_in, channels_out = layer.kernel.shape[-2:]
+        return channels_in + channels_out, channels_in * channels_out
+    raise ValueError(f"scheme={scheme!r}; use 'spatial_svd' or 'weight_svd'.")
+
+
 def svd_rank(
     layer, comp_ratio, scheme="spatial_svd", cost_metric="mac", multiplicity=1
 ):
@@ -254,23 +281,16 @@ def svd_rank(
         raise ValueError(f"cost_metric={cost_metric!r}; use 'mac' or 'memory'.")
     if not isinstance(multiplicity, int) or multiplicity < 1:
         raise ValueError(f"multiplicity={multiplicity!r}; use an int >= 1.")
-    if scheme == "spatial_svd":
-        top = max_spatial_svd_rank(layer)
-        kh, kw, channels_in, channels_out = layer.kernel.shape
-        stride_w = (
-            layer.get_config()["strides"][1] if cost_metric == "mac" else 1
-        )
-        per_rank = channels_in * kh * stride_w + channels_out * kw
-        original = channels_out * channels_in * kh * kw
-    elif scheme == "weight_svd":
-        top = max_weight_svd_rank(layer)
-        channels_in, channels_out = layer.kernel.shape[-2:]
-        per_rank = channels_in + channels_out
-        original = channels_in * channels_out
-    else:
+    if scheme not in ("spatial_svd", "weight_svd"):
         raise ValueError(
             f"scheme={scheme!r}; use 'spatial_svd' or 'weight_svd'."
         )
+    top = (
+        max_spatial_svd_rank(layer)
+        if scheme == "spatial_svd"
+        else max_weight_svd_rank(layer)
+    )
+    per_rank, original = rank_cost(layer, scheme, cost_metric)
     rank = max(1, min(top, int(np.floor(comp_ratio * original / per_rank))))
     rank = -(-rank // multiplicity) * multiplicity
     return int(min(rank, top))
