@@ -459,6 +459,9 @@ class IterativeWeightFreezing(keras.callbacks.Callback):
                 }
                 state["started"] = tf.Variable(False, trainable=False)
             self._tracked.append((weight, quantizer, state))
+        self._num_tracked = sum(
+            int(np.prod(w.shape)) for w, _, _ in self._tracked
+        )
         self._update = tf.function(self._update_all)
 
     def _update_all(self):
@@ -507,9 +510,7 @@ class IterativeWeightFreezing(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if not self._tracked:
             return
-        frozen = float(self._update())
-        total = sum(int(np.prod(w.shape)) for w, _, _ in self._tracked)
-        self.frozen_fraction = frozen / total
+        self.frozen_fraction = float(self._update()) / self._num_tracked
 
     def on_epoch_end(self, epoch, logs=None):
         if self._tracked:

@@ -299,6 +299,40 @@ def quantize_dequantize_grid(x, delta, offset, steps, axis=None):
     return _apply_grid(x, delta, offset, steps, axis)
 
 
+def _broadcast_grid(
+    x,
+    encoding_min,
+    encoding_max,
+    bitwidth,
+    is_symmetric,
+    strict,
+    unsigned,
+    axis,
+):
+    """``(delta, offset, steps)`` of a range's grid, shaped against ``x``.
+
+    In ``x``'s compute dtype; ``steps`` a Python float.
+    """
+    delta, offset = encoding_lib.grid_from_range(
+        encoding_min,
+        encoding_max,
+        bitwidth,
+        is_symmetric,
+        strict,
+        unsigned,
+        bounds=False,
+    )
+    num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
+    shape = _broadcast_shape(x, axis, num_channels)
+    dtype = _compute_dtype(x)
+    steps = encoding_lib.num_steps(bitwidth, is_symmetric, strict)
+    return (
+        tf.reshape(tf.cast(delta, dtype), shape),
+        tf.reshape(tf.cast(offset, dtype), shape),
+        float(steps),
+    )
+
+
 def _fixed_range_forward(
     x,
     encoding_min,
@@ -309,24 +343,19 @@ def _fixed_range_forward(
     unsigned,
     axis,
 ):
-    delta, offset = encoding_lib.grid_from_range(
+    delta, offset, steps = _broadcast_grid(
+        x,
         encoding_min,
         encoding_max,
         bitwidth,
         is_symmetric,
         strict,
         unsigned,
-        bounds=False,
+        axis,
     )
-    steps = encoding_lib.num_steps(bitwidth, is_symmetric, strict)
-    num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
-    shape = _broadcast_shape(x, axis, num_channels)
-    dtype = _compute_dtype(x)
+    dtype = delta.dtype
     y = _grid_forward(
-        tf.cast(x, dtype),
-        tf.reshape(tf.cast(delta, dtype), shape),
-        tf.reshape(tf.cast(offset, dtype), shape),
-        tf.constant(float(steps), dtype),
+        tf.cast(x, dtype), delta, offset, tf.constant(steps, dtype)
     )
     return tf.cast(y, x.dtype)
 
@@ -427,22 +456,17 @@ def _straight_through_grad(
     The bounds exactly as quantize_dequantize_range's gradient computes
     them.
     """
-    delta, offset = encoding_lib.grid_from_range(
+    delta, offset, steps = _broadcast_grid(
+        x,
         encoding_min,
         encoding_max,
         bitwidth,
         is_symmetric,
         strict,
         unsigned,
-        bounds=False,
+        axis,
     )
-    num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
-    shape = _broadcast_shape(x, axis, num_channels)
-    dtype = _compute_dtype(x)
-    delta = tf.reshape(tf.cast(delta, dtype), shape)
-    offset = tf.reshape(tf.cast(offset, dtype), shape)
-    steps = encoding_lib.num_steps(bitwidth, is_symmetric, strict)
-    wide = tf.cast(x, dtype)
+    wide = tf.cast(x, delta.dtype)
     inside = tf.logical_and(
         wide >= offset * delta, wide <= (steps + offset) * delta
     )
@@ -552,18 +576,15 @@ def grid_integers(
     ([-3.0, 1.0, 3.0], 0.3333)
     """
     x = tf.cast(_check_float_input(x), tf.float32)
-    delta, offset, _, _ = encoding_lib.grid_from_range(
+    delta, offset, steps = _broadcast_grid(
+        x,
         tf.cast(encoding_min, tf.float32),
         tf.cast(encoding_max, tf.float32),
         bitwidth,
         is_symmetric,
         strict_symmetric,
         unsigned_symmetric,
+        axis,
     )
-    steps = encoding_lib.num_steps(bitwidth, is_symmetric, strict_symmetric)
-    num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
-    shape = _broadcast_shape(x, axis, num_channels)
-    delta = tf.reshape(tf.cast(delta, tf.float32), shape)
-    offset = tf.reshape(tf.cast(offset, tf.float32), shape)
-    _, level = _level(x / delta, offset, float(steps))
+    _, level = _level(x / delta, offset, steps)
     return level + offset, delta
