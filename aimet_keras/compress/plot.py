@@ -1,0 +1,130 @@
+"""A picture of the greedy selection: per-layer sensitivity as an SVG chart.
+
+:func:`~aimet_keras.compress.greedy.compress_model` scores the model with
+each layer compressed alone at each candidate ratio. Plotting those scores
+against the ratio shows which layers tolerate compression (flat lines) and
+which do not (lines falling towards small ratios), and where the chosen
+ratios and the score threshold fall.
+"""
+
+import math
+from collections.abc import Mapping
+
+from aimet_keras import plotting
+
+__all__ = ["plot_sensitivity"]
+
+
+def plot_sensitivity(
+    eval_scores,
+    path,
+    chosen_ratios=None,
+    threshold=None,
+    title="Per-layer sensitivity",
+    x_label="compression ratio (cost kept)",
+):
+    """Writes each layer's eval score against its compression ratio as SVG.
+
+    One line per layer, through its score at each candidate ratio (the
+    layer's cost kept: small ratios compress most). A layer's chosen ratio
+    is ringed and named in the legend; a layer left whole (ratio 1.0) has
+    no score in the table, so the legend alone says so.
+
+    Args:
+        eval_scores: ``{layer name: {ratio: score}}``, as
+            ``CompressionStats.eval_scores``; ratios may also be strings of
+            floats, as in the JSON table that ``compress_model`` saves.
+        path: the ``.svg`` file to write; its folder must exist.
+        chosen_ratios: ``{layer name: ratio}``, as ``CompressionStats.ratios``
+            (1.0: left whole). Names not in ``eval_scores`` are ignored.
+            Defaults to None (nothing highlighted).
+        threshold: a score drawn as a dashed horizontal line, such as the
+            greedy search's threshold. Defaults to None (no line).
+        title: the chart's title. Defaults to ``"Per-layer sensitivity"``.
+        x_label: what the ratios are. Defaults to ``"compression ratio
+            (cost kept)"``, the SVD schemes' meaning; for channel pruning's
+            ratios pass ``"input channels kept"``.
+
+    Returns:
+        The ``pathlib.Path`` written.
+
+    Raises:
+        ValueError: for an empty table or layer, a NaN or infinite score
+            (naming the layer and ratio) or threshold, or a chosen ratio
+            outside (0, 1] or with no score in that layer's table.
+        OSError: when the file cannot be written (nothing is left behind).
+
+    Example:
+
+    >>> import os, tempfile
+    >>> from aimet_keras.compress.plot import plot_sensitivity
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> scores = {
+    ...     "conv1": {0.25: 0.41, 0.5: 0.78, 0.75: 0.86},
+    ...     "conv2": {0.25: 0.83, 0.5: 0.85, 0.75: 0.86},
+    ... }
+    >>> path = plot_sensitivity(
+    ...     scores, os.path.join(folder.name, "sensitivity.svg"),
+    ...     chosen_ratios={"conv1": 1.0, "conv2": 0.25}, threshold=0.8)
+    >>> text = path.read_text()
+    >>> "conv1 (left whole)" in text, "conv2 (chosen 0.25)" in text
+    (True, True)
+    >>> folder.cleanup()
+
+    With the stats of a run:
+    ``plot_sensitivity(stats.eval_scores, "s.svg", stats.ratios)``.
+    """
+    if not isinstance(eval_scores, Mapping) or not eval_scores:
+        raise ValueError(
+            f"eval_scores is {eval_scores!r}; use a non-empty "
+            "{layer name: {ratio: score}} dict, as CompressionStats."
+            "eval_scores."
+        )
+    chosen_ratios = chosen_ratios or {}
+    series = {}
+    markers = {}
+    for name, table in eval_scores.items():
+        if not isinstance(table, Mapping) or not table:
+            raise ValueError(
+                f"eval_scores[{name!r}] is {table!r}; use a non-empty "
+                "{ratio: score} dict."
+            )
+        points = sorted((float(r), float(s)) for r, s in table.items())
+        for ratio, score in points:
+            if not math.isfinite(score):
+                raise ValueError(
+                    f"Layer {name!r} has score {score!r} at ratio {ratio:g}; "
+                    "a plot needs finite scores."
+                )
+        label = name
+        if name in chosen_ratios:
+            ratio = float(chosen_ratios[name])
+            if not 0 < ratio <= 1:
+                raise ValueError(
+                    f"chosen_ratios gives layer {name!r} ratio {ratio!r}; "
+                    "use a ratio in (0, 1] (1.0: left whole)."
+                )
+            if ratio == 1:
+                label = f"{name} (left whole)"
+            else:
+                point = next(
+                    (p for p in points if math.isclose(p[0], ratio)), None
+                )
+                if point is None:
+                    raise ValueError(
+                        f"chosen_ratios gives layer {name!r} ratio "
+                        f"{ratio:g}, which eval_scores[{name!r}] has no "
+                        f"score for; its ratios: {[p[0] for p in points]}."
+                    )
+                label = f"{name} (chosen {ratio:g})"
+                markers[label] = point
+        series[label] = points
+    return plotting.line_chart(
+        series,
+        path,
+        title=title,
+        x_label=x_label,
+        y_label="eval score",
+        hlines=None if threshold is None else {"threshold": threshold},
+        markers=markers,
+    )

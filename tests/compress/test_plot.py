@@ -1,0 +1,149 @@
+"""The sensitivity plot, read back with ElementTree."""
+
+import math
+import os
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from aimet_keras.compress.plot import plot_sensitivity
+
+# Ratios given out of order: the plot sorts them.
+_SCORES = {
+    "conv1": {0.75: 0.86, 0.25: 0.41, 0.5: 0.78},
+    "conv2": {0.25: 0.83, 0.5: 0.85, 0.75: 0.86},
+    "dense<&>": {0.5: 0.6, 0.25: 0.2, 0.75: 0.7},
+}
+
+
+def _tagged(root, cls):
+    return [e for e in root.iter() if e.get("class") == cls]
+
+
+def _lines(root):
+    lines = {}
+    for group in _tagged(root, "series"):
+        (line,) = [e for e in group if e.tag.endswith("polyline")]
+        lines[group.get("data-label")] = [
+            tuple(map(float, p.split(","))) for p in line.get("points").split()
+        ]
+    return lines
+
+
+def _plot(tmp_path, *args, **kwargs):
+    path = plot_sensitivity(_SCORES, tmp_path / "s.svg", *args, **kwargs)
+    return ET.parse(path).getroot()
+
+
+def test_one_line_per_layer_sorted_by_ratio(tmp_path):
+    lines = _lines(_plot(tmp_path))
+    assert list(lines) == ["conv1", "conv2", "dense<&>"]
+    for name, points in lines.items():
+        assert len(points) == 3
+        xs = [x for x, _ in points]
+        assert xs == sorted(xs) and len(set(xs)) == 3
+        # Scores rise with the ratio here, so the SVG y falls.
+        ys = [y for _, y in points]
+        assert ys == sorted(ys, reverse=True), name
+    # Same ratios, same x, whichever layer.
+    assert {tuple(x for x, _ in p) for p in lines.values()} == {
+        tuple(x for x, _ in lines["conv1"])
+    }
+    # dense<&> at 0.25 scores lowest of all: the lowest point drawn.
+    lowest = max((y, name) for name, p in lines.items() for _, y in p)
+    assert lowest == (lines["dense<&>"][0][1], "dense<&>")
+
+
+def test_chosen_ratios_are_ringed_and_named(tmp_path):
+    chosen = {"conv1": 1.0, "conv2": 0.25, "dense<&>": 0.5, "other": 0.5}
+    root = _plot(tmp_path, chosen)
+    lines = _lines(root)
+    assert list(lines) == [
+        "conv1 (left whole)",
+        "conv2 (chosen 0.25)",
+        "dense<&> (chosen 0.5)",
+    ]
+    markers = {m.get("data-label"): m for m in _tagged(root, "marker")}
+    assert set(markers) == {"conv2 (chosen 0.25)", "dense<&> (chosen 0.5)"}
+    for label, index in (
+        ("conv2 (chosen 0.25)", 0),
+        ("dense<&> (chosen 0.5)", 1),
+    ):
+        centres = {
+            (float(c.get("cx")), float(c.get("cy")))
+            for c in markers[label]
+            if c.tag.endswith("circle")
+        }
+        assert centres == {lines[label][index]}
+    (legend,) = _tagged(root, "legend")
+    texts = [e.text for e in legend.iter() if e.tag.endswith("text")]
+    assert texts == list(lines)
+    assert "dense&lt;&amp;&gt; (chosen 0.5)" in (tmp_path / "s.svg").read_text()
+
+
+def test_threshold_is_a_dashed_line_at_its_score(tmp_path):
+    assert not _tagged(_plot(tmp_path), "hline")
+    root = _plot(tmp_path, threshold=0.8)
+    (hline,) = _tagged(root, "hline")
+    assert hline.get("stroke-dasharray")
+    y = float(hline.get("y1"))
+    conv1 = _lines(root)["conv1"]  # scores 0.41, 0.78, 0.86
+    assert conv1[2][1] < y < conv1[1][1]
+    assert y == pytest.approx(
+        conv1[1][1] + (conv1[2][1] - conv1[1][1]) * (0.8 - 0.78) / 0.08,
+        abs=0.01,
+    )
+
+
+def test_saved_tables_string_ratios_plot_the_same(tmp_path):
+    # As CompressionStats.eval_scores and .ratios, and as the JSON table
+    # compress_model saves (ratios as strings).
+    scores = {"conv1": {0.25: 0.4, 0.5: 0.7}, "conv2": {0.25: 0.8, 0.5: 0.85}}
+    ratios = {"conv1": 1.0, "conv2": 0.5}
+    path = plot_sensitivity(scores, tmp_path / "a.svg", ratios)
+    from_json = {
+        name: {str(r): s for r, s in table.items()}
+        for name, table in scores.items()
+    }
+    again = plot_sensitivity(from_json, tmp_path / "b.svg", ratios)
+    assert path.read_text() == again.read_text()
+    assert len(_tagged(ET.parse(path).getroot(), "marker")) == 1
+
+
+def test_x_label_can_be_named(tmp_path):
+    root = _plot(tmp_path, x_label="input channels kept")
+    assert _tagged(root, "x-label")[0].text == "input channels kept"
+    assert _tagged(_plot(tmp_path), "x-label")[0].text == (
+        "compression ratio (cost kept)"
+    )
+
+
+def test_a_flat_layer_and_a_single_ratio(tmp_path):
+    scores = {"flat": {0.25: 0.5, 0.5: 0.5}, "one": {0.5: 0.5}}
+    path = plot_sensitivity(scores, tmp_path / "s.svg", {"one": 0.5})
+    lines = _lines(ET.parse(path).getroot())
+    assert len(lines["flat"]) == 2 and len(lines["one (chosen 0.5)"]) == 1
+    assert all(math.isfinite(v) for p in lines.values() for xy in p for v in xy)
+
+
+@pytest.mark.parametrize(
+    "scores, chosen, threshold, match",
+    [
+        ({"c": {0.5: math.nan}}, None, None, "'c' has score nan at ratio 0.5"),
+        ({"c": {0.5: 0.1}}, None, math.inf, "hline 'threshold'"),
+        ({"c": {0.5: 0.1}}, {"c": 0.3}, None, "no score for"),
+        ({"c": {0.5: 0.1}}, {"c": 0.0}, None, r"in \(0, 1\]"),
+        ({"c": {}}, None, None, "non-empty"),
+        ({}, None, None, "non-empty"),
+    ],
+)
+def test_errors_leave_no_file(tmp_path, scores, chosen, threshold, match):
+    with pytest.raises(ValueError, match=match):
+        plot_sensitivity(scores, tmp_path / "s.svg", chosen, threshold)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_missing_folder_leaves_no_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        plot_sensitivity(_SCORES, tmp_path / "no" / "s.svg")
+    assert os.listdir(tmp_path) == []
