@@ -1,5 +1,5 @@
-"""Model compression: the cost model and spatial SVD (weight SVD, channel
-pruning and per-layer ratio selection to come).
+"""Model compression: the cost model, spatial SVD, weight SVD, channel
+pruning and AIMET's greedy per-layer ratio selection.
 
 >>> from aimet_keras import compress
 >>> cost = compress.model_cost(zoo.load_model("resnet", compile=False))
@@ -12,6 +12,10 @@ from aimet_keras.compress.cost import ModelCost
 from aimet_keras.compress.cost import model_cost
 from aimet_keras.compress.greedy import CompressionStats
 from aimet_keras.compress.greedy import compress_model
+from aimet_keras.compress.pruning import ChannelPruner
+from aimet_keras.compress.pruning import NotPrunableError
+from aimet_keras.compress.pruning import channel_pruning
+from aimet_keras.compress.pruning import prunable_layers
 from aimet_keras.compress.svd import max_spatial_svd_rank
 from aimet_keras.compress.svd import max_weight_svd_rank
 from aimet_keras.compress.svd import spatial_svd
@@ -21,6 +25,10 @@ from aimet_keras.compress.svd import weight_svd
 from aimet_keras.compress.svd import weight_svd_layers
 
 __all__ = [
+    "ChannelPruner",
+    "NotPrunableError",
+    "channel_pruning",
+    "prunable_layers",
     "CompressionStats",
     "LayerCost",
     "ModelCost",

@@ -8,25 +8,30 @@
    most aggressive ratio whose score stays at or above it (or stays whole).
    The search stops when the model's cost is within a tolerance of the
    target.
-3. Compress every layer at its chosen ratio.
+3. Give back what the threshold's whole candidate steps over-saved: first
+   in candidate steps, then a rank or channel at a time, the layer losing
+   least score per unit of cost first, until the model sits just under the
+   target (within a rank's or a channel's cost of it).
+4. Compress every layer at its chosen ratio.
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 
+import numpy as np
+
 from aimet_keras.compress import cost as cost_lib
+from aimet_keras.compress import pruning as pruning_lib
 from aimet_keras.compress import svd as svd_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
 
 __all__ = ["CompressionStats", "compress_model"]
 
-_SCHEMES = {
-    "spatial_svd": (svd_lib.spatial_svd_layers, svd_lib.max_spatial_svd_rank),
-    "weight_svd": (svd_lib.weight_svd_layers, svd_lib.max_weight_svd_rank),
-}
+SCHEMES = ("spatial_svd", "weight_svd", "channel_pruning")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +43,20 @@ class CompressionStats:
         cost_metric: ``"mac"`` or ``"memory"``.
         target_comp_ratio: the requested cost over the original.
         achieved_comp_ratio: the compressed model's cost over the original.
-        ratios: ``{layer name: chosen ratio}`` (1.0: left whole).
-        ranks: ``{layer name: rank}`` for the layers compressed.
+        ratios: ``{layer name: chosen ratio}`` for every selected layer
+            (1.0: left whole); the cost ratio of an SVD layer, the fraction
+            of input channels kept for channel pruning.
+        ranks: ``{layer name: rank}`` of the SVD schemes' compressed layers.
+        kept_channels: ``{layer name: input channels kept}`` for channel
+            pruning.
         original_cost: ``(MACs, memory)`` of the original model.
         compressed_cost: ``(MACs, memory)`` after compression.
+        layer_costs: ``{layer name: (MACs before, MACs after, memory before,
+            memory after)}`` for every weighted layer of the original (a
+            factorised layer's pair summed).
+        baseline_score: ``eval_callback`` on the original model.
         eval_scores: ``{layer name: {ratio: score}}``.
+        threshold: the score threshold the search chose.
     """
 
     scheme: str
@@ -51,24 +65,158 @@ class CompressionStats:
     achieved_comp_ratio: float
     ratios: dict
     ranks: dict
+    kept_channels: dict
     original_cost: tuple
     compressed_cost: tuple
+    layer_costs: dict
+    baseline_score: float
     eval_scores: dict
+    threshold: float
+
+    def to_markdown(self):
+        """The per-layer table: ratio, unit, MACs and memory before and
+        after."""
+        units = self.ranks or self.kept_channels
+        unit = "rank" if self.ranks else "channels kept"
+        lines = [
+            f"| layer | ratio | {unit} | MACs before | MACs after "
+            "| memory before | memory after |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, (m0, m1, p0, p1) in self.layer_costs.items():
+            ratio = self.ratios.get(name)
+            lines.append(
+                f"| {name} | {'' if ratio is None else f'{ratio:.3f}'} | "
+                f"{units.get(name, '')} | {m0:,} | {m1:,} | {p0:,} | {p1:,} |"
+            )
+        (m0, p0), (m1, p1) = self.original_cost, self.compressed_cost
+        lines.append(
+            f"| total | {self.achieved_comp_ratio:.3f} | | {m0:,} | {m1:,} "
+            f"| {p0:,} | {p1:,} |"
+        )
+        return "\n".join(lines)
 
 
-def _selectable(layer, scheme):
-    try:
-        _SCHEMES[scheme][1](layer)
-    except (ValueError, AttributeError):
-        return False
-    # A kx1 or 1xk convolution gains nothing from spatial SVD.
-    return scheme != "spatial_svd" or min(layer.kernel.shape[:2]) > 1
+class _SvdScheme:
+    """Spatial or weight SVD: a layer's unit is its rank."""
+
+    def __init__(self, prepared, scheme, cost_metric, multiplicity, whole):
+        self.prepared = prepared
+        self.scheme = scheme
+        self.cost_metric = cost_metric
+        self.multiplicity = multiplicity
+        self.whole = whole
+        self._make_layers, self._max_rank = {
+            "spatial_svd": (
+                svd_lib.spatial_svd_layers,
+                svd_lib.max_spatial_svd_rank,
+            ),
+            "weight_svd": (
+                svd_lib.weight_svd_layers,
+                svd_lib.max_weight_svd_rank,
+            ),
+        }[scheme]
+
+    def selectable(self, name):
+        layer = self.prepared.get_layer(name)
+        try:
+            self._max_rank(layer)
+        except (ValueError, AttributeError):
+            return False
+        # A kx1 or 1xk convolution gains nothing from spatial SVD.
+        return self.scheme != "spatial_svd" or min(layer.kernel.shape[:2]) > 1
+
+    def max_units(self, name):
+        return self._max_rank(self.prepared.get_layer(name))
+
+    def units(self, name, ratio):
+        return svd_lib.svd_rank(
+            self.prepared.get_layer(name),
+            ratio,
+            self.scheme,
+            self.cost_metric,
+            self.multiplicity,
+        )
+
+    def unit_ratio(self, name, units):
+        """The layer's cost at ``units`` over its cost whole."""
+        per_rank, original = svd_lib.rank_cost(
+            self.prepared.get_layer(name), self.scheme, self.cost_metric
+        )
+        return units * per_rank / original
+
+    def model_cost(self, units):
+        return sum(self.whole.values()) + sum(
+            self.whole[name] * (self.unit_ratio(name, u) - 1)
+            for name, u in units.items()
+        )
+
+    def build(self, units):
+        return svd_lib._factorise(self.prepared, units, self._make_layers)
+
+    def build_one(self, name, units):
+        return self.build({name: units})
+
+    def key(self):
+        return {}
 
 
-def _layer_cost(layer, rank, scheme, cost_metric, whole):
-    """``whole`` (the layer's cost) scaled as the factorised pair's."""
-    per_rank, original = svd_lib.rank_cost(layer, scheme, cost_metric)
-    return whole * rank * per_rank / original
+class _PruningScheme:
+    """Channel pruning: a layer's unit is the input channels it keeps."""
+
+    def __init__(self, prepared, data, num_samples, multiplicity, whole):
+        if data is None:
+            raise ValueError(
+                "scheme='channel_pruning' needs data: model inputs to sample "
+                "activations from for the least-squares reconstruction."
+            )
+        self.pruner = pruning_lib.ChannelPruner(prepared, data, num_samples)
+        self.prepared = prepared
+        self.multiplicity = multiplicity
+        self.whole = whole
+        self._num_samples = num_samples
+
+    def selectable(self, name):
+        try:
+            self.pruner.group(name)
+        except pruning_lib.NotPrunableError:
+            return False
+        return True
+
+    def max_units(self, name):
+        return self.pruner.group(name).channels
+
+    def units(self, name, ratio):
+        channels = self.max_units(name)
+        keep = max(1, math.ceil(ratio * channels - 1e-9))
+        keep = -(-keep // self.multiplicity) * self.multiplicity
+        return min(keep, channels)
+
+    def unit_ratio(self, name, units):
+        return units / self.max_units(name)
+
+    def model_cost(self, units):
+        """Pruning a layer's inputs shrinks it and the layers feeding it:
+        each weighted layer costs its whole cost times the fraction of its
+        input and of its output channels left."""
+        fraction = dict.fromkeys(self.whole, 1.0)
+        for name, keep in units.items():
+            kept = keep / self.max_units(name)
+            fraction[name] *= kept
+            for touched in self.pruner.group(name).touched:
+                if touched.name in fraction:
+                    fraction[touched.name] *= kept
+        return sum(self.whole[name] * f for name, f in fraction.items())
+
+    def build(self, units):
+        return self.pruner.prune(units)
+
+    def build_one(self, name, units):
+        return self.pruner.prune_one(name, units)
+
+    def key(self):
+        digest = hashlib.sha1(self.pruner.images.tobytes()).hexdigest()
+        return {"samples": self._num_samples, "data": digest}
 
 
 def compress_model(
@@ -82,6 +230,8 @@ def compress_model(
     modules_to_ignore=None,
     multiplicity=1,
     eval_scores_path=None,
+    data=None,
+    num_reconstruction_samples=5000,
 ):
     """Compresses ``model`` to ``target_comp_ratio`` of its cost, greedily.
 
@@ -92,25 +242,33 @@ def compress_model(
         eval_iterations: passed to ``eval_callback``.
         target_comp_ratio: the compressed model's cost over the original's,
             in (0, 1).
-        scheme: ``"spatial_svd"`` or ``"weight_svd"``. Defaults to
-            ``"spatial_svd"``.
+        scheme: ``"spatial_svd"``, ``"weight_svd"`` or
+            ``"channel_pruning"``. Defaults to ``"spatial_svd"``.
         cost_metric: ``"mac"`` or ``"memory"``. Defaults to ``"mac"``.
         num_comp_ratio_candidates: ``N``: candidate ratios ``k / N``.
             Defaults to 10.
         modules_to_ignore: layer names left whole. Defaults to None.
-        multiplicity: ranks rounded up to a multiple of this. Defaults to
-            1.
+        multiplicity: ranks and kept channels rounded up to a multiple of
+            this. Defaults to 1.
         eval_scores_path: a JSON file for the sensitivity table: read when
-            it holds a table for the same layers, scheme, metric and
-            candidates, else written. Defaults to None (not saved).
+            it holds a table for the same layers, scheme, metric,
+            candidates (and reconstruction data), else written. Defaults to
+            None (not saved).
+        data: channel pruning only: model inputs (an array or a
+            ``tf.data`` set of batches) to sample activations from.
+        num_reconstruction_samples: channel pruning only: sampled output
+            positions per layer (10 per image). Defaults to 5000.
 
     Returns:
-        ``(compressed model, CompressionStats)``.
+        ``(compressed model, CompressionStats)``. The achieved ratio is at
+        most the target and within a rank's or channel's cost of it, unless
+        the candidates cannot reach it (then it is the closest above or
+        below).
 
     Raises:
         ValueError: for a ratio outside (0, 1), an unknown scheme, metric or
-            layer name, or an eval_callback returning NaN (naming the layer
-            and ratio).
+            layer name, missing ``data`` for channel pruning, or an
+            eval_callback returning NaN (naming the layer and ratio).
 
     Example:
 
@@ -122,7 +280,7 @@ def compress_model(
     >>> smaller, stats = compress_model(
     ...     model, evaluate, 1, 0.8, num_comp_ratio_candidates=4,
     ...     modules_to_ignore=["stem_conv"])
-    >>> abs(stats.achieved_comp_ratio - 0.8) < 0.05
+    >>> 0.79 < stats.achieved_comp_ratio <= 0.8
     True
     """
     if not 0 < target_comp_ratio < 1:
@@ -130,8 +288,8 @@ def compress_model(
             f"target_comp_ratio={target_comp_ratio!r}; use a fraction in "
             "(0, 1): the compressed model's cost over the original's."
         )
-    if scheme not in _SCHEMES:
-        raise ValueError(f"scheme={scheme!r}; use one of {sorted(_SCHEMES)}.")
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r}; use one of {list(SCHEMES)}.")
     if cost_metric not in ("mac", "memory"):
         raise ValueError(f"cost_metric={cost_metric!r}; use 'mac' or 'memory'.")
     if not isinstance(num_comp_ratio_candidates, int) or (
@@ -141,6 +299,8 @@ def compress_model(
             f"num_comp_ratio_candidates={num_comp_ratio_candidates!r}; use an "
             "int >= 2."
         )
+    if not isinstance(multiplicity, int) or multiplicity < 1:
+        raise ValueError(f"multiplicity={multiplicity!r}; use an int >= 1.")
     prepared = prepare_lib.prepare_model(model)
     names = [layer.name for layer in prepared.layers]
     ignored = set(modules_to_ignore or ())
@@ -156,11 +316,16 @@ def compress_model(
         for layer in costs.layers
     }
     total = sum(whole.values())
+    if scheme == "channel_pruning":
+        method = _PruningScheme(
+            prepared, data, num_reconstruction_samples, multiplicity, whole
+        )
+    else:
+        method = _SvdScheme(prepared, scheme, cost_metric, multiplicity, whole)
     selected = [
-        prepared.get_layer(layer.name)
+        layer.name
         for layer in costs.layers
-        if layer.name not in ignored
-        and _selectable(prepared.get_layer(layer.name), scheme)
+        if layer.name not in ignored and method.selectable(layer.name)
     ]
     if not selected:
         raise ValueError(
@@ -171,104 +336,116 @@ def compress_model(
         for k in range(1, num_comp_ratio_candidates)
     ]
 
-    def rank(layer, ratio):
-        return svd_lib.svd_rank(layer, ratio, scheme, cost_metric, multiplicity)
-
-    def compressed(ranks):
-        return svd_lib._factorise(prepared, ranks, _SCHEMES[scheme][0])
+    def evaluate(compressed, what):
+        score = float(eval_callback(compressed, eval_iterations))
+        if math.isnan(score):
+            raise ValueError(
+                f"eval_callback returned NaN for {what}; it must return a "
+                "number (higher is better)."
+            )
+        return score
 
     key = dict(
         scheme=scheme,
         cost_metric=cost_metric,
         candidates=candidates,
         multiplicity=multiplicity,
-        layers=[layer.name for layer in selected],
+        layers=selected,
+        **method.key(),
     )
-    scores = _read_scores(eval_scores_path, key)
-    if scores is None:
+    saved = _read_scores(eval_scores_path, key)
+    if saved is None:
+        baseline = evaluate(prepared, "the original model")
         scores = {}
-        for layer in selected:
-            scores[layer.name] = {}
+        for name in selected:
+            scores[name] = {}
             for ratio in candidates:
-                score = float(
-                    eval_callback(
-                        compressed({layer.name: rank(layer, ratio)}),
-                        eval_iterations,
-                    )
+                scores[name][ratio] = evaluate(
+                    method.build_one(name, method.units(name, ratio)),
+                    f"layer {name!r} at ratio {ratio:g}",
                 )
-                if math.isnan(score):
-                    raise ValueError(
-                        f"eval_callback returned NaN for layer "
-                        f"{layer.name!r} at ratio {ratio:g}; it must return "
-                        "a number (higher is better)."
-                    )
-                scores[layer.name][ratio] = score
-        _write_scores(eval_scores_path, key, scores)
+        _write_scores(eval_scores_path, key, baseline, scores)
+    else:
+        baseline, scores = saved
+
+    def units_at(ratios):
+        return {
+            name: method.units(name, ratio)
+            for name, ratio in ratios.items()
+            if ratio < 1.0
+        }
+
+    def model_ratio(ratios):
+        return method.model_cost(units_at(ratios)) / total
+
+    threshold, ratios = _search_threshold(
+        selected, candidates, scores, model_ratio, target_comp_ratio
+    )
+    ratios = _fill_up(
+        ratios, candidates, scores, model_ratio, target_comp_ratio
+    )
+    units = _top_up(
+        units_at(ratios),
+        method,
+        lambda name, ratio: _interpolated_score(scores[name], baseline, ratio),
+        total * target_comp_ratio,
+    )
+    result = method.build(units)
+    after = cost_lib.model_cost(result)
+    metric = after.macs if cost_metric == "mac" else after.memory
+    chosen = {
+        name: method.unit_ratio(name, units[name]) if name in units else 1.0
+        for name in selected
+    }
+    stats = CompressionStats(
+        scheme=scheme,
+        cost_metric=cost_metric,
+        target_comp_ratio=target_comp_ratio,
+        achieved_comp_ratio=metric / total,
+        ratios=chosen,
+        ranks=units if scheme != "channel_pruning" else {},
+        kept_channels=units if scheme == "channel_pruning" else {},
+        original_cost=(costs.macs, costs.memory),
+        compressed_cost=(after.macs, after.memory),
+        layer_costs=_layer_costs(costs, after, set(units), scheme),
+        baseline_score=baseline,
+        eval_scores=scores,
+        threshold=threshold,
+    )
+    return result, stats
+
+
+def _search_threshold(selected, candidates, scores, model_ratio, target):
+    """AIMET's binary search of the score threshold: the highest threshold
+    whose choice reaches the target (or, if none does, the most aggressive
+    choice)."""
 
     def choose(threshold):
         ratios = {}
-        for layer in selected:
-            passing = [
-                r for r in candidates if scores[layer.name][r] >= threshold
-            ]
-            ratios[layer.name] = min(passing) if passing else 1.0
+        for name in selected:
+            passing = [r for r in candidates if scores[name][r] >= threshold]
+            ratios[name] = min(passing) if passing else 1.0
         return ratios
-
-    def model_ratio(ratios):
-        cost = total
-        for layer in selected:
-            if ratios[layer.name] < 1.0:
-                name = layer.name
-                cost += (
-                    _layer_cost(
-                        layer,
-                        rank(layer, ratios[name]),
-                        scheme,
-                        cost_metric,
-                        whole[name],
-                    )
-                    - whole[name]
-                )
-        return cost / total
 
     all_scores = [s for table in scores.values() for s in table.values()]
     low, high = min(all_scores), max(all_scores)
-    best = choose(high)
+    best, best_threshold = None, high
     for _ in range(60):
         middle = (low + high) / 2
         ratios = choose(middle)
         achieved = model_ratio(ratios)
         # A lower threshold compresses more: search for the highest
         # threshold that still reaches the target.
-        if achieved <= target_comp_ratio:
-            best, low = ratios, middle
+        if achieved <= target:
+            best, best_threshold, low = ratios, middle, middle
         else:
             high = middle
-        if abs(achieved - target_comp_ratio) < 1e-3 or high - low < 1e-9:
+        if abs(achieved - target) < 1e-3 or high - low < 1e-9:
             break
-    if model_ratio(best) > target_comp_ratio:
+    if best is None or model_ratio(best) > target:
+        best_threshold = min(all_scores)
         best = choose(-math.inf)  # the most aggressive candidates
-    best = _fill_up(best, candidates, scores, model_ratio, target_comp_ratio)
-    ranks = {
-        name: rank(prepared.get_layer(name), ratio)
-        for name, ratio in best.items()
-        if ratio < 1.0
-    }
-    result = compressed(ranks)
-    after = cost_lib.model_cost(result)
-    metric = after.macs if cost_metric == "mac" else after.memory
-    stats = CompressionStats(
-        scheme=scheme,
-        cost_metric=cost_metric,
-        target_comp_ratio=target_comp_ratio,
-        achieved_comp_ratio=metric / total,
-        ratios=best,
-        ranks=ranks,
-        original_cost=(costs.macs, costs.memory),
-        compressed_cost=(after.macs, after.memory),
-        eval_scores=scores,
-    )
-    return result, stats
+    return best_threshold, best
 
 
 def _fill_up(ratios, candidates, scores, model_ratio, target):
@@ -297,6 +474,66 @@ def _fill_up(ratios, candidates, scores, model_ratio, target):
         ratios = max(moves, key=lambda move: move[0])[2]
 
 
+def _interpolated_score(table, baseline, ratio):
+    """A layer's score at any ratio: linear between its measured points
+    (the candidates, and the original model's score at 1.0)."""
+    points = sorted(table.items()) + [(1.0, baseline)]
+    ratios, values = zip(*points)
+    return float(np.interp(ratio, ratios, values))
+
+
+def _top_up(units, method, score_at, budget):
+    """Gives back the cost left under ``budget`` a unit at a time.
+
+    Candidate steps are coarse (a tenth of a layer), so the model can still
+    sit a few percent under the target; each round here raises the rank or
+    kept channels of the one layer losing least interpolated score per unit
+    of cost, while the model stays within ``budget``.
+    """
+    units = dict(units)
+    cost = method.model_cost(units)
+    while True:
+        best = None
+        for name, unit in units.items():
+            top = method.max_units(name)
+            raised = min(top, unit + method.multiplicity)
+            trial = dict(units)
+            if raised >= top:
+                del trial[name]
+            else:
+                trial[name] = raised
+            trial_cost = method.model_cost(trial)
+            if trial_cost > budget or trial_cost <= cost:
+                continue
+            gain = score_at(name, method.unit_ratio(name, raised)) - score_at(
+                name, method.unit_ratio(name, unit)
+            )
+            value = gain / (trial_cost - cost)
+            if best is None or value > best[0]:
+                best = (value, trial, trial_cost)
+        if best is None:
+            return units
+        _, units, cost = best
+
+
+def _layer_costs(before, after, factorised, scheme):
+    """``{name: (MACs, MACs after, memory, memory after)}`` per original
+    weighted layer; a factorised layer's two parts summed."""
+    found = {}
+    for layer in before.layers:
+        if layer.name in factorised and scheme != "channel_pruning":
+            parts = [after[f"{layer.name}_a"], after[f"{layer.name}_b"]]
+        else:
+            parts = [after[layer.name]]
+        found[layer.name] = (
+            layer.macs,
+            sum(p.macs for p in parts),
+            layer.memory,
+            sum(p.memory for p in parts),
+        )
+    return found
+
+
 def _read_scores(path, key):
     if path is None or not os.path.exists(path):
         return None
@@ -304,16 +541,19 @@ def _read_scores(path, key):
         saved = json.load(f)
     if saved.get("key") != key:
         return None
-    return {
+    scores = {
         name: {float(r): s for r, s in table.items()}
         for name, table in saved["scores"].items()
     }
+    return saved["baseline"], scores
 
 
-def _write_scores(path, key, scores):
+def _write_scores(path, key, baseline, scores):
     if path is None:
         return
     temporary = f"{path}.tmp"
     with open(temporary, "w") as f:
-        json.dump({"key": key, "scores": scores}, f, indent=1)
+        json.dump(
+            {"key": key, "baseline": baseline, "scores": scores}, f, indent=1
+        )
     os.replace(temporary, path)

@@ -43,9 +43,10 @@ def test_lands_on_the_target_and_reuses_the_score_table(images, tmp_path):
         model, evaluate, 3, 0.6, eval_scores_path=str(cache)
     )
     assert calls and set(calls) == {3}
-    assert len(calls) == 3 * 9  # three layers, nine candidates each
-    assert stats.achieved_comp_ratio <= 0.6
-    assert stats.achieved_comp_ratio > 0.6 - 0.05
+    # The original, then three layers at nine candidates each.
+    assert len(calls) == 1 + 3 * 9
+    # Within 1% of the model's cost, never over.
+    assert 0.6 - 0.01 < stats.achieved_comp_ratio <= 0.6
     measured = model_cost(compressed).macs / model_cost(model).macs
     assert measured == pytest.approx(stats.achieved_comp_ratio)
     for before, after in zip(weights, model.get_weights()):
@@ -65,7 +66,7 @@ def test_lands_on_the_target_and_reuses_the_score_table(images, tmp_path):
         num_comp_ratio_candidates=4,
         eval_scores_path=str(cache),
     )
-    assert len(calls) == 3 * 3
+    assert len(calls) == 1 + 3 * 3
 
 
 def test_bad_input_is_a_clear_error(images):
@@ -76,5 +77,12 @@ def test_bad_input_is_a_clear_error(images):
         compress_model(
             model, lambda m, i: 1.0, 1, 0.5, modules_to_ignore=["conv9"]
         )
-    with pytest.raises(ValueError, match="NaN for layer 'conv0'"):
+    with pytest.raises(ValueError, match="NaN for the original model"):
         compress_model(model, lambda m, i: float("nan"), 1, 0.5)
+    size = model.count_params()
+
+    def nan_when_compressed(candidate, iterations):
+        return 1.0 if candidate.count_params() == size else float("nan")
+
+    with pytest.raises(ValueError, match="NaN for layer 'conv0' at ratio"):
+        compress_model(model, nan_when_compressed, 1, 0.5)

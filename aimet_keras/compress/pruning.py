@@ -1,0 +1,608 @@
+"""Channel pruning: drop a layer's input channels, then reconstruct it.
+
+He et al. 2017 ("Channel Pruning for Accelerating Very Deep Neural
+Networks"), as AIMET does it, for a Conv2D or Dense layer ``L``:
+
+1. **Sample.** Run the data through the model; at random output positions
+   (10 per image) take ``L``'s input patches ``X`` (from the model being
+   pruned, so earlier prunings are seen) and ``L``'s output ``Y`` without
+   bias (from the original model: the target).
+2. **Select** the input channels to keep. Channel ``c`` contributes
+   ``Z_c = X_c W_c`` to the output; the channels removed are chosen one at a
+   time, each the one whose removal adds least to ``||Y - sum_kept Z_c||``
+   (ThiNet's greedy rule, with the target from the original model).
+3. **Winnow.** The matching output channels of the layers producing ``L``'s
+   input go too: through channel-wise layers (batch norms, activations,
+   pooling, padding, dropout, depthwise convolutions) back to the Conv2D or
+   Dense layers that make them. A residual ``Add`` (or other element-wise
+   merge) ties its inputs: all of them lose the same channels, or, when the
+   merged tensor feeds anything else, none do. A ``Concatenate`` splits the
+   channels among its inputs.
+4. **Reconstruct** ``L``'s kernel for the kept channels by least squares,
+   ``min ||Y - X_kept W'||``, so the layer makes up for what it lost.
+
+Layers are pruned in graph order, each reconstructed against the original
+model's output from the partly pruned model's input.
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+from aimet_keras.graph import connections as connections_lib
+from aimet_keras.graph import prepare as prepare_lib
+from aimet_keras.sim import op_types
+
+__all__ = ["ChannelPruner", "channel_pruning", "prunable_layers"]
+
+SAMPLES_PER_IMAGE = 10
+
+# Stock layers that map channel c to channel c and hold no weights.
+_PASS_THROUGH = frozenset(
+    {
+        "ReLU",
+        "LeakyReLU",
+        "ELU",
+        "Activation",
+        "Dropout",
+        "SpatialDropout2D",
+        "GaussianNoise",
+        "GaussianDropout",
+        "AlphaDropout",
+        "Identity",
+        "MaxPooling2D",
+        "AveragePooling2D",
+        "ZeroPadding2D",
+        "Cropping2D",
+        "UpSampling2D",
+    }
+)
+# Merges whose inputs share one channel axis: pruned together or not at all.
+_TIES = frozenset(
+    {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
+)
+_CHANNEL_MIXING_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+class NotPrunableError(ValueError):
+    """A layer whose input channels cannot be pruned, and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Touched:
+    """A layer whose channels ``[offset, offset + size)`` of the pruned
+    layer's input are its output (``kind="out"``) or pass through it
+    (``"channelwise"``: batch norms and depthwise convolutions; ``"free"``:
+    weightless layers)."""
+
+    name: str
+    kind: str
+    offset: int
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Group:
+    """What pruning ``layer``'s input channels changes."""
+
+    layer: str
+    channels: int
+    touched: tuple
+
+    def segments(self):
+        """The distinct ``(offset, size)`` segments of the input."""
+        return sorted({(t.offset, t.size) for t in self.touched})
+
+
+def _stock_class(layer):
+    """The layer's class name if it is a stock Keras layer, else None."""
+    if not type(layer).__module__.startswith("keras."):
+        return None
+    return type(layer).__name__
+
+
+def _is_prunable_kind(layer):
+    kind = _stock_class(layer)
+    if kind == "Conv2D":
+        return layer.groups == 1 and layer.data_format == "channels_last"
+    return kind == "Dense"
+
+
+def _channels_last(layer):
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def _role(layer):
+    """How ``layer`` relates its input channels to its output channels."""
+    kind = _stock_class(layer)
+    if _is_prunable_kind(layer):
+        return "out"
+    if kind == "DepthwiseConv2D":
+        if layer.depth_multiplier == 1 and _channels_last(layer):
+            return "channelwise"
+        return None
+    if kind == "BatchNormalization":
+        return "channelwise" if layer.axis in (-1, [-1]) else None
+    if kind in _PASS_THROUGH:
+        activation = getattr(layer, "activation", None)
+        name = getattr(activation, "__name__", "")
+        if kind == "Activation" and name in _CHANNEL_MIXING_ACTIVATIONS:
+            return None
+        return "free" if _channels_last(layer) else None
+    if kind in _TIES:
+        return "tie"
+    if kind == "Concatenate":
+        return "concat" if layer.axis == -1 else None
+    return None
+
+
+class _GraphIndex:
+    """Producers, consumers and call counts of a prepared model."""
+
+    def __init__(self, model):
+        self.model = model
+        self.connections = connections_lib.layer_connections(model)
+        self.calls = {}
+        for site in prepare_lib.walk(model):
+            name = site.operation.name
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    def group(self, name):
+        """The :class:`_Group` of pruning ``name``'s input channels.
+
+        Raises:
+            NotPrunableError: saying which layer blocks it and why.
+        """
+        layer = self.model.get_layer(name)
+        if not _is_prunable_kind(layer):
+            raise NotPrunableError(
+                f"Layer {name!r} is a {type(layer).__name__}; channel pruning "
+                "prunes the input channels of Conv2D (groups=1, "
+                "channels_last) and Dense layers."
+            )
+        if self.calls.get(name, 0) != 1:
+            raise NotPrunableError(
+                f"Layer {name!r} is called {self.calls.get(name, 0)} times; "
+                "a shared layer's input channels cannot be pruned."
+            )
+        channels = int(layer.kernel.shape[-2])
+        touched = []
+        self._trace(name, 0, channels, touched, name)
+        return _Group(name, channels, tuple(touched))
+
+    def _trace(self, consumer, offset, size, touched, pruned):
+        sources = self.connections.producers[consumer]
+        if self._role_of(consumer, pruned) == "concat":
+            inputs = [self.model.get_layer(s) for s in sources if s]
+            widths = [int(x.output.shape[-1]) for x in inputs]
+        else:
+            widths = [size] * len(sources)
+        start = offset
+        if consumer != pruned and self._role_of(consumer, pruned) not in (
+            "tie",
+            "concat",
+        ):
+            sources = sources[:1]
+        for source, width in zip(sources, widths):
+            self._visit(source, consumer, start, width, touched, pruned)
+            if self._role_of(consumer, pruned) == "concat":
+                start += width
+
+    def _role_of(self, name, pruned):
+        return "out" if name == pruned else _role(self.model.get_layer(name))
+
+    def _visit(self, name, consumer, offset, size, touched, pruned):
+        if name is None:
+            raise NotPrunableError(
+                f"Layer {pruned!r}: its input channels come from a model "
+                "input, which cannot lose channels."
+            )
+        consumers = self.connections.consumers.get(name, [])
+        if set(consumers) != {consumer} or self.calls.get(name, 0) != 1:
+            others = sorted(set(consumers) - {consumer})
+            raise NotPrunableError(
+                f"Layer {pruned!r}: the output of {name!r} also feeds "
+                f"{others or 'a second call'}, so its channels are tied to "
+                "them and cannot be pruned for this layer alone."
+            )
+        layer = self.model.get_layer(name)
+        role = _role(layer)
+        if role is None:
+            raise NotPrunableError(
+                f"Layer {pruned!r}: its input channels pass through {name!r} "
+                f"({type(layer).__name__}), which channel pruning cannot "
+                "shrink."
+            )
+        if int(layer.output.shape[-1]) != size:
+            raise NotPrunableError(
+                f"Layer {pruned!r}: {name!r} broadcasts along channels."
+            )
+        touched.append(_Touched(name, role, offset, size))
+        if role == "out":
+            return
+        self._trace(name, offset, size, touched, pruned)
+
+
+def prunable_layers(model):
+    """The layers whose input channels channel pruning can remove.
+
+    Args:
+        model: a built ``keras.Model``.
+
+    Returns:
+        ``{layer name: input channels}``, in graph order.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(8, 3, name="a")(inputs)
+    >>> x = keras.layers.ReLU()(x)
+    >>> x = keras.layers.Conv2D(4, 3, name="b")(x)
+    >>> prunable_layers(keras.Model(inputs, x))
+    {'b': 8}
+    """
+    index = _GraphIndex(prepare_lib.prepare_model(model))
+    found = {}
+    for site in prepare_lib.walk(index.model):
+        try:
+            group = index.group(site.operation.name)
+        except NotPrunableError:
+            continue
+        found[group.layer] = group.channels
+    return found
+
+
+def _input_images(data, count):
+    """Up to ``count`` model inputs from an array or a ``tf.data`` set."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        batches, total = [], 0
+        for element in data:
+            if isinstance(element, (tuple, list)):
+                element = element[0]
+            batch = np.asarray(element)
+            batches.append(batch)
+            total += len(batch)
+            if total >= count:
+                break
+        if not batches:
+            raise ValueError("The reconstruction data set is empty.")
+        return np.concatenate(batches)[:count]
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        data = data[0]
+    images = np.asarray(data)
+    if images.ndim == 0 or len(images) == 0:
+        raise ValueError(
+            "The reconstruction data is empty; give model inputs (an array "
+            "or a tf.data.Dataset of batches)."
+        )
+    return images[:count]
+
+
+def _patches(layer, inputs):
+    """``layer``'s input patches: ``(batch, out_h, out_w, k, channels)``."""
+    import tensorflow as tf
+
+    if _stock_class(layer) == "Dense":
+        values = np.asarray(inputs)
+        return values.reshape(values.shape[:-1] + (1, values.shape[-1]))
+    kh, kw = layer.kernel_size
+    patches = tf.image.extract_patches(
+        inputs,
+        sizes=[1, kh, kw, 1],
+        strides=[1, *layer.strides, 1],
+        rates=[1, *layer.dilation_rate, 1],
+        padding=layer.padding.upper(),
+    ).numpy()
+    channels = inputs.shape[-1]
+    return patches.reshape(patches.shape[:3] + (kh * kw, channels))
+
+
+def _kernel_matrix(layer):
+    """The kernel as ``(k, in channels, out channels)``."""
+    kernel = np.asarray(layer.kernel.numpy(), np.float64)
+    return kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])
+
+
+class ChannelPruner:
+    """Prunes input channels of a model's layers, with reconstruction.
+
+    Holds the original model's samples per layer, so that trying many
+    channel counts for one layer (as :func:`compress_model` does) samples
+    once.
+
+    Args:
+        model: a built ``keras.Model``; not changed.
+        data: model inputs for the samples: an array, or a ``tf.data``
+            set of batches (or of ``(inputs, labels)``).
+        num_reconstruction_samples: output positions sampled per layer,
+            10 per image. Defaults to 5000.
+        reconstruct: least-squares reconstruction of the pruned layers.
+            Defaults to True; False only drops the channels (for
+            comparison).
+        seed: the positions' random seed. Defaults to 0.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(8, 3, name="a")(inputs)
+    >>> x = keras.layers.Conv2D(4, 3, name="b")(x)
+    >>> model = keras.Model(inputs, x)
+    >>> pruner = ChannelPruner(model, np.random.rand(32, 8, 8, 3))
+    >>> pruner.prune({"b": 5}).get_layer("a").filters
+    5
+    """
+
+    def __init__(
+        self,
+        model,
+        data,
+        num_reconstruction_samples=5000,
+        reconstruct=True,
+        seed=0,
+    ):
+        if num_reconstruction_samples < 1:
+            raise ValueError(
+                f"num_reconstruction_samples={num_reconstruction_samples!r}; "
+                "use a positive int."
+            )
+        self.model = prepare_lib.prepare_model(model)
+        self._index = _GraphIndex(self.model)
+        self._order = [
+            site.operation.name for site in prepare_lib.walk(self.model)
+        ]
+        self.images = _input_images(
+            data, math.ceil(num_reconstruction_samples / SAMPLES_PER_IMAGE)
+        )
+        self._num_samples = num_reconstruction_samples
+        self._reconstruct = reconstruct
+        self._seed = seed
+        self._groups = {}
+        self._original_samples = {}
+
+    def group(self, name):
+        """The channels pruning ``name`` touches (cached)."""
+        if name not in self._groups:
+            names = self._order
+            if name not in names:
+                raise ValueError(
+                    f"The model has no layer {name!r}."
+                    + op_types.did_you_mean(name, names)
+                )
+            self._groups[name] = self._index.group(name)
+        return self._groups[name]
+
+    def _positions(self, layer, batch_shape):
+        """Sampled ``(image, row, column)`` triples for ``layer``."""
+        count, rows, columns = batch_shape
+        rng = np.random.default_rng([self._seed, self._order.index(layer)])
+        per_image = min(SAMPLES_PER_IMAGE, rows * columns)
+        picks = np.stack(
+            [
+                rng.choice(rows * columns, per_image, replace=False)
+                for _ in range(count)
+            ]
+        )
+        images = np.repeat(np.arange(count), per_image)
+        flat = picks.reshape(-1)
+        chosen = (images, flat // columns, flat % columns)
+        return tuple(axis[: self._num_samples] for axis in chosen)
+
+    def _layer_inputs(self, model, name):
+        # A layer reused by a rebuilt model has several inputs: take the one
+        # of this model's graph.
+        (tensor,) = [
+            site.inputs[0]
+            for site in prepare_lib.walk(model)
+            if site.operation.name == name
+        ]
+        probe = keras.Model(model.inputs, tensor)
+        return probe.predict(self.images, batch_size=128, verbose=0)
+
+    def _samples(self, model, name):
+        """``X`` ``(samples, k, channels)`` of ``name``'s input in ``model``,
+        at this layer's sampled positions."""
+        layer = model.get_layer(name)
+        patches = _patches(layer, self._layer_inputs(model, name))
+        if patches.ndim == 3:  # Dense on vectors: one position per image
+            return np.asarray(patches[: self._num_samples], np.float64)
+        positions = self._positions(name, patches.shape[:3])
+        return np.asarray(patches[positions], np.float64)
+
+    def original_samples(self, name):
+        """``(X, Y)`` from the original model: input patches and the
+        bias-free output at the same positions (cached)."""
+        if name not in self._original_samples:
+            inputs = self._samples(self.model, name)
+            kernel = _kernel_matrix(self.model.get_layer(name))
+            targets = np.einsum("nkc,kco->no", inputs, kernel)
+            self._original_samples[name] = (inputs, targets)
+        return self._original_samples[name]
+
+    def select_channels(self, name, keep, inputs=None):
+        """The ``keep`` input channels of ``name`` to keep, sorted.
+
+        Greedy: the channel removed next is the one whose contribution adds
+        least to the output error; every segment of a concatenated input
+        keeps at least one channel.
+        """
+        group = self.group(name)
+        _check_keep(name, keep, group.channels)
+        original, targets = self.original_samples(name)
+        inputs = original if inputs is None else inputs
+        kernel = _kernel_matrix(self.model.get_layer(name))
+        contributions = np.einsum("nkc,kco->cno", inputs, kernel).reshape(
+            group.channels, -1
+        )
+        gram = contributions @ contributions.T
+        residual = targets.reshape(-1) - contributions.sum(0)
+        linear = 2 * contributions @ residual + np.diag(gram)
+        segment_of = np.zeros(group.channels, int)
+        left = {}
+        for number, (offset, size) in enumerate(group.segments()):
+            segment_of[offset : offset + size] = number
+            left[number] = size
+        removed = np.zeros(group.channels, bool)
+        coupling = np.zeros(group.channels)
+        for _ in range(group.channels - keep):
+            cost = linear + 2 * coupling
+            blocked = removed | np.array(
+                [left[segment_of[c]] == 1 for c in range(group.channels)]
+            )
+            cost[blocked] = np.inf
+            channel = int(np.argmin(cost))
+            removed[channel] = True
+            left[segment_of[channel]] -= 1
+            coupling += gram[channel]
+        return np.flatnonzero(~removed)
+
+    def reconstructed_kernel(self, name, kept, inputs=None):
+        """Least-squares kernel of ``name`` for the ``kept`` channels."""
+        original, targets = self.original_samples(name)
+        inputs = original if inputs is None else inputs
+        layer = self.model.get_layer(name)
+        kernel = _kernel_matrix(layer)[:, kept, :]
+        if self._reconstruct:
+            design = inputs[:, :, kept].reshape(len(inputs), -1)
+            kernel = np.linalg.lstsq(design, targets, rcond=None)[0]
+        shape = tuple(layer.kernel.shape[:-2]) + (len(kept),)
+        return kernel.reshape(shape + (kernel.shape[-1],)).astype(
+            layer.kernel.dtype
+        )
+
+    def prune_one(self, name, keep):
+        """``name`` pruned to ``keep`` input channels, from the original
+        model's samples (what one entry of the sensitivity table needs)."""
+        kept = self.select_channels(name, keep)
+        return self._build(
+            {name: (kept, self.reconstructed_kernel(name, kept))}
+        )
+
+    def prune(self, keep):
+        """A new model with each named layer pruned to its channel count.
+
+        Args:
+            keep: ``{layer name: input channels kept}``.
+
+        Returns:
+            The pruned functional model.
+        """
+        plan = {}
+        current = self.model
+        for name in keep:
+            _check_keep(name, keep[name], self.group(name).channels)
+        for name in sorted(keep, key=self._order.index):
+            inputs = self._samples(current, name) if plan else None
+            kept = self.select_channels(name, keep[name], inputs)
+            plan[name] = (kept, self.reconstructed_kernel(name, kept, inputs))
+            current = self._build(plan)
+        return current
+
+    def _build(self, plan):
+        """The model with ``plan`` ``{layer: (kept inputs, kernel)}``."""
+        in_keep, out_keep, kernels = {}, {}, {}
+        for name, (kept, kernel) in plan.items():
+            in_keep[name] = kept
+            kernels[name] = kernel
+            for touched in self.group(name).touched:
+                local = (
+                    kept[
+                        (kept >= touched.offset)
+                        & (kept < touched.offset + touched.size)
+                    ]
+                    - touched.offset
+                )
+                if touched.kind != "free":
+                    out_keep[touched.name] = local
+        changed = set(in_keep) | set(out_keep)
+
+        def replace(operation):
+            if operation.name not in changed:
+                return operation
+            return _shrunk(
+                operation,
+                in_keep.get(operation.name),
+                out_keep.get(operation.name),
+                kernels.get(operation.name),
+            )
+
+        return prepare_lib.rebuild(self.model, replace)
+
+
+def _check_keep(name, keep, channels):
+    if not isinstance(keep, (int, np.integer)) or not 1 <= keep <= channels:
+        raise ValueError(
+            f"Layer {name!r} keeps {keep!r} of its {channels} input "
+            f"channels; use an int in [1, {channels}]."
+        )
+
+
+def _shrunk(layer, in_keep, out_keep, kernel):
+    """A callable computing ``layer`` on fewer channels."""
+    kind = _stock_class(layer)
+    weights = layer.get_weights()
+    config = layer.get_config()
+    if kind in ("Conv2D", "Dense"):
+        if kernel is not None:
+            weights[0] = kernel
+        if out_keep is not None:
+            weights = [weights[0][..., out_keep]] + [
+                w[out_keep] for w in weights[1:]
+            ]
+            config["filters" if kind == "Conv2D" else "units"] = len(out_keep)
+    elif kind == "DepthwiseConv2D":
+        weights = [weights[0][:, :, out_keep, :]] + [
+            w[out_keep] for w in weights[1:]
+        ]
+    else:  # BatchNormalization
+        weights = [w[out_keep] for w in weights]
+    new = type(layer).from_config(config)
+
+    def call(*args, **kwargs):
+        if not new.built:
+            new.build(keras.tree.map_structure(lambda x: x.shape, args[0]))
+            new.set_weights(weights)
+        return new(*args, **kwargs)
+
+    return call
+
+
+def channel_pruning(
+    model, keep, data, num_reconstruction_samples=5000, reconstruct=True
+):
+    """A new model with the named layers' input channels pruned.
+
+    Args:
+        model: a built ``keras.Model``; not changed.
+        keep: ``{layer name: input channels kept}``; see
+            :func:`prunable_layers` for the layers that can be pruned.
+        data: model inputs to sample activations from (an array, or a
+            ``tf.data`` set of batches).
+        num_reconstruction_samples: sampled output positions per layer.
+            Defaults to 5000.
+        reconstruct: reconstruct each pruned layer's kernel by least
+            squares. Defaults to True.
+
+    Returns:
+        The pruned functional model.
+
+    Raises:
+        ValueError: for an unknown layer (naming close names), a layer that
+            cannot be pruned (naming what blocks it) or a channel count out
+            of range.
+
+    Example:
+
+    >>> model = zoo.load_model("resnet", compile=False)
+    >>> images, _ = zoo.load_fashion_mnist_slice("calibration")
+    >>> smaller = channel_pruning(model, {"stage1_b_conv": 8}, images[:100])
+    >>> smaller.get_layer("stage1_a_conv").filters
+    8
+    """
+    pruner = ChannelPruner(
+        model, data, num_reconstruction_samples, reconstruct=reconstruct
+    )
+    return pruner.prune(keep)
