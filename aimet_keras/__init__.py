@@ -32,6 +32,7 @@ _SUBPACKAGES = (
     "compress",
     "export",
     "graph",
+    "plotting",
     "ptq",
     "qat",
     "quant",

@@ -7,11 +7,14 @@ pruning and AIMET's greedy per-layer ratio selection.
 True
 """
 
+from aimet_keras.compress.callbacks import CompressAtTrainEnd
+from aimet_keras.compress.callbacks import accuracy_evaluator
 from aimet_keras.compress.cost import LayerCost
 from aimet_keras.compress.cost import ModelCost
 from aimet_keras.compress.cost import model_cost
 from aimet_keras.compress.greedy import CompressionStats
 from aimet_keras.compress.greedy import compress_model
+from aimet_keras.compress.plot import plot_sensitivity
 from aimet_keras.compress.pruning import ChannelPruner
 from aimet_keras.compress.pruning import NotPrunableError
 from aimet_keras.compress.pruning import channel_pruning
@@ -25,6 +28,9 @@ from aimet_keras.compress.svd import weight_svd
 from aimet_keras.compress.svd import weight_svd_layers
 
 __all__ = [
+    "CompressAtTrainEnd",
+    "accuracy_evaluator",
+    "plot_sensitivity",
     "ChannelPruner",
     "NotPrunableError",
     "channel_pruning",

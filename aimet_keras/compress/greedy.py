@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from aimet_keras.compress import cost as cost_lib
+from aimet_keras.compress import plot as plot_lib
 from aimet_keras.compress import pruning as pruning_lib
 from aimet_keras.compress import svd as svd_lib
 from aimet_keras.graph import prepare as prepare_lib
@@ -72,6 +73,31 @@ class CompressionStats:
     baseline_score: float
     eval_scores: dict
     threshold: float
+
+    def plot(self, path):
+        """Writes the per-layer sensitivity chart (SVG) to ``path``.
+
+        Each layer's score against its ratio, the chosen ratios ringed, the
+        threshold and the original model's score dashed; see
+        :func:`~aimet_keras.compress.plot.plot_sensitivity`.
+
+        Returns:
+            The ``pathlib.Path`` written.
+        """
+        x_label = (
+            "input channels kept"
+            if self.scheme == "channel_pruning"
+            else f"compression ratio ({self.cost_metric} cost kept)"
+        )
+        return plot_lib.plot_sensitivity(
+            self.eval_scores,
+            path,
+            self.ratios,
+            self.threshold,
+            title=f"Per-layer sensitivity, {self.scheme}",
+            x_label=x_label,
+            baseline=self.baseline_score,
+        )
 
     def to_markdown(self):
         """The per-layer table: ratio, unit, MACs and memory before and

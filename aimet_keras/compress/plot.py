@@ -10,6 +10,8 @@ ratios and the score threshold fall.
 import math
 from collections.abc import Mapping
 
+import numpy as np
+
 from aimet_keras import plotting
 
 __all__ = ["plot_sensitivity"]
@@ -22,13 +24,16 @@ def plot_sensitivity(
     threshold=None,
     title="Per-layer sensitivity",
     x_label="compression ratio (cost kept)",
+    baseline=None,
 ):
     """Writes each layer's eval score against its compression ratio as SVG.
 
     One line per layer, through its score at each candidate ratio (the
-    layer's cost kept: small ratios compress most). A layer's chosen ratio
-    is ringed and named in the legend; a layer left whole (ratio 1.0) has
-    no score in the table, so the legend alone says so.
+    layer's cost kept: small ratios compress most) and, given the
+    original model's score, through that at 1.0. A layer's chosen ratio is
+    ringed (on the line between candidates when the search topped it up
+    past one) and named in the legend; a layer left whole (ratio 1.0) is
+    named so.
 
     Args:
         eval_scores: ``{layer name: {ratio: score}}``, as
@@ -44,6 +49,9 @@ def plot_sensitivity(
         x_label: what the ratios are. Defaults to ``"compression ratio
             (cost kept)"``, the SVD schemes' meaning; for channel pruning's
             ratios pass ``"input channels kept"``.
+        baseline: the original model's score (``CompressionStats.
+            baseline_score``): every line ends there at 1.0, and it is drawn
+            dashed. Defaults to None.
 
     Returns:
         The ``pathlib.Path`` written.
@@ -51,7 +59,7 @@ def plot_sensitivity(
     Raises:
         ValueError: for an empty table or layer, a NaN or infinite score
             (naming the layer and ratio) or threshold, or a chosen ratio
-            outside (0, 1] or with no score in that layer's table.
+            outside (0, 1].
         OSError: when the file cannot be written (nothing is left behind).
 
     Example:
@@ -90,6 +98,8 @@ def plot_sensitivity(
                 "{ratio: score} dict."
             )
         points = sorted((float(r), float(s)) for r, s in table.items())
+        if baseline is not None:
+            points = [p for p in points if p[0] < 1] + [(1.0, baseline)]
         for ratio, score in points:
             if not math.isfinite(score):
                 raise ValueError(
@@ -107,24 +117,22 @@ def plot_sensitivity(
             if ratio == 1:
                 label = f"{name} (left whole)"
             else:
-                point = next(
-                    (p for p in points if math.isclose(p[0], ratio)), None
-                )
-                if point is None:
-                    raise ValueError(
-                        f"chosen_ratios gives layer {name!r} ratio "
-                        f"{ratio:g}, which eval_scores[{name!r}] has no "
-                        f"score for; its ratios: {[p[0] for p in points]}."
-                    )
-                label = f"{name} (chosen {ratio:g})"
+                ratios, scores = zip(*points)
+                point = (ratio, float(np.interp(ratio, ratios, scores)))
+                label = f"{name} (chosen {ratio:.3g})"
                 markers[label] = point
         series[label] = points
+    hlines = {}
+    if threshold is not None:
+        hlines["threshold"] = threshold
+    if baseline is not None:
+        hlines["original"] = baseline
     return plotting.line_chart(
         series,
         path,
         title=title,
         x_label=x_label,
         y_label="eval score",
-        hlines=None if threshold is None else {"threshold": threshold},
+        hlines=hlines,
         markers=markers,
     )

@@ -81,6 +81,25 @@ def test_chosen_ratios_are_ringed_and_named(tmp_path):
     assert "dense&lt;&amp;&gt; (chosen 0.5)" in (tmp_path / "s.svg").read_text()
 
 
+def test_a_topped_up_ratio_is_ringed_on_the_line(tmp_path):
+    """The search tops a layer up between candidates; with the original's
+    score, lines end at 1.0 and the ring sits on the segment."""
+    root = _plot(tmp_path, {"conv1": 0.6}, baseline=0.9)
+    lines = _lines(root)
+    line = lines["conv1 (chosen 0.6)"]
+    assert len(line) == 4  # three candidates and the original at 1.0
+    (marker,) = _tagged(root, "marker")
+    (x, y) = [
+        (float(c.get("cx")), float(c.get("cy")))
+        for c in marker
+        if c.tag.endswith("circle")
+    ][0]
+    (x0, y0), (x1, y1) = line[1], line[2]  # ratios 0.5 and 0.75
+    assert x0 < x < x1
+    assert y == pytest.approx(y0 + (y1 - y0) * (x - x0) / (x1 - x0), abs=0.01)
+    assert len(_tagged(root, "hline")) == 1  # the original's score
+
+
 def test_threshold_is_a_dashed_line_at_its_score(tmp_path):
     assert not _tagged(_plot(tmp_path), "hline")
     root = _plot(tmp_path, threshold=0.8)
@@ -131,7 +150,6 @@ def test_a_flat_layer_and_a_single_ratio(tmp_path):
     [
         ({"c": {0.5: math.nan}}, None, None, "'c' has score nan at ratio 0.5"),
         ({"c": {0.5: 0.1}}, None, math.inf, "hline 'threshold'"),
-        ({"c": {0.5: 0.1}}, {"c": 0.3}, None, "no score for"),
         ({"c": {0.5: 0.1}}, {"c": 0.0}, None, r"in \(0, 1\]"),
         ({"c": {}}, None, None, "non-empty"),
         ({}, None, None, "non-empty"),
