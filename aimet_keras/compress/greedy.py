@@ -26,6 +26,7 @@ import numpy as np
 from aimet_keras.compress import cost as cost_lib
 from aimet_keras.compress import plot as plot_lib
 from aimet_keras.compress import pruning as pruning_lib
+from aimet_keras.compress import reconstruction
 from aimet_keras.compress import svd as svd_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
@@ -126,8 +127,12 @@ class CompressionStats:
 class _SvdScheme:
     """Spatial or weight SVD: a layer's unit is its rank."""
 
-    def __init__(self, prepared, scheme, cost_metric, multiplicity, whole):
+    def __init__(
+        self, prepared, scheme, cost_metric, multiplicity, whole, sampler
+    ):
         self.prepared = prepared
+        self.sampler = sampler
+        self._targets = {}
         self.scheme = scheme
         self.cost_metric = cost_metric
         self.multiplicity = multiplicity
@@ -178,13 +183,22 @@ class _SvdScheme:
         )
 
     def build(self, units):
-        return svd_lib._factorise(self.prepared, units, self._make_layers)
+        model = svd_lib._factorise(self.prepared, units, self._make_layers)
+        if self.sampler is not None:
+            reconstruction.refit_layers(
+                model,
+                self.prepared,
+                {f"{name}_b": name for name in units},
+                self.sampler,
+                self._targets,
+            )
+        return model
 
     def build_one(self, name, units):
         return self.build({name: units})
 
     def key(self):
-        return {}
+        return _data_key(self.sampler)
 
 
 class _PruningScheme:
@@ -200,7 +214,6 @@ class _PruningScheme:
         self.prepared = prepared
         self.multiplicity = multiplicity
         self.whole = whole
-        self._num_samples = num_samples
 
     def selectable(self, name):
         try:
@@ -241,8 +254,15 @@ class _PruningScheme:
         return self.pruner.prune_one(name, units)
 
     def key(self):
-        digest = hashlib.sha1(self.pruner.images.tobytes()).hexdigest()
-        return {"samples": self._num_samples, "data": digest}
+        return _data_key(self.pruner.sampler)
+
+
+def _data_key(sampler):
+    """What the score table depends on in the reconstruction data."""
+    if sampler is None:
+        return {}
+    digest = hashlib.sha1(sampler.images.tobytes()).hexdigest()
+    return {"samples": sampler.num_samples, "data": digest}
 
 
 def compress_model(
@@ -280,10 +300,13 @@ def compress_model(
             it holds a table for the same layers, scheme, metric,
             candidates (and reconstruction data), else written. Defaults to
             None (not saved).
-        data: channel pruning only: model inputs (an array or a
-            ``tf.data`` set of batches) to sample activations from.
-        num_reconstruction_samples: channel pruning only: sampled output
-            positions per layer (10 per image). Defaults to 5000.
+        data: model inputs (an array or a ``tf.data`` set of batches) to
+            sample activations from: channel pruning needs them for its
+            reconstruction; with the SVD schemes they refit each second
+            factor (see :func:`~aimet_keras.compress.spatial_svd`), which
+            keeps much more accuracy. Defaults to None.
+        num_reconstruction_samples: sampled output positions per layer
+            (10 per image). Defaults to 5000.
 
     Returns:
         ``(compressed model, CompressionStats)``. The achieved ratio is at
@@ -347,7 +370,14 @@ def compress_model(
             prepared, data, num_reconstruction_samples, multiplicity, whole
         )
     else:
-        method = _SvdScheme(prepared, scheme, cost_metric, multiplicity, whole)
+        sampler = None
+        if data is not None:
+            sampler = reconstruction.LayerSampler(
+                data, num_reconstruction_samples
+            )
+        method = _SvdScheme(
+            prepared, scheme, cost_metric, multiplicity, whole, sampler
+        )
     selected = [
         layer.name
         for layer in costs.layers

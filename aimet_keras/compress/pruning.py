@@ -26,18 +26,16 @@ model's output from the partly pruned model's input.
 """
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
 
+from aimet_keras.compress import reconstruction
 from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
 
 __all__ = ["ChannelPruner", "channel_pruning", "prunable_layers"]
-
-SAMPLES_PER_IMAGE = 10
 
 # Stock layers that map channel c to channel c and hold no weights.
 _PASS_THROUGH = frozenset(
@@ -254,59 +252,6 @@ def prunable_layers(model):
     return found
 
 
-def _input_images(data, count):
-    """Up to ``count`` model inputs from an array or a ``tf.data`` set."""
-    import tensorflow as tf
-
-    if isinstance(data, tf.data.Dataset):
-        batches, total = [], 0
-        for element in data:
-            if isinstance(element, (tuple, list)):
-                element = element[0]
-            batch = np.asarray(element)
-            batches.append(batch)
-            total += len(batch)
-            if total >= count:
-                break
-        if not batches:
-            raise ValueError("The reconstruction data set is empty.")
-        return np.concatenate(batches)[:count]
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        data = data[0]
-    images = np.asarray(data)
-    if images.ndim == 0 or len(images) == 0:
-        raise ValueError(
-            "The reconstruction data is empty; give model inputs (an array "
-            "or a tf.data.Dataset of batches)."
-        )
-    return images[:count]
-
-
-def _patches(layer, inputs):
-    """``layer``'s input patches: ``(batch, out_h, out_w, k, channels)``."""
-    import tensorflow as tf
-
-    if _stock_class(layer) == "Dense":
-        values = np.asarray(inputs)
-        return values.reshape(values.shape[:-1] + (1, values.shape[-1]))
-    kh, kw = layer.kernel_size
-    patches = tf.image.extract_patches(
-        inputs,
-        sizes=[1, kh, kw, 1],
-        strides=[1, *layer.strides, 1],
-        rates=[1, *layer.dilation_rate, 1],
-        padding=layer.padding.upper(),
-    ).numpy()
-    channels = inputs.shape[-1]
-    return patches.reshape(patches.shape[:3] + (kh * kw, channels))
-
-
-def _kernel_matrix(layer):
-    """The kernel as ``(k, in channels, out channels)``."""
-    kernel = np.asarray(layer.kernel.numpy(), np.float64)
-    return kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])
-
-
 class ChannelPruner:
     """Prunes input channels of a model's layers, with reconstruction.
 
@@ -344,22 +289,15 @@ class ChannelPruner:
         reconstruct=True,
         seed=0,
     ):
-        if num_reconstruction_samples < 1:
-            raise ValueError(
-                f"num_reconstruction_samples={num_reconstruction_samples!r}; "
-                "use a positive int."
-            )
         self.model = prepare_lib.prepare_model(model)
         self._index = _GraphIndex(self.model)
         self._order = [
             site.operation.name for site in prepare_lib.walk(self.model)
         ]
-        self.images = _input_images(
-            data, math.ceil(num_reconstruction_samples / SAMPLES_PER_IMAGE)
+        self.sampler = reconstruction.LayerSampler(
+            data, num_reconstruction_samples, seed
         )
-        self._num_samples = num_reconstruction_samples
         self._reconstruct = reconstruct
-        self._seed = seed
         self._groups = {}
         self._original_samples = {}
 
@@ -375,49 +313,12 @@ class ChannelPruner:
             self._groups[name] = self._index.group(name)
         return self._groups[name]
 
-    def _positions(self, layer, batch_shape):
-        """Sampled ``(image, row, column)`` triples for ``layer``."""
-        count, rows, columns = batch_shape
-        rng = np.random.default_rng([self._seed, self._order.index(layer)])
-        per_image = min(SAMPLES_PER_IMAGE, rows * columns)
-        picks = np.stack(
-            [
-                rng.choice(rows * columns, per_image, replace=False)
-                for _ in range(count)
-            ]
-        )
-        images = np.repeat(np.arange(count), per_image)
-        flat = picks.reshape(-1)
-        chosen = (images, flat // columns, flat % columns)
-        return tuple(axis[: self._num_samples] for axis in chosen)
-
-    def _layer_inputs(self, model, name):
-        # A layer reused by a rebuilt model has several inputs: take the one
-        # of this model's graph.
-        (tensor,) = [
-            site.inputs[0]
-            for site in prepare_lib.walk(model)
-            if site.operation.name == name
-        ]
-        probe = keras.Model(model.inputs, tensor)
-        return probe.predict(self.images, batch_size=128, verbose=0)
-
-    def _samples(self, model, name):
-        """``X`` ``(samples, k, channels)`` of ``name``'s input in ``model``,
-        at this layer's sampled positions."""
-        layer = model.get_layer(name)
-        patches = _patches(layer, self._layer_inputs(model, name))
-        if patches.ndim == 3:  # Dense on vectors: one position per image
-            return np.asarray(patches[: self._num_samples], np.float64)
-        positions = self._positions(name, patches.shape[:3])
-        return np.asarray(patches[positions], np.float64)
-
     def original_samples(self, name):
         """``(X, Y)`` from the original model: input patches and the
         bias-free output at the same positions (cached)."""
         if name not in self._original_samples:
-            inputs = self._samples(self.model, name)
-            kernel = _kernel_matrix(self.model.get_layer(name))
+            inputs = self.sampler.inputs(self.model, name)
+            kernel = reconstruction.kernel_matrix(self.model.get_layer(name))
             targets = np.einsum("nkc,kco->no", inputs, kernel)
             self._original_samples[name] = (inputs, targets)
         return self._original_samples[name]
@@ -433,7 +334,7 @@ class ChannelPruner:
         _check_keep(name, keep, group.channels)
         original, targets = self.original_samples(name)
         inputs = original if inputs is None else inputs
-        kernel = _kernel_matrix(self.model.get_layer(name))
+        kernel = reconstruction.kernel_matrix(self.model.get_layer(name))
         contributions = np.einsum("nkc,kco->cno", inputs, kernel).reshape(
             group.channels, -1
         )
@@ -464,14 +365,14 @@ class ChannelPruner:
         original, targets = self.original_samples(name)
         inputs = original if inputs is None else inputs
         layer = self.model.get_layer(name)
-        kernel = _kernel_matrix(layer)[:, kept, :]
-        if self._reconstruct:
-            design = inputs[:, :, kept].reshape(len(inputs), -1)
-            kernel = np.linalg.lstsq(design, targets, rcond=None)[0]
+        kernel = reconstruction.kernel_matrix(layer)[:, kept, :]
         shape = tuple(layer.kernel.shape[:-2]) + (len(kept),)
-        return kernel.reshape(shape + (kernel.shape[-1],)).astype(
-            layer.kernel.dtype
-        )
+        shape += (kernel.shape[-1],)
+        if self._reconstruct:
+            return reconstruction.least_squares_kernel(
+                inputs[:, :, kept], targets, shape, layer.kernel.dtype
+            )
+        return kernel.reshape(shape).astype(layer.kernel.dtype)
 
     def prune_one(self, name, keep):
         """``name`` pruned to ``keep`` input channels, from the original
@@ -495,7 +396,7 @@ class ChannelPruner:
         for name in keep:
             _check_keep(name, keep[name], self.group(name).channels)
         for name in sorted(keep, key=self._order.index):
-            inputs = self._samples(current, name) if plan else None
+            inputs = self.sampler.inputs(current, name) if plan else None
             kept = self.select_channels(name, keep[name], inputs)
             plan[name] = (kept, self.reconstructed_kernel(name, kept, inputs))
             current = self._build(plan)

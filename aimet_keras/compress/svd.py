@@ -20,6 +20,7 @@ Weight SVD: a Dense layer or 1x1 convolution, ``W (in, out)``, as one from
 import keras
 import numpy as np
 
+from aimet_keras.compress import reconstruction
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
 
@@ -320,12 +321,29 @@ def _factorise(model, ranks, make_layers):
     return prepare_lib.rebuild(prepared, replace)
 
 
-def weight_svd(model, ranks):
+def _factorise_and_refit(
+    model, ranks, make_layers, data, num_reconstruction_samples
+):
+    prepared = prepare_lib.prepare_model(model)
+    result = _factorise(prepared, ranks, make_layers)
+    if data is not None:
+        sampler = reconstruction.LayerSampler(data, num_reconstruction_samples)
+        reconstruction.refit_layers(
+            result, prepared, {f"{name}_b": name for name in ranks}, sampler
+        )
+    return result
+
+
+def weight_svd(model, ranks, data=None, num_reconstruction_samples=5000):
     """A new model with the named Dense / 1x1 Conv2D layers factorised.
 
     Args:
         model: a built ``keras.Model``; not changed.
         ranks: ``{layer name: rank}``.
+        data: model inputs to refit each second factor on (see
+            :func:`spatial_svd`). Defaults to None (SVD only).
+        num_reconstruction_samples: sampled output positions per layer.
+            Defaults to 5000.
 
     Returns:
         The new functional model.
@@ -337,16 +355,29 @@ def weight_svd(model, ranks):
     >>> [x.name for x in smaller.layers if x.name.startswith("logits")]
     ['logits_a', 'logits_b']
     """
-    return _factorise(model, ranks, weight_svd_layers)
+    return _factorise_and_refit(
+        model, ranks, weight_svd_layers, data, num_reconstruction_samples
+    )
 
 
-def spatial_svd(model, ranks):
+def spatial_svd(model, ranks, data=None, num_reconstruction_samples=5000):
     """A new model with the named convolutions factorised at given ranks.
+
+    With ``data``, each second factor (the 1xk convolution) is then refit
+    by least squares, in graph order, so that on the data it reproduces the
+    original convolution's output from the inputs it actually gets (the
+    first factor's, after the earlier layers' compression): the asymmetric
+    reconstruction of Zhang et al. 2015, with channel pruning's sampling.
+    AIMET's spatial SVD is the weight-only factorisation (``data=None``).
 
     Args:
         model: a built ``keras.Model`` (any shape
             :func:`~aimet_keras.graph.prepare_model` takes); not changed.
         ranks: ``{Conv2D layer name: rank}``.
+        data: model inputs (an array or a ``tf.data`` set of batches) for
+            the refit. Defaults to None (SVD only).
+        num_reconstruction_samples: sampled output positions per layer,
+            10 per image. Defaults to 5000.
 
     Returns:
         The new functional model.
@@ -362,4 +393,6 @@ def spatial_svd(model, ranks):
     >>> [x.name for x in smaller.layers if x.name.startswith("stage1_a_c")]
     ['stage1_a_conv_a', 'stage1_a_conv_b']
     """
-    return _factorise(model, ranks, spatial_svd_layers)
+    return _factorise_and_refit(
+        model, ranks, spatial_svd_layers, data, num_reconstruction_samples
+    )

@@ -90,9 +90,9 @@ def test_samples_are_the_layer_outputs_at_the_sampled_positions(images):
     pruner = ChannelPruner(model, images, 300)
     inputs, targets = pruner.original_samples("c")
     layer = pruner.model.get_layer("c")
-    full = layer(pruner._layer_inputs(pruner.model, "c")).numpy()
+    full = layer(pruner.sampler.layer_input(pruner.model, "c")).numpy()
     full -= layer.bias.numpy()
-    positions = pruner._positions("c", full.shape[:3])
+    positions = pruner.sampler.positions("c", full.shape[:3])
     assert inputs.shape == (300, 9, 10)
     np.testing.assert_allclose(targets, full[positions], rtol=1e-4, atol=1e-4)
 
