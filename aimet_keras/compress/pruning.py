@@ -335,12 +335,22 @@ class ChannelPruner:
         original, targets = self.original_samples(name)
         inputs = original if inputs is None else inputs
         kernel = reconstruction.kernel_matrix(self.model.get_layer(name))
-        contributions = np.einsum("nkc,kco->cno", inputs, kernel).reshape(
-            group.channels, -1
+        positions, channels = kernel.shape[0], group.channels
+        # Channel c contributes Z_c = X_c W_c; the greedy rule needs
+        # <Z_c, Z_d> and <residual, Z_c>, computed from the inputs' second
+        # moments so that no (channels, samples, outputs) array is made.
+        design = inputs.reshape(len(inputs), -1)
+        weights = kernel.reshape(positions * channels, -1)
+        residual = targets - design @ weights
+        moments = design.T @ design
+        gram = (
+            (moments * (weights @ weights.T))
+            .reshape(positions, channels, positions, channels)
+            .sum(axis=(0, 2))
         )
-        gram = contributions @ contributions.T
-        residual = targets.reshape(-1) - contributions.sum(0)
-        linear = 2 * contributions @ residual + np.diag(gram)
+        overlap = ((design.T @ residual) * weights).sum(1)
+        overlap = overlap.reshape(positions, channels).sum(0)
+        linear = 2 * overlap + np.diag(gram)
         segment_of = np.zeros(group.channels, int)
         left = {}
         for number, (offset, size) in enumerate(group.segments()):

@@ -191,3 +191,15 @@ def test_compress_model_with_channel_pruning_lands_on_the_target(tmp_path):
     assert calls == []  # the table was reused
     with pytest.raises(ValueError, match="needs data"):
         compress_model(model, evaluate, 1, 0.7, scheme="channel_pruning")
+
+
+def test_selection_drops_the_channels_that_contribute_least(images):
+    model = _branchy_model()
+    kernel = model.get_layer("c").kernel.numpy()
+    # Channels 1, 4 and 8 feed c nothing; 6 barely anything.
+    kernel[:, :, [1, 4, 8], :] = 0
+    kernel[:, :, 6, :] *= 1e-3
+    model.get_layer("c").kernel.assign(kernel)
+    pruner = ChannelPruner(model, images, 500)
+    kept = pruner.select_channels("c", 6)
+    assert set(range(10)) - set(kept.tolist()) == {1, 4, 6, 8}
