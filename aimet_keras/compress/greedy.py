@@ -217,10 +217,12 @@ class _PruningScheme:
 
     def selectable(self, name):
         try:
-            self.pruner.group(name)
+            group = self.pruner.group(name)
         except pruning_lib.NotPrunableError:
             return False
-        return True
+        # A channel space read by several layers is one choice, named
+        # after its first reader.
+        return group.layer == name
 
     def max_units(self, name):
         return self.pruner.group(name).channels
@@ -240,11 +242,12 @@ class _PruningScheme:
         input and of its output channels left."""
         fraction = dict.fromkeys(self.whole, 1.0)
         for name, keep in units.items():
-            kept = keep / self.max_units(name)
-            fraction[name] *= kept
-            for touched in self.pruner.group(name).touched:
-                if touched.name in fraction:
-                    fraction[touched.name] *= kept
+            group = self.pruner.group(name)
+            kept = keep / group.channels
+            touched = [t.name for t in group.touched]
+            for layer in (*group.consumers, *touched):
+                if layer in fraction:
+                    fraction[layer] *= kept
         return sum(self.whole[name] * f for name, f in fraction.items())
 
     def build(self, units):

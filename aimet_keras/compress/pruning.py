@@ -15,11 +15,15 @@ Networks"), as AIMET does it, for a Conv2D or Dense layer ``L``:
    input go too: through channel-wise layers (batch norms, activations,
    pooling, padding, dropout, depthwise convolutions) back to the Conv2D or
    Dense layers that make them. A residual ``Add`` (or other element-wise
-   merge) ties its inputs: all of them lose the same channels, or, when the
-   merged tensor feeds anything else, none do. A ``Concatenate`` splits the
-   channels among its inputs.
-4. **Reconstruct** ``L``'s kernel for the kept channels by least squares,
-   ``min ||Y - X_kept W'||``, so the layer makes up for what it lost.
+   merge) ties its inputs and its readers: the whole residual stream is one
+   channel space, its producers all lose the same channels and every
+   Conv2D / Dense layer reading it (directly, or after more Adds) is a
+   consumer, chosen for and reconstructed together. A ``Concatenate``
+   splits the channels among its inputs. Where the channels also reach a
+   layer that cannot shrink (a Flatten, a model output, a custom layer),
+   nothing is pruned.
+4. **Reconstruct** each consumer's kernel for the kept channels by least
+   squares, ``min ||Y - X_kept W'||``, so it makes up for what it lost.
 
 Layers are pruned in graph order, each reconstructed against the original
 model's output from the partly pruned model's input.
@@ -55,6 +59,8 @@ _PASS_THROUGH = frozenset(
         "ZeroPadding2D",
         "Cropping2D",
         "UpSampling2D",
+        "GlobalAveragePooling2D",
+        "GlobalMaxPooling2D",
     }
 )
 # Merges whose inputs share one channel axis: pruned together or not at all.
@@ -71,9 +77,9 @@ class NotPrunableError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class _Touched:
     """A layer whose channels ``[offset, offset + size)`` of the pruned
-    layer's input are its output (``kind="out"``) or pass through it
+    channel space are its output (``kind="out"``) or pass through it
     (``"channelwise"``: batch norms and depthwise convolutions; ``"free"``:
-    weightless layers)."""
+    weightless layers, adds and concatenations)."""
 
     name: str
     kind: str
@@ -83,10 +89,20 @@ class _Touched:
 
 @dataclasses.dataclass(frozen=True)
 class _Group:
-    """What pruning ``layer``'s input channels changes."""
+    """One channel space and what pruning it changes.
+
+    Attributes:
+        layer: the first consumer in graph order: the group's name.
+        channels: the consumers' input channels.
+        consumers: the Conv2D / Dense layers reading the space, each
+            reconstructed after pruning; several when an Add ties them
+            (a residual stream).
+        touched: the producers and the layers on the way.
+    """
 
     layer: str
     channels: int
+    consumers: tuple
     touched: tuple
 
     def segments(self):
@@ -142,13 +158,19 @@ class _GraphIndex:
     def __init__(self, model):
         self.model = model
         self.connections = connections_lib.layer_connections(model)
+        self.order = [site.operation.name for site in prepare_lib.walk(model)]
         self.calls = {}
-        for site in prepare_lib.walk(model):
-            name = site.operation.name
+        for name in self.order:
             self.calls[name] = self.calls.get(name, 0) + 1
 
     def group(self, name):
-        """The :class:`_Group` of pruning ``name``'s input channels.
+        """The :class:`_Group` of the channel space ``name`` reads.
+
+        The space is followed through the graph: back from each tensor to
+        the Conv2D / Dense layers making it (through channel-wise layers,
+        across each input of an Add, split across a Concatenate's inputs),
+        and forward to every layer reading it (through channel-wise layers
+        and Adds): the Conv2D / Dense layers reached are its consumers.
 
         Raises:
             NotPrunableError: saying which layer blocks it and why.
@@ -160,71 +182,114 @@ class _GraphIndex:
                 "prunes the input channels of Conv2D (groups=1, "
                 "channels_last) and Dense layers."
             )
+        self._check_single_call(name, name)
+        channels = int(layer.kernel.shape[-2])
+        walk = _SpaceWalk(self, name, channels)
+        walk.claim(self.connections.producers[name][0], 0, channels)
+        consumers = tuple(sorted(walk.consumers, key=self.order.index))
+        touched = tuple(walk.touched[n] for n in sorted(walk.touched))
+        return _Group(consumers[0], channels, consumers, touched)
+
+    def _check_single_call(self, name, pruned):
         if self.calls.get(name, 0) != 1:
             raise NotPrunableError(
-                f"Layer {name!r} is called {self.calls.get(name, 0)} times; "
-                "a shared layer's input channels cannot be pruned."
+                f"Layer {pruned!r}: {name!r} is called "
+                f"{self.calls.get(name, 0)} times; the channels of a shared "
+                "layer cannot be pruned."
             )
-        channels = int(layer.kernel.shape[-2])
-        touched = []
-        self._trace(name, 0, channels, touched, name)
-        return _Group(name, channels, tuple(touched))
 
-    def _trace(self, consumer, offset, size, touched, pruned):
-        sources = self.connections.producers[consumer]
-        if self._role_of(consumer, pruned) == "concat":
-            inputs = [self.model.get_layer(s) for s in sources if s]
-            widths = [int(x.output.shape[-1]) for x in inputs]
-        else:
-            widths = [size] * len(sources)
-        start = offset
-        if consumer != pruned and self._role_of(consumer, pruned) not in (
-            "tie",
-            "concat",
-        ):
-            sources = sources[:1]
-        for source, width in zip(sources, widths):
-            self._visit(source, consumer, start, width, touched, pruned)
-            if self._role_of(consumer, pruned) == "concat":
-                start += width
 
-    def _role_of(self, name, pruned):
-        return "out" if name == pruned else _role(self.model.get_layer(name))
+class _SpaceWalk:
+    """Follows one channel space through the graph (see ``group``)."""
 
-    def _visit(self, name, consumer, offset, size, touched, pruned):
+    def __init__(self, index, pruned, channels):
+        self.index = index
+        self.pruned = pruned
+        self.channels = channels
+        self.seen = {}  # producer name -> (offset, size) of its output
+        self.touched = {}
+        self.consumers = set()
+
+    def refuse(self, why):
+        raise NotPrunableError(f"Layer {self.pruned!r}: {why}")
+
+    def claim(self, name, offset, size):
+        """Claims the output of ``name`` as ``[offset, offset + size)``."""
         if name is None:
-            raise NotPrunableError(
-                f"Layer {pruned!r}: its input channels come from a model "
-                "input, which cannot lose channels."
+            self.refuse(
+                "its input channels come from a model input, which cannot "
+                "lose channels."
             )
-        consumers = self.connections.consumers.get(name, [])
-        if set(consumers) != {consumer} or self.calls.get(name, 0) != 1:
-            others = sorted(set(consumers) - {consumer})
-            raise NotPrunableError(
-                f"Layer {pruned!r}: the output of {name!r} also feeds "
-                f"{others or 'a second call'}, so its channels are tied to "
-                "them and cannot be pruned for this layer alone."
-            )
-        layer = self.model.get_layer(name)
+        if name in self.seen:
+            if self.seen[name] != (offset, size):
+                self.refuse(f"the output of {name!r} is used twice.")
+            return
+        self.seen[name] = (offset, size)
+        index = self.index
+        index._check_single_call(name, self.pruned)
+        layer = index.model.get_layer(name)
         role = _role(layer)
         if role is None:
-            raise NotPrunableError(
-                f"Layer {pruned!r}: its input channels pass through {name!r} "
+            self.refuse(
+                f"its input channels pass through {name!r} "
                 f"({type(layer).__name__}), which channel pruning cannot "
                 "shrink."
             )
         if int(layer.output.shape[-1]) != size:
-            raise NotPrunableError(
-                f"Layer {pruned!r}: {name!r} broadcasts along channels."
-            )
-        touched.append(_Touched(name, role, offset, size))
-        if role == "out":
-            return
-        self._trace(name, offset, size, touched, pruned)
+            self.refuse(f"{name!r} broadcasts along channels.")
+        sources = index.connections.producers[name]
+        self.touched[name] = _Touched(
+            name,
+            role if role in ("out", "channelwise") else "free",
+            offset,
+            size,
+        )
+        if role in ("channelwise", "free"):
+            self.claim(sources[0], offset, size)
+        elif role == "tie":
+            for source in sources:
+                self.claim(source, offset, size)
+        elif role == "concat":
+            start = offset
+            for source in sources:
+                if source is None:
+                    self.claim(None, 0, 0)
+                width = int(index.model.get_layer(source).output.shape[-1])
+                self.claim(source, start, width)
+                start += width
+        self._follow_consumers(name, offset, size)
+
+    def _follow_consumers(self, name, offset, size):
+        index = self.index
+        for consumer in dict.fromkeys(index.connections.consumers[name]):
+            layer = index.model.get_layer(consumer)
+            role = _role(layer)
+            if role == "out":
+                index._check_single_call(consumer, self.pruned)
+                if (offset, size) != (0, self.channels) or (
+                    int(layer.kernel.shape[-2]) != size
+                ):
+                    self.refuse(
+                        f"{consumer!r} reads part of a concatenation's "
+                        "channels."
+                    )
+                self.consumers.add(consumer)
+            elif role in ("channelwise", "free", "tie"):
+                self.claim(consumer, offset, size)
+            elif consumer not in self.seen:
+                self.refuse(
+                    f"the channels also feed {consumer!r} "
+                    f"({type(layer).__name__}), which channel pruning "
+                    "cannot shrink, so they stay."
+                )
 
 
 def prunable_layers(model):
-    """The layers whose input channels channel pruning can remove.
+    """The channel spaces channel pruning can shrink, by first reader.
+
+    A residual stream read by several layers is listed once, under the
+    first of them; pruning it prunes every reader's input (see
+    ``ChannelPruner.group(name).consumers``).
 
     Args:
         model: a built ``keras.Model``.
@@ -243,9 +308,9 @@ def prunable_layers(model):
     """
     index = _GraphIndex(prepare_lib.prepare_model(model))
     found = {}
-    for site in prepare_lib.walk(index.model):
+    for name in index.order:
         try:
-            group = index.group(site.operation.name)
+            group = index.group(name)
         except NotPrunableError:
             continue
         found[group.layer] = group.channels
@@ -302,7 +367,8 @@ class ChannelPruner:
         self._original_samples = {}
 
     def group(self, name):
-        """The channels pruning ``name`` touches (cached)."""
+        """The channel space ``name`` reads, and what pruning it touches
+        (cached; every consumer of a space gives the same group)."""
         if name not in self._groups:
             names = self._order
             if name not in names:
@@ -310,7 +376,9 @@ class ChannelPruner:
                     f"The model has no layer {name!r}."
                     + op_types.did_you_mean(name, names)
                 )
-            self._groups[name] = self._index.group(name)
+            group = self._index.group(name)
+            for consumer in group.consumers:
+                self._groups[consumer] = group
         return self._groups[name]
 
     def original_samples(self, name):
@@ -323,22 +391,16 @@ class ChannelPruner:
             self._original_samples[name] = (inputs, targets)
         return self._original_samples[name]
 
-    def select_channels(self, name, keep, inputs=None):
-        """The ``keep`` input channels of ``name`` to keep, sorted.
-
-        Greedy: the channel removed next is the one whose contribution adds
-        least to the output error; every segment of a concatenated input
-        keeps at least one channel.
-        """
-        group = self.group(name)
-        _check_keep(name, keep, group.channels)
-        original, targets = self.original_samples(name)
+    def _error_terms(self, consumer, inputs):
+        """The greedy rule's terms for one consumer: ``<Z_c, Z_d>`` and
+        ``2 <residual, Z_c> + <Z_c, Z_c>``, over its output energy."""
+        original, targets = self.original_samples(consumer)
         inputs = original if inputs is None else inputs
-        kernel = reconstruction.kernel_matrix(self.model.get_layer(name))
-        positions, channels = kernel.shape[0], group.channels
-        # Channel c contributes Z_c = X_c W_c; the greedy rule needs
-        # <Z_c, Z_d> and <residual, Z_c>, computed from the inputs' second
-        # moments so that no (channels, samples, outputs) array is made.
+        kernel = reconstruction.kernel_matrix(self.model.get_layer(consumer))
+        positions, channels = kernel.shape[:2]
+        # Channel c contributes Z_c = X_c W_c; the terms come from the
+        # inputs' second moments, so that no (channels, samples, outputs)
+        # array is made.
         design = inputs.reshape(len(inputs), -1)
         weights = kernel.reshape(positions * channels, -1)
         residual = targets - design @ weights
@@ -350,7 +412,31 @@ class ChannelPruner:
         )
         overlap = ((design.T @ residual) * weights).sum(1)
         overlap = overlap.reshape(positions, channels).sum(0)
-        linear = 2 * overlap + np.diag(gram)
+        energy = max(float(np.sum(targets**2)), 1e-30)
+        return gram / energy, (2 * overlap + np.diag(gram)) / energy
+
+    def select_channels(self, name, keep, inputs=None):
+        """The ``keep`` input channels of ``name``'s group to keep, sorted.
+
+        Greedy: the channel removed next is the one whose contribution adds
+        least to the consumers' output error (each relative to its output's
+        energy); every segment of a concatenated input keeps at least one
+        channel.
+
+        Args:
+            name: a consumer of the group.
+            keep: channels to keep.
+            inputs: ``{consumer: (samples, k, channels)}`` patches from the
+                model being pruned. Defaults to the original model's.
+        """
+        group = self.group(name)
+        _check_keep(name, keep, group.channels)
+        gram = np.zeros((group.channels, group.channels))
+        linear = np.zeros(group.channels)
+        for consumer in group.consumers:
+            terms = self._error_terms(consumer, (inputs or {}).get(consumer))
+            gram += terms[0]
+            linear += terms[1]
         segment_of = np.zeros(group.channels, int)
         left = {}
         for number, (offset, size) in enumerate(group.segments()):
@@ -371,7 +457,8 @@ class ChannelPruner:
         return np.flatnonzero(~removed)
 
     def reconstructed_kernel(self, name, kept, inputs=None):
-        """Least-squares kernel of ``name`` for the ``kept`` channels."""
+        """Least-squares kernel of consumer ``name`` for the ``kept``
+        channels, from ``inputs`` (default: the original model's)."""
         original, targets = self.original_samples(name)
         inputs = original if inputs is None else inputs
         layer = self.model.get_layer(name)
@@ -384,41 +471,63 @@ class ChannelPruner:
             )
         return kernel.reshape(shape).astype(layer.kernel.dtype)
 
+    def _plan_entry(self, name, keep, inputs=None):
+        kept = self.select_channels(name, keep, inputs)
+        kernels = {
+            consumer: self.reconstructed_kernel(
+                consumer, kept, (inputs or {}).get(consumer)
+            )
+            for consumer in self.group(name).consumers
+        }
+        return kept, kernels
+
     def prune_one(self, name, keep):
-        """``name`` pruned to ``keep`` input channels, from the original
+        """``name``'s group pruned to ``keep`` channels, from the original
         model's samples (what one entry of the sensitivity table needs)."""
-        kept = self.select_channels(name, keep)
-        return self._build(
-            {name: (kept, self.reconstructed_kernel(name, kept))}
-        )
+        group = self.group(name)
+        return self._build({group.layer: self._plan_entry(name, keep)})
 
     def prune(self, keep):
-        """A new model with each named layer pruned to its channel count.
+        """A new model with each named group pruned to its channel count.
 
         Args:
-            keep: ``{layer name: input channels kept}``.
+            keep: ``{layer name: input channels kept}``; a layer stands for
+                its group (every consumer of its channel space).
 
         Returns:
             The pruned functional model.
         """
+        by_group = {}
+        for name, count in keep.items():
+            group = self.group(name)
+            _check_keep(name, count, group.channels)
+            if group.layer in by_group:
+                raise ValueError(
+                    f"Layers {by_group[group.layer][0]!r} and {name!r} read "
+                    "the same channels (tied by an Add); give one of them."
+                )
+            by_group[group.layer] = (name, count)
         plan = {}
         current = self.model
-        for name in keep:
-            _check_keep(name, keep[name], self.group(name).channels)
-        for name in sorted(keep, key=self._order.index):
-            inputs = self.sampler.inputs(current, name) if plan else None
-            kept = self.select_channels(name, keep[name], inputs)
-            plan[name] = (kept, self.reconstructed_kernel(name, kept, inputs))
+        for leader in sorted(by_group, key=self._order.index):
+            inputs = None
+            if plan:
+                inputs = {
+                    consumer: self.sampler.inputs(current, consumer)
+                    for consumer in self.group(leader).consumers
+                }
+            plan[leader] = self._plan_entry(leader, by_group[leader][1], inputs)
             current = self._build(plan)
         return current
 
     def _build(self, plan):
-        """The model with ``plan`` ``{layer: (kept inputs, kernel)}``."""
+        """The model with ``plan`` ``{group: (kept, {consumer: kernel})}``."""
         in_keep, out_keep, kernels = {}, {}, {}
-        for name, (kept, kernel) in plan.items():
-            in_keep[name] = kept
-            kernels[name] = kernel
-            for touched in self.group(name).touched:
+        for leader, (kept, consumer_kernels) in plan.items():
+            for consumer, kernel in consumer_kernels.items():
+                in_keep[consumer] = kept
+                kernels[consumer] = kernel
+            for touched in self.group(leader).touched:
                 local = (
                     kept[
                         (kept >= touched.offset)

@@ -45,18 +45,31 @@ def images():
     return np.random.default_rng(0).normal(size=(64, 10, 10, 3)).astype("f4")
 
 
-def test_prunable_layers_of_the_reference_nets():
+def test_prunable_layers_of_the_reference_nets(images):
     resnet = zoo.load_model("resnet", compile=False)
-    # Every other input comes from a residual stream shared with an Add.
+    # Each residual stream is one channel space, listed by its first reader.
     assert prunable_layers(resnet) == {
+        "stage1_a_conv": 16,
         "stage1_b_conv": 16,
         "stage2_b_conv": 32,
+        "stage3_a_conv": 32,
         "stage3_b_conv": 64,
+        "logits": 64,
     }
+    pruner = ChannelPruner(resnet, images[:2, :28, :28, :1], 10)
+    stream = pruner.group("stage2_a_conv")
+    assert stream.layer == "stage1_a_conv"
+    assert stream.consumers == (
+        "stage1_a_conv",
+        "stage2_a_conv",
+        "stage2_proj_conv",
+    )
+    producers = {t.name for t in stream.touched if t.kind == "out"}
+    assert producers == {"stem_conv", "stage1_b_conv"}
     mobilenet = zoo.load_model("mobilenet_v2", compile=False)
-    assert sorted(prunable_layers(mobilenet)) == [
-        f"block{i}_project_conv" for i in range(1, 7)
-    ]
+    assert {f"block{i}_project_conv" for i in range(1, 7)} <= set(
+        prunable_layers(mobilenet)
+    )
     assert "c" in prunable_layers(_branchy_model())
 
 
@@ -141,6 +154,33 @@ def test_later_layers_are_reconstructed_from_the_pruned_inputs():
     assert model.get_layer("stage1_a_conv").filters == 16  # not mutated
 
 
+def test_a_residual_stream_is_pruned_in_all_its_layers():
+    """Without reconstruction, pruning the stage-1 stream computes what the
+    original computes with those channels zeroed in all three readers."""
+    model = zoo.load_model("resnet", compile=False)
+    images, _ = zoo.load_fashion_mnist_slice("calibration")
+    pruner = ChannelPruner(model, images[:100], 1000, reconstruct=False)
+    kept = pruner.select_channels("stage1_a_conv", 10)
+    pruned = pruner.prune({"stage2_proj_conv": 10})  # any reader names it
+    for name in ("stem_conv", "stage1_b_conv"):
+        assert pruned.get_layer(name).filters == 10
+    zeroed = keras.models.clone_model(model)
+    zeroed.set_weights(model.get_weights())
+    dropped = np.setdiff1d(np.arange(16), kept)
+    for name in ("stage1_a_conv", "stage2_a_conv", "stage2_proj_conv"):
+        kernel = zeroed.get_layer(name).kernel.numpy()
+        kernel[:, :, dropped, :] = 0
+        zeroed.get_layer(name).kernel.assign(kernel)
+    np.testing.assert_allclose(
+        pruned.predict(images[100:164], verbose=0),
+        zeroed.predict(images[100:164], verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="read the same channels"):
+        pruner.prune({"stage1_a_conv": 8, "stage2_a_conv": 8})
+
+
 def test_tied_and_unprunable_layers_are_refused(images):
     model = _branchy_model()
     with pytest.raises(ValueError, match="'a'.*model input"):
@@ -149,9 +189,14 @@ def test_tied_and_unprunable_layers_are_refused(images):
         channel_pruning(model, {"cc": 2}, images)
     with pytest.raises(ValueError, match="keeps 11 of its 10"):
         channel_pruning(model, {"c": 11}, images)
-    resnet = zoo.load_model("resnet", compile=False)
-    with pytest.raises(ValueError, match="stage2_a_conv.*also feeds"):
-        channel_pruning(resnet, {"stage2_a_conv": 8}, images[:1])
+    # Channels that also reach a Flatten stay whole.
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, name="first")(inputs)
+    y = keras.layers.Conv2D(3, 3, name="second")(x)
+    flat = keras.layers.Flatten(name="flat")(x)
+    model = keras.Model(inputs, [y, flat])
+    with pytest.raises(ValueError, match="'second'.*'flat'.*cannot shrink"):
+        channel_pruning(model, {"second": 2}, images[:4, :6, :6, :2])
 
 
 def test_compress_model_with_channel_pruning_lands_on_the_target(tmp_path):
@@ -179,7 +224,7 @@ def test_compress_model_with_channel_pruning_lands_on_the_target(tmp_path):
         )
 
     pruned, stats = run()
-    assert len(calls) == 1 + 3 * 3
+    assert len(calls) == 1 + 6 * 3  # six channel spaces
     assert 0.69 < stats.achieved_comp_ratio <= 0.7
     measured = model_cost(pruned).macs / model_cost(model).macs
     assert measured == pytest.approx(stats.achieved_comp_ratio)

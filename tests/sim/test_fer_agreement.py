@@ -127,6 +127,8 @@ def test_faces_are_prepared_as_fer_prepares_them():
     np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-3)
 
 
+# Slow: tests/export/test_tflite.py runs the same faces through the sim.
+@pytest.mark.slow
 def test_w8a8_agrees_with_float_on_real_faces(fer_model):
     result = agreement(fer_model)
     assert result["agreement"] >= MIN_AGREEMENT, result
