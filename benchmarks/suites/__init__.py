@@ -15,6 +15,11 @@ SUITES = {
         "AIMET itself (aimet-onnx, own venv): W4A8 and W4A4 per-channel "
         "nearest vs AdaRound on the ONNX-exported reference models"
     ),
+    "compression": (
+        "the ResNet at half its MACs: spatial SVD then channel pruning "
+        "(greedy ratios), then fine-tuned; full test set accuracy, TFLite "
+        "and Keras latency vs FP32, per-layer ratios"
+    ),
     "export": (
         "integer TFLite (and QDQ ONNX) export of the W8A8 sim: agreement "
         "with the sim (full test set, fer on faces), TFLite latency and size "
