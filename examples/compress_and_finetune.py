@@ -57,7 +57,7 @@ def main():
     parser.add_argument(
         "--svd-target",
         type=float,
-        default=0.6,
+        default=0.75,
         help="MACs kept after the spatial SVD stage (of the original's)",
     )
     parser.add_argument("--epochs", type=int, default=2)

@@ -296,7 +296,12 @@ def compress_model(
         cost_metric: ``"mac"`` or ``"memory"``. Defaults to ``"mac"``.
         num_comp_ratio_candidates: ``N``: candidate ratios ``k / N``.
             Defaults to 10.
-        modules_to_ignore: layer names left whole. Defaults to None.
+        modules_to_ignore: layer names never chosen for compression.
+            As in AIMET, channel pruning may still winnow an ignored layer
+            that produces a pruned channel space (it loses those output
+            channels); to keep it whole, ignore the space's readers too
+            (:func:`~aimet_keras.compress.prunable_layers` names each space
+            by its first reader). Defaults to None.
         multiplicity: ranks and kept channels rounded up to a multiple of
             this. Defaults to 1.
         eval_scores_path: a JSON file for the sensitivity table: read when

@@ -31,7 +31,7 @@ def test_compress_and_finetune_runs_and_halves_the_macs(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     original, svd, pruned, tuned = summary["rows"]
     assert 0.49 < pruned["macs_kept"] <= 0.5
-    assert svd["macs_kept"] <= 0.6
+    assert svd["macs_kept"] <= 0.75
     assert pruned["parameters"] < original["parameters"]
     # Even a quick run keeps most of the accuracy.
     assert pruned["accuracy"] > original["accuracy"] - 0.10
