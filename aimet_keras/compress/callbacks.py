@@ -224,8 +224,8 @@ class CompressAtTrainEnd(keras.callbacks.Callback):
 
 
 def _cost(model, options):
-    cost = cost_lib.model_cost(model)
-    return cost.memory if options.get("cost_metric") == "memory" else cost.macs
+    metric = options.get("cost_metric", "mac")
+    return cost_lib.model_cost(model).total(metric)
 
 
 def _numbered(path, stage, stages):

@@ -44,6 +44,10 @@ class LayerCost:
     macs: int
     memory: int
 
+    def total(self, cost_metric):
+        """The layer's ``"mac"`` or ``"memory"`` cost."""
+        return self.macs if cost_metric == "mac" else self.memory
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelCost:
@@ -64,6 +68,10 @@ class ModelCost:
     def memory(self):
         """The model's weight elements."""
         return sum(layer.memory for layer in self.layers)
+
+    def total(self, cost_metric):
+        """The model's ``"mac"`` or ``"memory"`` cost."""
+        return self.macs if cost_metric == "mac" else self.memory
 
     def __getitem__(self, name):
         for layer in self.layers:

@@ -133,6 +133,7 @@ class _SvdScheme:
         self.prepared = prepared
         self.sampler = sampler
         self._targets = {}
+        self._rank_costs = {}
         self.scheme = scheme
         self.cost_metric = cost_metric
         self.multiplicity = multiplicity
@@ -171,9 +172,11 @@ class _SvdScheme:
 
     def unit_ratio(self, name, units):
         """The layer's cost at ``units`` over its cost whole."""
-        per_rank, original = svd_lib.rank_cost(
-            self.prepared.get_layer(name), self.scheme, self.cost_metric
-        )
+        if name not in self._rank_costs:  # read in the top-up's every round
+            self._rank_costs[name] = svd_lib.rank_cost(
+                self.prepared.get_layer(name), self.scheme, self.cost_metric
+            )
+        per_rank, original = self._rank_costs[name]
         return units * per_rank / original
 
     def model_cost(self, units):
@@ -211,7 +214,6 @@ class _PruningScheme:
                 "activations from for the least-squares reconstruction."
             )
         self.pruner = pruning_lib.ChannelPruner(prepared, data, num_samples)
-        self.prepared = prepared
         self.multiplicity = multiplicity
         self.whole = whole
 
@@ -368,10 +370,7 @@ def compress_model(
                 "have." + op_types.did_you_mean(name, names)
             )
     costs = cost_lib.model_cost(prepared)
-    whole = {
-        layer.name: layer.macs if cost_metric == "mac" else layer.memory
-        for layer in costs.layers
-    }
+    whole = {layer.name: layer.total(cost_metric) for layer in costs.layers}
     total = sum(whole.values())
     if scheme == "channel_pruning":
         method = _PruningScheme(
@@ -456,7 +455,6 @@ def compress_model(
     )
     result = method.build(units)
     after = cost_lib.model_cost(result)
-    metric = after.macs if cost_metric == "mac" else after.memory
     chosen = {
         name: method.unit_ratio(name, units[name]) if name in units else 1.0
         for name in selected
@@ -465,7 +463,7 @@ def compress_model(
         scheme=scheme,
         cost_metric=cost_metric,
         target_comp_ratio=target_comp_ratio,
-        achieved_comp_ratio=metric / total,
+        achieved_comp_ratio=after.total(cost_metric) / total,
         ratios=chosen,
         ranks=units if scheme != "channel_pruning" else {},
         kept_channels=units if scheme == "channel_pruning" else {},

@@ -252,9 +252,9 @@ class _SpaceWalk:
         elif role == "concat":
             start = offset
             for source in sources:
-                if source is None:
-                    self.claim(None, 0, 0)
-                width = int(index.model.get_layer(source).output.shape[-1])
+                # A model input (None) is refused by claim.
+                layer = index.model.get_layer(source) if source else None
+                width = int(layer.output.shape[-1]) if layer else 0
                 self.claim(source, start, width)
                 start += width
         self._follow_consumers(name, offset, size)
@@ -365,6 +365,7 @@ class ChannelPruner:
         self._reconstruct = reconstruct
         self._groups = {}
         self._original_samples = {}
+        self._original_terms = {}
 
     def group(self, name):
         """The channel space ``name`` reads, and what pruning it touches
@@ -393,9 +394,17 @@ class ChannelPruner:
 
     def _error_terms(self, consumer, inputs):
         """The greedy rule's terms for one consumer: ``<Z_c, Z_d>`` and
-        ``2 <residual, Z_c> + <Z_c, Z_c>``, over its output energy."""
-        original, targets = self.original_samples(consumer)
-        inputs = original if inputs is None else inputs
+        ``2 <residual, Z_c> + <Z_c, Z_c>``, over its output energy.
+
+        Those of the original model's samples are kept: the sensitivity
+        table asks for them at every candidate channel count."""
+        if inputs is None:
+            if consumer not in self._original_terms:
+                self._original_terms[consumer] = self._error_terms(
+                    consumer, self.original_samples(consumer)[0]
+                )
+            return self._original_terms[consumer]
+        targets = self.original_samples(consumer)[1]
         kernel = reconstruction.kernel_matrix(self.model.get_layer(consumer))
         positions, channels = kernel.shape[:2]
         # Channel c contributes Z_c = X_c W_c; the terms come from the

@@ -297,9 +297,10 @@ def svd_rank(
     return int(min(rank, top))
 
 
-def _factorise(model, ranks, make_layers):
-    """A new model with each named layer replaced by a factorised pair."""
-    prepared = prepare_lib.prepare_model(model)
+def _factorise(prepared, ranks, make_layers):
+    """A new model with each named layer of ``prepared`` (a model from
+    :func:`~aimet_keras.graph.prepare_model`, whose other layers the result
+    shares) replaced by a factorised pair."""
     names = [layer.name for layer in prepared.layers]
     for name in ranks:
         if name not in names:
