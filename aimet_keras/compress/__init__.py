@@ -14,6 +14,8 @@ from aimet_keras.compress.cost import ModelCost
 from aimet_keras.compress.cost import model_cost
 from aimet_keras.compress.greedy import CompressionStats
 from aimet_keras.compress.greedy import compress_model
+from aimet_keras.compress.latency import LatencyTable
+from aimet_keras.compress.latency import layer_latencies
 from aimet_keras.compress.plot import plot_sensitivity
 from aimet_keras.compress.pruning import ChannelPruner
 from aimet_keras.compress.pruning import NotPrunableError
@@ -36,6 +38,8 @@ __all__ = [
     "channel_pruning",
     "prunable_layers",
     "CompressionStats",
+    "LatencyTable",
+    "layer_latencies",
     "LayerCost",
     "ModelCost",
     "compress_model",

@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from aimet_keras.compress import cost as cost_lib
+from aimet_keras.compress import latency as latency_lib
 from aimet_keras.compress import plot as plot_lib
 from aimet_keras.compress import pruning as pruning_lib
 from aimet_keras.compress import reconstruction
@@ -42,9 +43,11 @@ class CompressionStats:
 
     Attributes:
         scheme: the compression scheme.
-        cost_metric: ``"mac"`` or ``"memory"``.
+        cost_metric: ``"mac"``, ``"memory"`` or ``"latency"``.
         target_comp_ratio: the requested cost over the original.
-        achieved_comp_ratio: the compressed model's cost over the original.
+        achieved_comp_ratio: the compressed model's cost over the original
+            (for ``"latency"``, the latency table's estimate: the weighted
+            layers' times summed).
         ratios: ``{layer name: chosen ratio}`` for every selected layer
             (1.0: left whole); the cost ratio of an SVD layer, the fraction
             of input channels kept for channel pruning.
@@ -128,9 +131,18 @@ class _SvdScheme:
     """Spatial or weight SVD: a layer's unit is its rank."""
 
     def __init__(
-        self, prepared, scheme, cost_metric, multiplicity, whole, sampler
+        self,
+        prepared,
+        scheme,
+        cost_metric,
+        multiplicity,
+        whole,
+        sampler,
+        times=None,
     ):
         self.prepared = prepared
+        self.times = times  # a latency.ModelTimes for cost_metric="latency"
+        self._templates = {}
         self.sampler = sampler
         self._targets = {}
         self._rank_costs = {}
@@ -162,6 +174,8 @@ class _SvdScheme:
         return self._max_rank(self.prepared.get_layer(name))
 
     def units(self, name, ratio):
+        if self.times is not None:
+            return self._rank_within_time(name, ratio)
         return svd_lib.svd_rank(
             self.prepared.get_layer(name),
             ratio,
@@ -170,8 +184,32 @@ class _SvdScheme:
             self.multiplicity,
         )
 
+    def _rank_within_time(self, name, ratio):
+        """The largest rank whose two pieces take at most ``ratio`` of the
+        layer's time (at least 1), rounded up to the multiplicity: AIMET's
+        rule with measured time in place of MACs. Binary search: time grows
+        with the rank (up to measurement noise)."""
+        low, high = 1, self.max_units(name)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.unit_ratio(name, middle) <= ratio:
+                low = middle
+            else:
+                high = middle - 1
+        rank = -(-low // self.multiplicity) * self.multiplicity
+        return min(rank, self.max_units(name))
+
     def unit_ratio(self, name, units):
         """The layer's cost at ``units`` over its cost whole."""
+        if self.times is not None:
+            if name not in self._templates:  # the pieces' configs
+                self._templates[name] = self._make_layers(
+                    self.prepared.get_layer(name), 1
+                )
+            seconds = self.times.chain(
+                name, self._templates[name], [units, None]
+            )
+            return seconds / self.whole[name]
         if name not in self._rank_costs:  # read in the top-up's every round
             self._rank_costs[name] = svd_lib.rank_cost(
                 self.prepared.get_layer(name), self.scheme, self.cost_metric
@@ -207,7 +245,9 @@ class _SvdScheme:
 class _PruningScheme:
     """Channel pruning: a layer's unit is the input channels it keeps."""
 
-    def __init__(self, prepared, data, num_samples, multiplicity, whole):
+    def __init__(
+        self, prepared, data, num_samples, multiplicity, whole, times=None
+    ):
         if data is None:
             raise ValueError(
                 "scheme='channel_pruning' needs data: model inputs to sample "
@@ -216,6 +256,7 @@ class _PruningScheme:
         self.pruner = pruning_lib.ChannelPruner(prepared, data, num_samples)
         self.multiplicity = multiplicity
         self.whole = whole
+        self.times = times  # a latency.ModelTimes for cost_metric="latency"
 
     def selectable(self, name):
         try:
@@ -241,7 +282,10 @@ class _PruningScheme:
     def model_cost(self, units):
         """Pruning a layer's inputs shrinks it and the layers feeding it:
         each weighted layer costs its whole cost times the fraction of its
-        input and of its output channels left."""
+        input and of its output channels left (or, timing, its time at the
+        channel counts left)."""
+        if self.times is not None:
+            return self._model_seconds(units)
         fraction = dict.fromkeys(self.whole, 1.0)
         for name, keep in units.items():
             group = self.pruner.group(name)
@@ -251,6 +295,29 @@ class _PruningScheme:
                 if layer in fraction:
                     fraction[layer] *= kept
         return sum(self.whole[name] * f for name, f in fraction.items())
+
+    def _model_seconds(self, units):
+        inputs, outputs = {}, {}
+        for name, keep in units.items():
+            group = self.pruner.group(name)
+            for consumer in group.consumers:
+                inputs[consumer] = keep
+            for touched in group.touched:
+                if touched.name not in self.whole:
+                    continue  # weightless: not timed
+                # A segment of the space (a Concatenate's input) loses its
+                # share of the channels.
+                left = max(1, round(touched.size * keep / group.channels))
+                if touched.kind == "out":
+                    outputs[touched.name] = left
+                else:  # a depthwise convolution: in and out together
+                    inputs[touched.name] = left
+        return sum(
+            self.times.layer(name, inputs.get(name), outputs.get(name))
+            if name in inputs or name in outputs
+            else seconds
+            for name, seconds in self.whole.items()
+        )
 
     def build(self, units):
         return self.pruner.prune(units)
@@ -283,6 +350,7 @@ def compress_model(
     eval_scores_path=None,
     data=None,
     num_reconstruction_samples=5000,
+    latency_table=None,
 ):
     """Compresses ``model`` to ``target_comp_ratio`` of its cost, greedily.
 
@@ -295,7 +363,11 @@ def compress_model(
             in (0, 1).
         scheme: ``"spatial_svd"``, ``"weight_svd"`` or
             ``"channel_pruning"``. Defaults to ``"spatial_svd"``.
-        cost_metric: ``"mac"`` or ``"memory"``. Defaults to ``"mac"``.
+        cost_metric: ``"mac"``, ``"memory"`` or ``"latency"``: the
+            weighted layers' FP32 TFLite time, each layer (or SVD pair)
+            timed alone at its candidate shape by ``latency_table``, so
+            that the ratios chosen save time rather than MACs (see
+            :mod:`~aimet_keras.compress.latency`). Defaults to ``"mac"``.
         num_comp_ratio_candidates: ``N``: candidate ratios ``k / N``.
             Defaults to 10.
         modules_to_ignore: layer names never chosen for compression.
@@ -317,6 +389,10 @@ def compress_model(
             keeps much more accuracy. Defaults to None.
         num_reconstruction_samples: sampled output positions per layer
             (10 per image). Defaults to 5000.
+        latency_table: the :class:`~aimet_keras.compress.LatencyTable`
+            timing layers for ``cost_metric="latency"`` (its batch size,
+            threads and cache file). Defaults to None: a new
+            ``LatencyTable()`` (batch 32, 2 threads).
 
     Returns:
         ``(compressed model, CompressionStats)``. The achieved ratio is at
@@ -349,8 +425,10 @@ def compress_model(
         )
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r}; use one of {list(SCHEMES)}.")
-    if cost_metric not in ("mac", "memory"):
-        raise ValueError(f"cost_metric={cost_metric!r}; use 'mac' or 'memory'.")
+    if cost_metric not in ("mac", "memory", "latency"):
+        raise ValueError(
+            f"cost_metric={cost_metric!r}; use 'mac', 'memory' or 'latency'."
+        )
     if not isinstance(num_comp_ratio_candidates, int) or (
         num_comp_ratio_candidates < 2
     ):
@@ -370,11 +448,23 @@ def compress_model(
                 "have." + op_types.did_you_mean(name, names)
             )
     costs = cost_lib.model_cost(prepared)
-    whole = {layer.name: layer.total(cost_metric) for layer in costs.layers}
+    times = None
+    if cost_metric == "latency":
+        times = latency_lib.ModelTimes(
+            prepared, latency_table or latency_lib.LatencyTable()
+        )
+        whole = dict(times.whole)
+    else:
+        whole = {layer.name: layer.total(cost_metric) for layer in costs.layers}
     total = sum(whole.values())
     if scheme == "channel_pruning":
         method = _PruningScheme(
-            prepared, data, num_reconstruction_samples, multiplicity, whole
+            prepared,
+            data,
+            num_reconstruction_samples,
+            multiplicity,
+            whole,
+            times,
         )
     else:
         sampler = None
@@ -383,7 +473,7 @@ def compress_model(
                 data, num_reconstruction_samples
             )
         method = _SvdScheme(
-            prepared, scheme, cost_metric, multiplicity, whole, sampler
+            prepared, scheme, cost_metric, multiplicity, whole, sampler, times
         )
     selected = [
         layer.name
@@ -415,6 +505,7 @@ def compress_model(
         multiplicity=multiplicity,
         layers=selected,
         **method.key(),
+        **(times.table.key() if times is not None else {}),
     )
     saved = _read_scores(eval_scores_path, key)
     if saved is None:
@@ -463,7 +554,12 @@ def compress_model(
         scheme=scheme,
         cost_metric=cost_metric,
         target_comp_ratio=target_comp_ratio,
-        achieved_comp_ratio=after.total(cost_metric) / total,
+        # Time is the table's estimate (the sum of the layers timed alone).
+        achieved_comp_ratio=(
+            method.model_cost(units) / total
+            if times is not None
+            else after.total(cost_metric) / total
+        ),
         ratios=chosen,
         ranks=units if scheme != "channel_pruning" else {},
         kept_channels=units if scheme == "channel_pruning" else {},
@@ -550,7 +646,8 @@ def _top_up(units, method, score_at, budget):
     Candidate steps are coarse (a tenth of a layer), so the model can still
     sit a few percent under the target; each round here raises the rank or
     kept channels of the one layer losing least interpolated score per unit
-    of cost, while the model stays within ``budget``.
+    of cost (a raise costing nothing first), while the model stays within
+    ``budget``.
     """
     units = dict(units)
     cost = method.model_cost(units)
@@ -565,12 +662,15 @@ def _top_up(units, method, score_at, budget):
             else:
                 trial[name] = raised
             trial_cost = method.model_cost(trial)
-            if trial_cost > budget or trial_cost <= cost:
+            if trial_cost > budget:
                 continue
             gain = score_at(name, method.unit_ratio(name, raised)) - score_at(
                 name, method.unit_ratio(name, unit)
             )
-            value = gain / (trial_cost - cost)
+            # Measured time can stay flat over a few units (a SIMD block):
+            # those come free.
+            extra = trial_cost - cost
+            value = gain / extra if extra > 0 else math.inf
             if best is None or value > best[0]:
                 best = (value, trial, trial_cost)
         if best is None:

@@ -1,0 +1,266 @@
+"""Measured latency: what a layer's shape costs on the target runtime.
+
+MACs are a proxy for time, and on small layers a poor one: a CPU computes
+channels in SIMD blocks (8 or 16 floats), so 13 output channels cost what
+16 do, and a spatial SVD's two thin convolutions can take longer than the
+one they replace. :class:`LatencyTable` times single layers (or short
+chains, such as an SVD's two pieces) converted alone to FP32 TFLite, at the
+batch size and thread count of the deployment, once per distinct shape;
+``compress_model(..., cost_metric="latency")`` then picks per-layer ratios
+by time saved instead of MACs saved (as NetAdapt and AMC do with their
+latency tables).
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aimet_keras.graph import prepare as prepare_lib
+from aimet_keras.sim import op_types
+
+__all__ = ["LatencyTable", "ModelTimes", "layer_latencies"]
+
+
+def _layer_spec(layer, **changes):
+    """``(class name, config)`` of ``layer`` with ``changes`` applied."""
+    config = dict(layer.get_config(), **changes)
+    config.pop("name", None)
+    return type(layer).__name__, config
+
+
+class LatencyTable:
+    """TFLite FP32 time of single layers, measured once per shape.
+
+    Each distinct ``(layers, input shape)`` is converted alone with
+    ``TFLiteConverter.from_keras_model`` and timed with the interpreter
+    (XNNPACK, TFLite's default CPU delegate): the median of ``rounds``
+    rounds of ``invokes`` invokes, after a warm-up. Times are kept in
+    memory and, given ``path``, in a JSON file that later tables reuse.
+    Measure on a quiet machine: other processes on the same cores distort
+    the times and so the choices made from them.
+
+    Args:
+        batch_size: the batch of the deployment. Defaults to 32.
+        num_threads: interpreter threads. Defaults to 2.
+        path: a JSON file to read and extend. Defaults to None.
+        rounds: timing rounds per shape. Defaults to 7.
+        invokes: invokes per round. Defaults to 10.
+
+    Example:
+
+    >>> table = LatencyTable(batch_size=4, num_threads=1, rounds=3)
+    >>> conv = keras.layers.Conv2D(16, 3, padding="same")
+    >>> conv.build((None, 14, 14, 8))
+    >>> wide = table.seconds([conv], (14, 14, 8))
+    >>> thin = table.seconds([conv], (14, 14, 8), filters=[4])
+    >>> wide > 0 and thin > 0
+    True
+    """
+
+    def __init__(
+        self, batch_size=32, num_threads=2, path=None, rounds=7, invokes=10
+    ):
+        for what, value in (
+            ("batch_size", batch_size),
+            ("num_threads", num_threads),
+            ("rounds", rounds),
+            ("invokes", invokes),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"LatencyTable {what}={value!r}; use an int >= 1."
+                )
+        self.batch_size = batch_size
+        self.num_threads = num_threads
+        self.rounds = rounds
+        self.invokes = invokes
+        self.path = path
+        self.measured = 0  # shapes timed by this table (not read from path)
+        self._times = {}
+        if path is not None and os.path.exists(path):
+            try:
+                with open(path) as f:
+                    self._times = dict(json.load(f)["seconds"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise ValueError(
+                    f"Latency table {path!r} is not one LatencyTable wrote "
+                    f"({error}); delete it or pass another path."
+                ) from error
+
+    def key(self):
+        """What the times depend on besides the shapes."""
+        return {"batch_size": self.batch_size, "num_threads": self.num_threads}
+
+    def seconds(self, layers, input_shape, filters=None):
+        """Seconds per batch of ``layers`` chained, on ``input_shape``.
+
+        Args:
+            layers: Keras layers (templates: only their configs are used;
+                a fresh copy of each is timed with random weights).
+            input_shape: the first layer's input shape, without the batch.
+            filters: per layer, an output channel count to use instead of
+                the layer's own (``filters`` or ``units``), or None.
+
+        Returns:
+            The median seconds of one invoke on a batch of ``batch_size``.
+        """
+        filters = filters or [None] * len(layers)
+        specs = []
+        for layer, count in zip(layers, filters):
+            changes = {}
+            if count is not None:
+                field = (
+                    "units"
+                    if isinstance(layer, keras.layers.Dense)
+                    else ("filters")
+                )
+                changes[field] = int(count)
+            specs.append(_layer_spec(layer, **changes))
+        shape = [int(d) for d in input_shape]
+        text = json.dumps(
+            {"layers": specs, "input": shape, **self.key()},
+            sort_keys=True,
+            default=str,
+        )
+        key = hashlib.sha1(text.encode()).hexdigest()
+        if key not in self._times:
+            self._times[key] = self._measure(specs, shape)
+            self.measured += 1
+            self._save()
+        return self._times[key]
+
+    def _measure(self, specs, shape):
+        from aimet_keras.export import tflite as tflite_lib
+
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input(shape, batch_size=self.batch_size)
+        x = inputs
+        for class_name, config in specs:
+            x = getattr(keras.layers, class_name).from_config(config)(x)
+        model = keras.Model(inputs, x)
+        with contextlib.redirect_stdout(io.StringIO()):  # converter chatter
+            content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        interpreter = tflite_lib.load_interpreter(
+            model_content=content, num_threads=self.num_threads
+        )
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        sample = np.random.default_rng(0).random(detail["shape"], np.float32)
+        interpreter.set_tensor(detail["index"], sample)
+        for _ in range(3):
+            interpreter.invoke()
+        times = []
+        for _ in range(self.rounds):
+            start = time.perf_counter()
+            for _ in range(self.invokes):
+                interpreter.invoke()
+            times.append((time.perf_counter() - start) / self.invokes)
+        return statistics.median(times)
+
+    def _save(self):
+        if self.path is None:
+            return
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w") as f:
+            json.dump({"seconds": self._times}, f, indent=0)
+        os.replace(temporary, self.path)
+
+
+def _weighted_calls(model):
+    """``[(layer, input shape without the batch)]`` for each call of a
+    weighted layer of the prepared ``model``, in graph order."""
+    calls = []
+    for site in prepare_lib.walk(model):
+        layer = site.operation
+        if op_types.keras_class_name(layer, op_types.KERNEL_LAYERS) is None:
+            continue
+        shape = tuple(site.inputs[0].shape[1:])
+        if any(d is None for d in shape):
+            raise ValueError(
+                f"Layer {layer.name!r}: input shape {shape} has an unknown "
+                "size; build the model with a fixed input size to time its "
+                "layers."
+            )
+        calls.append((layer, shape))
+    return calls
+
+
+def layer_latencies(model, table):
+    """Seconds per batch of each weighted layer of ``model``, timed alone.
+
+    A layer called several times costs the sum of its calls. Layers doing
+    no weight arithmetic (batch norms fold into convolutions in TFLite,
+    activations fuse into them) are left out.
+
+    Args:
+        model: a built ``keras.Model`` with fixed input sizes.
+        table: the :class:`LatencyTable` to time with.
+
+    Returns:
+        ``{layer name: seconds}`` in graph order.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    >>> model = keras.Model(inputs, x)
+    >>> times = layer_latencies(model, LatencyTable(4, 1, rounds=2))
+    >>> list(times)
+    ['conv']
+    """
+    times = {}
+    for layer, shape in _weighted_calls(prepare_lib.prepare_model(model)):
+        seconds = table.seconds([layer], shape)
+        times[layer.name] = times.get(layer.name, 0.0) + seconds
+    return times
+
+
+class ModelTimes:
+    """A prepared model's weighted layers timed at other channel counts.
+
+    What ``compress_model(cost_metric="latency")`` costs candidates with:
+    a layer's time at ``(input channels, output channels)`` is estimated
+    from its time with only the inputs changed and with only the outputs
+    changed, ``t(i, o) = t(i, O) * t(I, o) / t(I, O)`` (exact where time is
+    proportional to each), so each layer is timed at a count or two per
+    candidate rather than at every pair.
+    """
+
+    def __init__(self, prepared, table):
+        self.table = table
+        self.whole = {}
+        self.input_shapes = {}
+        for layer, shape in _weighted_calls(prepared):
+            seconds = table.seconds([layer], shape)
+            self.whole[layer.name] = self.whole.get(layer.name, 0.0) + seconds
+            self.input_shapes.setdefault(layer.name, shape)
+        self._layers = {
+            layer.name: layer for layer, _ in _weighted_calls(prepared)
+        }
+
+    def chain(self, name, layers, filters):
+        """Seconds of ``layers`` (replacing layer ``name``) on its input."""
+        return self.table.seconds(layers, self.input_shapes[name], filters)
+
+    def layer(self, name, inputs=None, outputs=None):
+        """Seconds of layer ``name`` with ``inputs`` input channels and
+        ``outputs`` output channels (None: its own)."""
+        layer = self._layers[name]
+        shape = self.input_shapes[name]
+        whole = self.table.seconds([layer], shape)
+        seconds = whole
+        if inputs is not None and inputs != shape[-1]:
+            seconds = self.table.seconds([layer], (*shape[:-1], inputs))
+        if outputs is not None and not isinstance(
+            layer, keras.layers.DepthwiseConv2D
+        ):
+            seconds *= self.table.seconds([layer], shape, [outputs]) / whole
+        return seconds

@@ -1,0 +1,158 @@
+"""Latency tables and compress_model(cost_metric="latency")."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from aimet_keras.compress import LatencyTable
+from aimet_keras.compress import compress_model
+from aimet_keras.compress import layer_latencies
+
+BLOCK = 8
+
+
+class _BlockTable(LatencyTable):
+    """A deterministic stand-in for measured time: a CPU computing
+    channels in blocks of 8, plus a fixed cost per layer (so that one
+    layer split in two costs more than its MACs say)."""
+
+    def _measure(self, specs, shape):
+        seconds = 0.0
+        height, width = (shape[0], shape[1]) if len(shape) == 3 else (1, 1)
+        channels = shape[-1]
+        for class_name, config in specs:
+            outputs = config["units" if class_name == "Dense" else "filters"]
+            kernel = math.prod(config.get("kernel_size", (1,)))
+            blocks = math.ceil(channels / BLOCK) * math.ceil(outputs / BLOCK)
+            seconds += 1e-6 * (height * width * kernel * blocks + 20)
+            channels = outputs
+        return seconds
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 8))
+    x = inputs
+    for i in range(3):
+        x = keras.layers.Conv2D(32, 3, padding="same", name=f"conv{i}")(x)
+        x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="fc")(x))
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).normal(size=(16, 12, 12, 8)).astype("f4")
+
+
+def _evaluate(images, reference):
+    def evaluate(model, iterations):
+        return -float(
+            np.mean((model.predict(images, verbose=0) - reference) ** 2)
+        )
+
+    return evaluate
+
+
+def test_a_shape_is_timed_once_and_the_file_is_reused(tmp_path):
+    path = tmp_path / "times.json"
+    table = LatencyTable(batch_size=2, num_threads=1, path=str(path), rounds=2)
+    conv = keras.layers.Conv2D(8, 3)
+    conv.build((None, 10, 10, 4))
+    first = table.seconds([conv], (10, 10, 4))
+    assert first > 0 and table.measured == 1
+    assert table.seconds([conv], (10, 10, 4)) == first
+    table.seconds([conv], (10, 10, 4), filters=[3])
+    table.seconds([conv], (10, 10, 2))
+    assert table.measured == 3
+    again = LatencyTable(batch_size=2, num_threads=1, path=str(path))
+    assert again.seconds([conv], (10, 10, 4)) == first
+    assert again.measured == 0
+    # Another batch size is another measurement.
+    other = LatencyTable(batch_size=3, num_threads=1, path=str(path), rounds=1)
+    other.seconds([conv], (10, 10, 4))
+    assert other.measured == 1
+
+
+def test_layer_latencies_sum_a_shared_layers_calls():
+    table = _BlockTable(batch_size=1, num_threads=1)
+    inputs = keras.Input((6, 6, 8))
+    shared = keras.layers.Conv2D(8, 3, padding="same", name="shared")
+    x = shared(shared(inputs))
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    times = layer_latencies(model, table)
+    assert list(times) == ["shared", "fc"]
+    one_call = table.seconds([shared], (6, 6, 8))
+    assert times["shared"] == pytest.approx(2 * one_call)
+
+
+def test_bad_tables_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="batch_size=0"):
+        LatencyTable(batch_size=0)
+    path = tmp_path / "broken.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="broken.json"):
+        LatencyTable(path=str(path))
+    with pytest.raises(ValueError, match="'mac', 'memory' or 'latency'"):
+        compress_model(_model(), lambda m, i: 1.0, 1, 0.5, cost_metric="time")
+
+
+def test_svd_by_time_picks_whole_blocks_and_lands_under_the_target(images):
+    model = _model()
+    weights = [w.copy() for w in model.get_weights()]
+    evaluate = _evaluate(images, model.predict(images, verbose=0))
+    table = _BlockTable()
+    compressed, stats = compress_model(
+        model,
+        evaluate,
+        1,
+        0.7,
+        cost_metric="latency",
+        num_comp_ratio_candidates=4,
+        latency_table=table,
+        modules_to_ignore=["conv0"],
+    )
+    assert stats.cost_metric == "latency" and stats.ranks
+    # A rank inside a block costs what the whole block does: the largest
+    # rank within each time budget fills its last block.
+    assert all(rank % BLOCK == 0 for rank in stats.ranks.values())
+    assert 0.6 < stats.achieved_comp_ratio <= 0.7
+    # The estimate is what the table says of the compressed model.
+    whole = sum(layer_latencies(model, table).values())
+    pieces = sum(layer_latencies(compressed, table).values())
+    assert pieces / whole == pytest.approx(stats.achieved_comp_ratio)
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_channel_pruning_by_time(images, tmp_path):
+    model = _model()
+    evaluate = _evaluate(images, model.predict(images, verbose=0))
+    table = _BlockTable()
+    scores = tmp_path / "scores.json"
+    compressed, stats = compress_model(
+        model,
+        evaluate,
+        1,
+        0.6,
+        scheme="channel_pruning",
+        cost_metric="latency",
+        num_comp_ratio_candidates=4,
+        data=images,
+        num_reconstruction_samples=200,
+        latency_table=table,
+        eval_scores_path=str(scores),
+    )
+    assert stats.kept_channels and stats.achieved_comp_ratio <= 0.6
+    whole = sum(layer_latencies(model, table).values())
+    pruned = sum(layer_latencies(compressed, table).values())
+    # A layer losing inputs and outputs is estimated from its times with
+    # each alone changed (t(i, o) = t(i, O) t(I, o) / t(I, O)); the fixed
+    # cost per layer makes that a little off here.
+    assert pruned / whole == pytest.approx(stats.achieved_comp_ratio, rel=1e-2)
+    # The table's key holds what the times depend on.
+    assert json.loads(scores.read_text())["key"]["batch_size"] == 32
