@@ -506,6 +506,12 @@ def compress_model(
         layers=selected,
         **method.key(),
         **(times.table.key() if times is not None else {}),
+        # Measured times map a ratio to units that can differ between
+        # tables: the scores belong to the units.
+        units={
+            name: [method.units(name, ratio) for ratio in candidates]
+            for name in selected
+        },
     )
     saved = _read_scores(eval_scores_path, key)
     if saved is None:

@@ -38,7 +38,12 @@ Tables:
    the layer's own TFLite time (its convolution, or SVD pieces, converted
    alone): where the time goes and how far it follows the MACs;
 4. other spatial-SVD shares (``SWEEP``) to the same half of the MACs:
-   accuracy before fine-tuning on the scoring images and the test set.
+   accuracy before fine-tuning on the scoring images and the test set;
+5. time against MACs: the same two stages searched by measured time
+   (``cost_metric="latency"``, a ``LatencyTable`` at the timing batch and
+   threads) and, untrained, the ResNet at uniformly narrower ``WIDTHS``:
+   MACs, accuracy where trained, TFLite and ``model.predict`` time over
+   the original's.
 
 Timing waits first for other processes to leave the 2 cores alone, and
 measures how much CPU they took while it ran; when that was more than
@@ -98,6 +103,14 @@ QUIET_LIMIT = 1800
 QUIET_CORES = 0.1
 QUIET_WINDOW = 15
 QUIET_DURING = 0.2
+# The same two stages with cost_metric="latency" (each layer's FP32 TFLite
+# time, timed alone at its candidate shapes): spatial SVD to this share of
+# the weighted layers' time, then channel pruning to LATENCY_TARGET of it
+# overall (the table's estimate).
+LATENCY_SVD_RATIO = 0.8
+# Uniformly narrower ResNets (untrained; timing only): how far time follows
+# MACs on each runtime when nothing else changes.
+WIDTHS = ((12, 24, 48), (11, 22, 45), (16, 16, 32), (8, 16, 32), (4, 8, 16))
 # Other spatial-SVD shares tried (to the same TARGET_RATIO overall), for
 # the accuracy before fine-tuning only.
 SWEEP = (0.6, 0.85, 0.95)
@@ -167,7 +180,15 @@ def _eval_callback(images, labels):
 
 
 def _compress(
-    model, scheme, ratio, evaluate, iterations, candidates, data, folder
+    model,
+    scheme,
+    ratio,
+    evaluate,
+    iterations,
+    candidates,
+    data,
+    folder,
+    latency_table=None,
 ):
     """One greedy stage: ``model`` to ``ratio`` of its own MACs.
 
@@ -177,22 +198,54 @@ def _compress(
     """
     from aimet_keras import compress
 
+    metric = "mac" if latency_table is None else "latency"
     return compress.compress_model(
         model,
         evaluate,
         iterations,
         target_comp_ratio=ratio,
         scheme=scheme,
-        cost_metric="mac",
+        cost_metric=metric,
+        latency_table=latency_table,
         num_comp_ratio_candidates=candidates,
         modules_to_ignore=list(IGNORED),
-        eval_scores_path=os.path.join(folder, f"{scheme}_scores.json"),
+        eval_scores_path=os.path.join(folder, f"{scheme}_{metric}_scores.json"),
         data=data,
         num_reconstruction_samples=NUM_RECONSTRUCTION_SAMPLES,
         multiplicity=(
             PRUNING_MULTIPLICITY if scheme == "channel_pruning" else 1
         ),
     )
+
+
+def _two_stages_by_time(
+    original, evaluate, iterations, candidates, calibration, folder
+):
+    """Spatial SVD to ``LATENCY_SVD_RATIO`` of the weighted layers' TFLite
+    time, then channel pruning to ``LATENCY_TARGET`` of it overall, both
+    with ``cost_metric="latency"``; ``(model, svd stats, pruning stats,
+    layers timed)``."""
+    from aimet_keras import compress
+
+    table = compress.LatencyTable(
+        batch_size=TIMING_BATCH,
+        num_threads=THREADS,
+        path=os.path.join(folder, "latency.json"),
+    )
+    scoring = evaluate, iterations, candidates, calibration, folder, table
+    svd_model, svd_stats = _compress(
+        original, "spatial_svd", LATENCY_SVD_RATIO, *scoring
+    )
+    whole = sum(compress.layer_latencies(original, table).values())
+    # The second stage's target is relative to its own input.
+    svd_time = svd_stats.achieved_comp_ratio * whole
+    cp_model, cp_stats = _compress(
+        svd_model,
+        "channel_pruning",
+        LATENCY_TARGET * whole / svd_time,
+        *scoring,
+    )
+    return cp_model, svd_stats, cp_stats, table.measured
 
 
 def _two_stages(
@@ -869,6 +922,83 @@ def _time_models(original, compressed, images, repeats):
     return times, spread, sizes, layers
 
 
+def _time_others(original, others, images, repeats):
+    """Median ms of the original and each of ``{name: model}`` on TFLite
+    and through ``model.predict``, all interleaved per runtime."""
+    models = {"original": original, **others}
+    tflite = {
+        name: _tflite_invoker(model, images[:TIMING_BATCH]).invoke
+        for name, model in models.items()
+    }
+    predict = {name: _keras_predict(m, images) for name, m in models.items()}
+    return {
+        TFLITE: _time_pair(tflite, repeats)[0],
+        "Keras, model.predict": _time_pair(predict, repeats)[0],
+    }
+
+
+def _others_table(rows, times, fp32, sizes, quiet):
+    """Time against MACs for the latency-metric model and the narrower
+    ResNets."""
+    table = harness.Table(
+        "Time against MACs: the search by measured time, and uniformly "
+        "narrower ResNets",
+        [
+            "model",
+            "MACs ratio",
+            "top-1 before fine-tuning",
+            "delta vs FP32 (points)",
+            "TFLite time ratio",
+            "Keras predict time ratio",
+        ],
+        formats={
+            "MACs ratio": "{:.3f}",
+            "top-1 before fine-tuning": "{:.2f}",
+            "delta vs FP32 (points)": "{:+.2f}",
+            "TFLite time ratio": "{:.3f}",
+            "Keras predict time ratio": "{:.3f}",
+        },
+    )
+    for name, macs, top1 in rows:
+        ratios = [
+            times[runtime][name] / times[runtime]["original"]
+            for runtime in (TFLITE, "Keras, model.predict")
+        ]
+        table.add_row(
+            name,
+            macs,
+            "—" if top1 is None else top1,
+            "—" if top1 is None else top1 - fp32,
+            *ratios,
+        )
+    table.notes.append(
+        "Search by measured time: compress_model(cost_metric='latency') with "
+        f"a LatencyTable at batch {TIMING_BATCH}, {THREADS} threads: spatial "
+        f"SVD to {LATENCY_SVD_RATIO:g} of the weighted layers' time (each "
+        "layer, or SVD pair, converted alone to TFLite and timed at every "
+        "shape the search asks about), then channel pruning to "
+        f"{LATENCY_TARGET:g} of it overall, by the table's estimate (the "
+        "weighted layers' times summed); same scoring and reconstruction "
+        "data as the MAC search; test top-1, no fine-tuning."
+    )
+    table.notes.append(
+        "Widths: zoo.architectures.resnet(widths), the reference "
+        "architecture with every stage's channels changed, untrained "
+        "(timing only). They show what any channel pruning can gain on "
+        "each runtime at a given MACs ratio."
+    )
+    table.notes.append(
+        f"Timing as in the latency table (TFLite batch {TIMING_BATCH}, "
+        f"{THREADS} threads; model.predict on "
+        f"{sizes['timing_images']:,} images in batches of {TIMING_BATCH}); "
+        f"median of {sizes['repeats']} rounds, every model and the original "
+        "interleaved; other processes used "
+        + ("—" if quiet["others"] is None else f"{quiet['others']:.2f}")
+        + " cores meanwhile."
+    )
+    return table
+
+
 def run(quick=False):
     """Runs the suite.
 
@@ -902,6 +1032,11 @@ def run(quick=False):
             sweep[svd_ratio] = _two_stages(
                 original, svd_ratio, evaluate, *stage_options, folder
             )
+        start = time.perf_counter()
+        by_time = _two_stages_by_time(
+            original, evaluate, *stage_options, folder
+        )
+        by_time_seconds = time.perf_counter() - start
     svd_model, svd_stats, svd_cost = (
         stages["svd_model"],
         stages["svd_stats"],
@@ -954,6 +1089,26 @@ def run(quick=False):
     )
     times, spread, tflite_sizes, layer_ms = timed
 
+    from aimet_keras.zoo import architectures
+
+    by_time_model, by_time_svd, by_time_cp, shapes_timed = by_time
+    others = {"search by measured time": by_time_model}
+    others.update(
+        (f"widths {widths}", architectures.resnet(widths)) for widths in WIDTHS
+    )
+    other_times, other_quiet, _ = _timed_quietly(
+        lambda: _time_others(original, others, timing_images, sizes["repeats"]),
+        0 if quick else QUIET_LIMIT,
+    )
+    other_rows = [
+        (
+            name,
+            _cost(model).macs / original_cost.macs,
+            _top1(model, data) if name == "search by measured time" else None,
+        )
+        for name, model in others.items()
+    ]
+
     tables = [
         _accuracy_table(rows, fp32, epochs_accuracy, seconds, data, sizes),
         _latency_table(times, sizes, quiet, attempts),
@@ -966,7 +1121,13 @@ def run(quick=False):
             times[TFLITE],
         ),
         sweep_table,
+        _others_table(other_rows, other_times, fp32, sizes, other_quiet),
     ]
+    tables[-1].notes.append(
+        f"The search by measured time took {by_time_seconds:.0f} s "
+        f"(timing {shapes_timed} layer shapes; scoring as the MAC search); "
+        "its stats are in the JSON (extra['by_time'])."
+    )
     tables[0].notes.append(
         f"Compression time: spatial SVD {svd_seconds:.0f} s, channel pruning "
         f"{cp_seconds:.0f} s (each mostly the sensitivity table: every "
@@ -991,6 +1152,8 @@ def run(quick=False):
         timing_images=sizes["timing_images"],
         threads=THREADS,
         repeats=sizes["repeats"],
+        latency_svd_ratio=LATENCY_SVD_RATIO,
+        widths=[list(w) for w in WIDTHS],
     )
     extra = dict(
         eval_scores={
@@ -1014,6 +1177,11 @@ def run(quick=False):
             for r, v in sweep.items()
         },
         fine_tune_test_top1=epochs_accuracy,
+        by_time={
+            "spatial_svd": _stats_json(by_time_svd),
+            "channel_pruning": _stats_json(by_time_cp),
+        },
+        other_latency_ms=other_times,
         compression_seconds={
             "spatial_svd": svd_seconds,
             "channel_pruning": cp_seconds,
