@@ -134,20 +134,29 @@ def test_channel_pruning_by_time(images, tmp_path):
     evaluate = _evaluate(images, model.predict(images, verbose=0))
     table = _BlockTable()
     scores = tmp_path / "scores.json"
-    compressed, stats = compress_model(
-        model,
-        evaluate,
-        1,
-        0.6,
-        scheme="channel_pruning",
-        cost_metric="latency",
-        num_comp_ratio_candidates=4,
-        data=images,
-        num_reconstruction_samples=200,
-        latency_table=table,
-        eval_scores_path=str(scores),
-    )
-    assert stats.kept_channels and stats.achieved_comp_ratio <= 0.6
+    calls = []
+
+    def prune(reference):
+        def counting(candidate, iterations):
+            calls.append(iterations)
+            return reference(candidate, iterations)
+
+        return compress_model(
+            model,
+            counting,
+            1,
+            0.6,
+            scheme="channel_pruning",
+            cost_metric="latency",
+            num_comp_ratio_candidates=4,
+            data=images,
+            num_reconstruction_samples=200,
+            latency_table=table,
+            eval_scores_path=str(scores),
+        )
+
+    compressed, stats = prune(evaluate)
+    assert calls and stats.kept_channels and stats.achieved_comp_ratio <= 0.6
     whole = sum(layer_latencies(model, table).values())
     pruned = sum(layer_latencies(compressed, table).values())
     # A layer losing inputs and outputs is estimated from its times with
@@ -156,3 +165,7 @@ def test_channel_pruning_by_time(images, tmp_path):
     assert pruned / whole == pytest.approx(stats.achieved_comp_ratio, rel=1e-2)
     # The table's key holds what the times depend on.
     assert json.loads(scores.read_text())["key"]["batch_size"] == 32
+    # The same settings and times: the scores are read back.
+    calls.clear()
+    _, again = prune(evaluate)
+    assert calls == [] and again.kept_channels == stats.kept_channels
