@@ -366,8 +366,10 @@ def compress_model(
         cost_metric: ``"mac"``, ``"memory"`` or ``"latency"``: the
             weighted layers' FP32 TFLite time, each layer (or SVD pair)
             timed alone at its candidate shape by ``latency_table``, so
-            that the ratios chosen save time rather than MACs (see
-            :mod:`~aimet_keras.compress.latency`). Defaults to ``"mac"``.
+            that the ratios chosen save time rather than MACs; the
+            achieved ratio is the table's estimate, to be checked by
+            timing the model (see :mod:`~aimet_keras.compress.latency`).
+            Defaults to ``"mac"``.
         num_comp_ratio_candidates: ``N``: candidate ratios ``k / N``.
             Defaults to 10.
         modules_to_ignore: layer names never chosen for compression.

@@ -9,6 +9,15 @@ batch size and thread count of the deployment, once per distinct shape;
 ``compress_model(..., cost_metric="latency")`` then picks per-layer ratios
 by time saved instead of MACs saved (as NetAdapt and AMC do with their
 latency tables).
+
+The estimate is the weighted layers' times, each timed alone, summed: it
+leaves out what the whole model runs besides them (adds, pooling,
+activations that do not fuse) and how layers behave next to each other,
+and on a shared machine a table timed at one moment can disagree with a
+model timed at another. Time the compressed model itself before relying
+on a ratio: on the reference ResNet a search whose estimate said 0.65 of
+the time ran at 0.76-0.87 of the original's
+(``benchmarks/results/compression.md``).
 """
 
 import contextlib
