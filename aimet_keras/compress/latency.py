@@ -38,6 +38,11 @@ __all__ = ["LatencyTable", "ModelTimes", "layer_latencies"]
 
 _INTERPRETERS = 3  # interpreters timed per shape ...
 _PAUSE = 0.05  # ... this many seconds apart
+# Timed alongside every shape: one mid-sized convolution, (specs, shape).
+_REFERENCE = (
+    [("Conv2D", {"filters": 32, "kernel_size": (3, 3), "padding": "same"})],
+    (16, 16, 32),
+)
 
 
 def _layer_spec(layer, **changes):
@@ -55,8 +60,9 @@ class LatencyTable:
     (XNNPACK, TFLite's default CPU delegate): the fastest of ``rounds``
     rounds of ``invokes`` invokes on each of three interpreters, after a
     warm-up (the least disturbed round: other work on the cores only ever
-    adds time, and a table read by a search must not hold a disturbed time
-    as a shape's cost). Times are kept in
+    adds time), scaled by a reference convolution timed in alternating
+    rounds (a machine whose speed drifts during a search must not make one
+    shape look cheaper than another timed a minute earlier). Times are kept in
     memory and, given ``path``, in a JSON file that later tables reuse.
     Measure on a quiet machine: other processes on the same cores distort
     the times and so the choices made from them.
@@ -99,10 +105,14 @@ class LatencyTable:
         self.path = path
         self.measured = 0  # shapes timed by this table (not read from path)
         self._times = {}
+        self._reference = None  # the reference convolution's TFLite model
+        self._reference_seconds = None
         if path is not None and os.path.exists(path):
             try:
                 with open(path) as f:
-                    self._times = dict(json.load(f)["seconds"])
+                    saved = json.load(f)
+                self._times = dict(saved["seconds"])
+                self._reference_seconds = saved["reference_seconds"]
             except (ValueError, KeyError, TypeError) as error:
                 raise ValueError(
                     f"Latency table {path!r} is not one LatencyTable wrote "
@@ -151,9 +161,7 @@ class LatencyTable:
             self._save()
         return self._times[key]
 
-    def _measure(self, specs, shape):
-        from aimet_keras.export import tflite as tflite_lib
-
+    def _convert(self, specs, shape):
         keras.utils.set_random_seed(0)
         inputs = keras.Input(shape, batch_size=self.batch_size)
         x = inputs
@@ -161,40 +169,72 @@ class LatencyTable:
             x = getattr(keras.layers, class_name).from_config(config)(x)
         model = keras.Model(inputs, x)
         with contextlib.redirect_stdout(io.StringIO()):  # converter chatter
-            content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-        sample = None
-        times = []
-        # Right after a conversion, an interpreter can run at one thread's
-        # speed for a while (its worker sharing a core with the converter's
-        # threads): time a few, spread over a fraction of a second, and
-        # keep the fastest round of any.
+            return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+    def _interpreter(self, content):
+        from aimet_keras.export import tflite as tflite_lib
+
+        interpreter = tflite_lib.load_interpreter(
+            model_content=content, num_threads=self.num_threads
+        )
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        sample = np.random.default_rng(0).random(detail["shape"], np.float32)
+        interpreter.set_tensor(detail["index"], sample)
+        for _ in range(3):
+            interpreter.invoke()
+        return interpreter
+
+    def _round(self, interpreter):
+        start = time.perf_counter()
+        for _ in range(self.invokes):
+            interpreter.invoke()
+        return (time.perf_counter() - start) / self.invokes
+
+    def _fastest(self, contents):
+        """The fastest round of each model, their rounds interleaved.
+
+        Right after a conversion an interpreter can run at one thread's
+        speed for a while (its worker sharing a core with the converter's
+        threads): a few interpreters are timed, spread over a fraction of
+        a second.
+        """
+        times = [[] for _ in contents]
         for _ in range(_INTERPRETERS):
             time.sleep(_PAUSE)
-            interpreter = tflite_lib.load_interpreter(
-                model_content=content, num_threads=self.num_threads
-            )
-            interpreter.allocate_tensors()
-            detail = interpreter.get_input_details()[0]
-            if sample is None:
-                sample = np.random.default_rng(0).random(
-                    detail["shape"], np.float32
-                )
-            interpreter.set_tensor(detail["index"], sample)
-            for _ in range(3):
-                interpreter.invoke()
+            interpreters = [self._interpreter(c) for c in contents]
             for _ in range(self.rounds):
-                start = time.perf_counter()
-                for _ in range(self.invokes):
-                    interpreter.invoke()
-                times.append((time.perf_counter() - start) / self.invokes)
-        return min(times)
+                for found, interpreter in zip(times, interpreters):
+                    found.append(self._round(interpreter))
+        return [min(found) for found in times]
+
+    def _measure(self, specs, shape):
+        """Seconds of the model, scaled by a fixed reference convolution
+        timed alongside: a machine that slows down or speeds up between
+        the shapes of one search (a shared host, another process) changes
+        both alike, so the table's times stay comparable."""
+        if self._reference is None:
+            self._reference = self._convert(*_REFERENCE)
+        if self._reference_seconds is None:
+            (self._reference_seconds,) = self._fastest([self._reference])
+        model, reference = self._fastest(
+            [self._convert(specs, shape), self._reference]
+        )
+        return model / reference * self._reference_seconds
 
     def _save(self):
         if self.path is None:
             return
         temporary = f"{self.path}.tmp"
         with open(temporary, "w") as f:
-            json.dump({"seconds": self._times}, f, indent=0)
+            json.dump(
+                {
+                    "reference_seconds": self._reference_seconds,
+                    "seconds": self._times,
+                },
+                f,
+                indent=0,
+            )
         os.replace(temporary, self.path)
 
 

@@ -39,11 +39,12 @@ Tables:
    alone): where the time goes and how far it follows the MACs;
 4. other spatial-SVD shares (``SWEEP``) to the same half of the MACs:
    accuracy before fine-tuning on the scoring images and the test set;
-5. time against MACs: the same two stages searched by measured time
-   (``cost_metric="latency"``, a ``LatencyTable`` at the timing batch and
-   threads) and, untrained, the ResNet at uniformly narrower ``WIDTHS``:
-   MACs, accuracy where trained, TFLite and ``model.predict`` time over
-   the original's.
+5. time against MACs: the two stages with spatial SVD searched by
+   measured time (``cost_metric="latency"``, a ``LatencyTable`` at the
+   timing batch and threads) to ``LATENCY_SVD_RATIO``, then channel pruning
+   by MACs to half, fine-tuned likewise; and, untrained, the ResNet at
+   uniformly narrower ``WIDTHS``: MACs, accuracy where trained, TFLite and
+   ``model.predict`` time over the original's.
 
 Timing waits first for other processes to leave the 2 cores alone, and
 measures how much CPU they took while it ran; when that was more than
@@ -103,13 +104,14 @@ QUIET_LIMIT = 1800
 QUIET_CORES = 0.1
 QUIET_WINDOW = 15
 QUIET_DURING = 0.2
-# The same two stages with cost_metric="latency" (each layer's FP32 TFLite
-# time, timed alone at its candidate shapes): spatial SVD to this share of
-# the weighted layers' time, then channel pruning to LATENCY_TARGET of it
-# overall (the table's estimate).
+# The two stages with spatial SVD searched by measured time instead
+# (cost_metric="latency": each layer's FP32 TFLite time, timed alone at its
+# candidate shapes) to this share of the weighted layers' time, then
+# channel pruning by MACs to TARGET_RATIO of the original's, as above.
 LATENCY_SVD_RATIO = 0.8
 # Uniformly narrower ResNets (untrained; timing only): how far time follows
 # MACs on each runtime when nothing else changes.
+BY_TIME = "SVD by measured time + channel pruning"
 WIDTHS = ((12, 24, 48), (11, 22, 45), (16, 16, 32), (8, 16, 32), (4, 8, 16))
 # Other spatial-SVD shares tried (to the same TARGET_RATIO overall), for
 # the accuracy before fine-tuning only.
@@ -221,10 +223,10 @@ def _compress(
 def _two_stages_by_time(
     original, evaluate, iterations, candidates, calibration, folder
 ):
-    """Spatial SVD to ``LATENCY_SVD_RATIO`` of the weighted layers' TFLite
-    time, then channel pruning to ``LATENCY_TARGET`` of it overall, both
-    with ``cost_metric="latency"``; ``(model, svd stats, pruning stats,
-    layers timed)``."""
+    """Spatial SVD by measured time (``cost_metric="latency"``) to
+    ``LATENCY_SVD_RATIO`` of the weighted layers' TFLite time, then channel
+    pruning by MACs to ``TARGET_RATIO`` of the original's; ``(model, svd
+    stats, pruning stats, layer shapes timed)``."""
     from aimet_keras import compress
 
     table = compress.LatencyTable(
@@ -236,14 +238,12 @@ def _two_stages_by_time(
     svd_model, svd_stats = _compress(
         original, "spatial_svd", LATENCY_SVD_RATIO, *scoring
     )
-    whole = sum(compress.layer_latencies(original, table).values())
     # The second stage's target is relative to its own input.
-    svd_time = svd_stats.achieved_comp_ratio * whole
     cp_model, cp_stats = _compress(
         svd_model,
         "channel_pruning",
-        LATENCY_TARGET * whole / svd_time,
-        *scoring,
+        TARGET_RATIO * _cost(original).macs / _cost(svd_model).macs,
+        *scoring[:-1],
     )
     return cp_model, svd_stats, cp_stats, table.measured
 
@@ -941,45 +941,59 @@ def _others_table(rows, times, fp32, sizes, quiet):
     """Time against MACs for the latency-metric model and the narrower
     ResNets."""
     table = harness.Table(
-        "Time against MACs: the search by measured time, and uniformly "
-        "narrower ResNets",
+        "Time against MACs: spatial SVD searched by measured time, and "
+        "uniformly narrower ResNets",
         [
             "model",
             "MACs ratio",
-            "top-1 before fine-tuning",
-            "delta vs FP32 (points)",
+            "delta vs FP32 before fine-tuning",
+            "delta after fine-tuning",
             "TFLite time ratio",
             "Keras predict time ratio",
+            "targets (before, after, TFLite, predict)",
         ],
         formats={
             "MACs ratio": "{:.3f}",
-            "top-1 before fine-tuning": "{:.2f}",
-            "delta vs FP32 (points)": "{:+.2f}",
+            "delta vs FP32 before fine-tuning": "{:+.2f}",
+            "delta after fine-tuning": "{:+.2f}",
             "TFLite time ratio": "{:.3f}",
             "Keras predict time ratio": "{:.3f}",
         },
     )
-    for name, macs, top1 in rows:
+    for name, macs, before, after in rows:
         ratios = [
             times[runtime][name] / times[runtime]["original"]
             for runtime in (TFLITE, "Keras, model.predict")
         ]
+        verdicts = "—"
+        if before is not None:
+            verdicts = ", ".join(
+                _verdict(gap, tolerance)
+                for gap, tolerance in (
+                    (before - fp32, ACCURACY_TARGET_COMPRESSED),
+                    (after - fp32, ACCURACY_TARGET_FINE_TUNED),
+                    (LATENCY_TARGET - ratios[0], 0.0),
+                    (LATENCY_TARGET - ratios[1], 0.0),
+                )
+            )
         table.add_row(
             name,
             macs,
-            "—" if top1 is None else top1,
-            "—" if top1 is None else top1 - fp32,
+            "—" if before is None else before - fp32,
+            "—" if after is None else after - fp32,
             *ratios,
+            verdicts,
         )
     table.notes.append(
-        "Search by measured time: compress_model(cost_metric='latency') with "
-        f"a LatencyTable at batch {TIMING_BATCH}, {THREADS} threads: spatial "
-        f"SVD to {LATENCY_SVD_RATIO:g} of the weighted layers' time (each "
-        "layer, or SVD pair, converted alone to TFLite and timed at every "
-        "shape the search asks about), then channel pruning to "
-        f"{LATENCY_TARGET:g} of it overall, by the table's estimate (the "
-        "weighted layers' times summed); same scoring and reconstruction "
-        "data as the MAC search; test top-1, no fine-tuning."
+        "Spatial SVD by measured time: compress_model(cost_metric='latency') "
+        f"with a LatencyTable at batch {TIMING_BATCH}, {THREADS} threads "
+        "(each layer, or SVD pair, converted alone to TFLite and timed at "
+        "every shape the search asks about, against a reference convolution "
+        f"timed alongside) to {LATENCY_SVD_RATIO:g} of the weighted layers' "
+        "time, then channel pruning by MACs to "
+        f"{TARGET_RATIO:g} of the original's, fine-tuned as the MAC search's "
+        "model; same scoring and reconstruction data; test top-1. Targets "
+        "as in the tables above."
     )
     table.notes.append(
         "Widths: zoo.architectures.resnet(widths), the reference "
@@ -1092,7 +1106,9 @@ def run(quick=False):
     from aimet_keras.zoo import architectures
 
     by_time_model, by_time_svd, by_time_cp, shapes_timed = by_time
-    others = {"search by measured time": by_time_model}
+    by_time_before = _top1(by_time_model, data)
+    by_time_epochs, _ = _fine_tune(by_time_model, data, sizes["epochs"])
+    others = {BY_TIME: by_time_model}
     others.update(
         (f"widths {widths}", architectures.resnet(widths)) for widths in WIDTHS
     )
@@ -1104,7 +1120,11 @@ def run(quick=False):
         (
             name,
             _cost(model).macs / original_cost.macs,
-            _top1(model, data) if name == "search by measured time" else None,
+            *(
+                (by_time_before, by_time_epochs[-1])
+                if name == BY_TIME
+                else 2 * [None]
+            ),
         )
         for name, model in others.items()
     ]
@@ -1124,9 +1144,9 @@ def run(quick=False):
         _others_table(other_rows, other_times, fp32, sizes, other_quiet),
     ]
     tables[-1].notes.append(
-        f"The search by measured time took {by_time_seconds:.0f} s "
-        f"(timing {shapes_timed} layer shapes; scoring as the MAC search); "
-        "its stats are in the JSON (extra['by_time'])."
+        f"Spatial SVD by measured time and channel pruning took "
+        f"{by_time_seconds:.0f} s (timing {shapes_timed} layer shapes); "
+        "their stats are in the JSON (extra['by_time'])."
     )
     tables[0].notes.append(
         f"Compression time: spatial SVD {svd_seconds:.0f} s, channel pruning "
@@ -1180,6 +1200,8 @@ def run(quick=False):
         by_time={
             "spatial_svd": _stats_json(by_time_svd),
             "channel_pruning": _stats_json(by_time_cp),
+            "test_top1_before_fine_tuning": by_time_before,
+            "fine_tune_test_top1": by_time_epochs,
         },
         other_latency_ms=other_times,
         compression_seconds={
