@@ -196,8 +196,7 @@ class _SvdScheme:
                 low = middle
             else:
                 high = middle - 1
-        rank = -(-low // self.multiplicity) * self.multiplicity
-        return min(rank, self.max_units(name))
+        return svd_lib.round_up(low, self.multiplicity, self.max_units(name))
 
     def unit_ratio(self, name, units):
         """The layer's cost at ``units`` over its cost whole."""
@@ -273,8 +272,7 @@ class _PruningScheme:
     def units(self, name, ratio):
         channels = self.max_units(name)
         keep = max(1, math.ceil(ratio * channels - 1e-9))
-        keep = -(-keep // self.multiplicity) * self.multiplicity
-        return min(keep, channels)
+        return svd_lib.round_up(keep, self.multiplicity, channels)
 
     def unit_ratio(self, name, units):
         return units / self.max_units(name)
@@ -284,40 +282,36 @@ class _PruningScheme:
         each weighted layer costs its whole cost times the fraction of its
         input and of its output channels left (or, timing, its time at the
         channel counts left)."""
-        if self.times is not None:
-            return self._model_seconds(units)
-        fraction = dict.fromkeys(self.whole, 1.0)
-        for name, keep in units.items():
-            group = self.pruner.group(name)
-            kept = keep / group.channels
-            touched = [t.name for t in group.touched]
-            for layer in (*group.consumers, *touched):
-                if layer in fraction:
-                    fraction[layer] *= kept
-        return sum(self.whole[name] * f for name, f in fraction.items())
+        shrunk = self._fractions_left(units)
 
-    def _model_seconds(self, units):
+        def cost(name, whole):
+            if name not in shrunk:
+                return whole
+            inputs, outputs = shrunk[name]
+            if self.times is not None:
+                return self.times.layer(name, inputs, outputs)
+            return whole * (inputs * outputs)
+
+        return sum(cost(name, whole) for name, whole in self.whole.items())
+
+    def _fractions_left(self, units):
+        """``{weighted layer: (input fraction, output fraction) left}``:
+        each group's consumers lose inputs, its producers outputs, and a
+        depthwise convolution on the way both (counted as inputs)."""
         inputs, outputs = {}, {}
         for name, keep in units.items():
             group = self.pruner.group(name)
+            kept = keep / group.channels
             for consumer in group.consumers:
-                inputs[consumer] = keep
+                inputs[consumer] = kept
             for touched in group.touched:
-                if touched.name not in self.whole:
-                    continue  # weightless: not timed
-                # A segment of the space (a Concatenate's input) loses its
-                # share of the channels.
-                left = max(1, round(touched.size * keep / group.channels))
-                if touched.kind == "out":
-                    outputs[touched.name] = left
-                else:  # a depthwise convolution: in and out together
-                    inputs[touched.name] = left
-        return sum(
-            self.times.layer(name, inputs.get(name), outputs.get(name))
-            if name in inputs or name in outputs
-            else seconds
-            for name, seconds in self.whole.items()
-        )
+                side = outputs if touched.kind == "out" else inputs
+                side[touched.name] = kept
+        return {
+            name: (inputs.get(name, 1.0), outputs.get(name, 1.0))
+            for name in {**inputs, **outputs}
+            if name in self.whole
+        }
 
     def build(self, units):
         return self.pruner.prune(units)
@@ -500,6 +494,10 @@ def compress_model(
             )
         return score
 
+    candidate_units = {
+        name: [method.units(name, ratio) for ratio in candidates]
+        for name in selected
+    }
     key = dict(
         scheme=scheme,
         cost_metric=cost_metric,
@@ -510,10 +508,7 @@ def compress_model(
         **(times.table.key() if times is not None else {}),
         # Measured times map a ratio to units that can differ between
         # tables: the scores belong to the units.
-        units={
-            name: [method.units(name, ratio) for ratio in candidates]
-            for name in selected
-        },
+        units=candidate_units,
     )
     saved = _read_scores(eval_scores_path, key)
     if saved is None:
@@ -521,9 +516,9 @@ def compress_model(
         scores = {}
         for name in selected:
             scores[name] = {}
-            for ratio in candidates:
+            for ratio, units in zip(candidates, candidate_units[name]):
                 scores[name][ratio] = evaluate(
-                    method.build_one(name, method.units(name, ratio)),
+                    method.build_one(name, units),
                     f"layer {name!r} at ratio {ratio:g}",
                 )
         _write_scores(eval_scores_path, key, baseline, scores)

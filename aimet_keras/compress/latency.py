@@ -139,12 +139,8 @@ class LatencyTable:
         for layer, count in zip(layers, filters):
             changes = {}
             if count is not None:
-                field = (
-                    "units"
-                    if isinstance(layer, keras.layers.Dense)
-                    else ("filters")
-                )
-                changes[field] = int(count)
+                dense = isinstance(layer, keras.layers.Dense)
+                changes["units" if dense else "filters"] = int(count)
             specs.append(_layer_spec(layer, **changes))
         shape = [int(d) for d in input_shape]
         text = json.dumps(
@@ -237,8 +233,9 @@ class LatencyTable:
 
 
 def _weighted_calls(model):
-    """``[(layer, input shape without the batch)]`` for each call of a
-    weighted layer of the prepared ``model``, in graph order."""
+    """``[(layer, input shape without the batch, output channels)]`` for
+    each call of a weighted layer of the prepared ``model``, in graph
+    order."""
     calls = []
     for site in prepare_lib.walk(model):
         layer = site.operation
@@ -251,7 +248,7 @@ def _weighted_calls(model):
                 "size; build the model with a fixed input size to time its "
                 "layers."
             )
-        calls.append((layer, shape))
+        calls.append((layer, shape, int(site.outputs[0].shape[-1])))
     return calls
 
 
@@ -278,11 +275,13 @@ def layer_latencies(model, table):
     >>> list(times)
     ['conv']
     """
-    times = {}
-    for layer, shape in _weighted_calls(prepare_lib.prepare_model(model)):
-        seconds = table.seconds([layer], shape)
-        times[layer.name] = times.get(layer.name, 0.0) + seconds
-    return times
+    return dict(ModelTimes(prepare_lib.prepare_model(model), table).whole)
+
+
+def _count(channels, fraction):
+    """The channels a fraction of ``channels`` leaves: rounded, at least
+    one (a Concatenate's segment loses its share)."""
+    return max(1, round(channels * fraction))
 
 
 class ModelTimes:
@@ -294,35 +293,52 @@ class ModelTimes:
     changed, ``t(i, o) = t(i, O) * t(I, o) / t(I, O)`` (exact where time is
     proportional to each), so each layer is timed at a count or two per
     candidate rather than at every pair.
+
+    Attributes:
+        table: the :class:`LatencyTable` timing the layers.
+        whole: ``{layer name: seconds}``, each layer as it is (a shared
+            layer's calls summed), in graph order.
+        input_shapes: ``{layer name: input shape without the batch}``.
     """
 
     def __init__(self, prepared, table):
         self.table = table
         self.whole = {}
         self.input_shapes = {}
-        for layer, shape in _weighted_calls(prepared):
+        self._layers = {}
+        self._output_channels = {}
+        self._shrunk = {}  # the search asks for the same layer many times
+        for layer, shape, outputs in _weighted_calls(prepared):
             seconds = table.seconds([layer], shape)
             self.whole[layer.name] = self.whole.get(layer.name, 0.0) + seconds
             self.input_shapes.setdefault(layer.name, shape)
-        self._layers = {
-            layer.name: layer for layer, _ in _weighted_calls(prepared)
-        }
+            self._output_channels.setdefault(layer.name, outputs)
+            self._layers[layer.name] = layer
 
     def chain(self, name, layers, filters):
         """Seconds of ``layers`` (replacing layer ``name``) on its input."""
         return self.table.seconds(layers, self.input_shapes[name], filters)
 
-    def layer(self, name, inputs=None, outputs=None):
-        """Seconds of layer ``name`` with ``inputs`` input channels and
-        ``outputs`` output channels (None: its own)."""
+    def layer(self, name, inputs=1.0, outputs=1.0):
+        """Seconds of layer ``name`` with the fractions ``inputs`` of its
+        input channels and ``outputs`` of its output channels left (a
+        depthwise convolution's outputs follow its inputs)."""
+        key = name, inputs, outputs
+        if key not in self._shrunk:
+            self._shrunk[key] = self._shrunk_seconds(*key)
+        return self._shrunk[key]
+
+    def _shrunk_seconds(self, name, inputs, outputs):
         layer = self._layers[name]
         shape = self.input_shapes[name]
         whole = self.table.seconds([layer], shape)
         seconds = whole
-        if inputs is not None and inputs != shape[-1]:
-            seconds = self.table.seconds([layer], (*shape[:-1], inputs))
-        if outputs is not None and not isinstance(
+        channels = _count(shape[-1], inputs)
+        if channels != shape[-1]:
+            seconds = self.table.seconds([layer], (*shape[:-1], channels))
+        if outputs != 1.0 and not isinstance(
             layer, keras.layers.DepthwiseConv2D
         ):
-            seconds *= self.table.seconds([layer], shape, [outputs]) / whole
+            count = _count(self._output_channels[name], outputs)
+            seconds *= self.table.seconds([layer], shape, [count]) / whole
         return seconds

@@ -293,8 +293,18 @@ def svd_rank(
     )
     per_rank, original = rank_cost(layer, scheme, cost_metric)
     rank = max(1, min(top, int(np.floor(comp_ratio * original / per_rank))))
-    rank = -(-rank // multiplicity) * multiplicity
-    return int(min(rank, top))
+    return round_up(rank, multiplicity, top)
+
+
+def round_up(count, multiple, top):
+    """``count`` rounded up to a multiple of ``multiple``, at most ``top``.
+
+    Example:
+
+    >>> round_up(9, 8, 20), round_up(17, 8, 20)
+    (16, 20)
+    """
+    return int(min(-(-count // multiple) * multiple, top))
 
 
 def _factorise(prepared, ranks, make_layers):
