@@ -17,13 +17,75 @@ def resnet_onnx(resnet_sim, tmp_path_factory):
     return export_onnx(resnet_sim, tmp_path_factory.mktemp("onnx") / "r.onnx")
 
 
-def _run(path, images):
+# Every level onnxruntime offers; the default session runs at the last.
+_LEVELS = (
+    ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+)
+
+
+def _run(path, images, level=None):
+    """Runs ``path`` at the default session options, or at ``level``."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
+    if level is not None:
+        options.graph_optimization_level = level
     session = ort.InferenceSession(
         str(path), options, providers=["CPUExecutionProvider"]
     )
     return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+# CPUs whose integer kernels differ from this machine's, emulated by
+# qemu-user (Debian's qemu-user; .ci/run installs it): AVX2 without VNNI,
+# where onnxruntime's uint8 x int8 kernels saturate 16-bit pair sums, and
+# SSE4.2 only. qemu's TCG has no AVX-512, so a VNNI host is tested natively.
+_EMULATED_CPUS = {
+    "avx2": "Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm",
+    "sse4.2": "Nehalem",
+}
+
+_RUN_DEFAULT_SESSION = """
+import sys, numpy as np, onnxruntime as ort
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+images = np.load(sys.argv[2])
+outputs = session.run(None, {session.get_inputs()[0].name: images})
+np.save(sys.argv[3], outputs[0])
+"""
+
+
+def _run_emulated(path, images, cpu, tmp_path):
+    """``path``'s outputs at default session options on an emulated CPU."""
+    import platform
+    import shutil
+    import subprocess
+    import sys
+
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None or platform.machine() != "x86_64":
+        if __import__("os").environ.get("CI") == "true":
+            pytest.fail("CI needs qemu-x86_64 (.ci/run installs qemu-user)")
+        pytest.skip("qemu-x86_64 is not installed")
+    np.save(tmp_path / "images.npy", images)
+    subprocess.run(
+        [
+            qemu,
+            "-cpu",
+            _EMULATED_CPUS[cpu],
+            sys.executable,
+            "-c",
+            _RUN_DEFAULT_SESSION,
+            str(path),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "out.npy"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return np.load(tmp_path / "out.npy")
 
 
 def test_writes_three_files_named_after_the_path(resnet_onnx):
@@ -38,11 +100,12 @@ def test_writes_three_files_named_after_the_path(resnet_onnx):
     assert resnet_onnx.changes == ()
 
 
+@pytest.mark.parametrize("level", (None, *_LEVELS), ids=str)
 def test_qdq_model_agrees_with_the_sim(
-    resnet_onnx, resnet_sim_predictions, test_images
+    resnet_onnx, resnet_sim_predictions, test_images, level
 ):
     images, labels = test_images
-    got = _run(resnet_onnx.qdq_path, images)
+    got = _run(resnet_onnx.qdq_path, images, level)
     expected = resnet_sim_predictions
     assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.995
     gap = abs(
@@ -51,7 +114,7 @@ def test_qdq_model_agrees_with_the_sim(
     assert gap <= 0.003
 
 
-def test_every_kernel_is_int8_behind_a_dequantize(resnet_onnx, resnet_sim):
+def test_every_kernel_is_uint8_behind_a_dequantize(resnet_onnx, resnet_sim):
     model = onnx.load(resnet_onnx.qdq_path)
     producers = {out: node for node in model.graph.node for out in node.output}
     initializers = {
@@ -64,7 +127,12 @@ def test_every_kernel_is_int8_behind_a_dequantize(resnet_onnx, resnet_sim):
         dequantize = producers[node.input[1]]
         assert dequantize.op_type == "DequantizeLinear"
         ints = initializers[dequantize.input[0]]
-        assert ints.dtype == np.int8
+        # Symmetric levels shifted by 128: onnxruntime's u8u8 kernels.
+        assert ints.dtype == np.uint8
+        zero = initializers[dequantize.input[2]]
+        assert zero.dtype == np.uint8 and np.all(zero == 128)
+        levels = ints.astype(np.int32) - 128
+        assert levels.min() >= -128 and levels.max() <= 127
         scale = initializers[dequantize.input[1]]
         if node.op_type == "Conv":
             # The sim's per-channel kernel, OIHW here, HWIO in Keras.
@@ -78,7 +146,7 @@ def test_every_kernel_is_int8_behind_a_dequantize(resnet_onnx, resnet_sim):
                 np.asarray(quantizer(variable)), (3, 2, 0, 1)
             )
             np.testing.assert_allclose(
-                ints * scale.reshape(-1, 1, 1, 1), expected, atol=1e-6
+                levels * scale.reshape(-1, 1, 1, 1), expected, atol=1e-6
             )
 
 
@@ -204,7 +272,8 @@ def test_16_bit_grids_are_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_gelu_and_layer_norm_export_and_follow_the_sim(tmp_path):
+@pytest.fixture(scope="module")
+def gelu_layer_norm_sim():
     """Exact GELU (TF's Erfc, which tf2onnx lacks) and LayerNormalization."""
     import keras
 
@@ -217,11 +286,76 @@ def test_gelu_and_layer_norm_export_and_follow_the_sim(tmp_path):
     data = np.random.default_rng(0).normal(size=(256, 6)).astype("float32")
     sim = QuantizationSimModel(model, config_file="tflite_int8")
     sim.compute_encodings(data)
-    exported = export_onnx(sim, tmp_path / "m.onnx")
-    got = _run(exported.qdq_path, data)
-    expected = sim.model.predict(data, verbose=0)
+    return sim, data
+
+
+def _within_an_output_step(sim, got, expected):
     step = float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta)
-    assert np.mean(np.abs(got - expected) <= step * 1.001) >= 0.98
+    return np.mean(np.abs(got - expected) <= step * 1.001)
+
+
+@pytest.mark.parametrize("level", (None, *_LEVELS), ids=str)
+def test_gelu_and_layer_norm_export_and_follow_the_sim(
+    gelu_layer_norm_sim, tmp_path, level
+):
+    sim, data = gelu_layer_norm_sim
+    exported = export_onnx(sim, tmp_path / "m.onnx")
+    got = _run(exported.qdq_path, data, level)
+    expected = sim.model.predict(data, verbose=0)
+    assert _within_an_output_step(sim, got, expected) >= 0.98
+
+
+@pytest.mark.parametrize("cpu", sorted(_EMULATED_CPUS))
+def test_matmuls_compute_the_same_on_other_cpus(
+    gelu_layer_norm_sim, tmp_path, cpu
+):
+    sim, data = gelu_layer_norm_sim
+    exported = export_onnx(sim, tmp_path / "m.onnx")
+    got = _run_emulated(exported.qdq_path, data, cpu, tmp_path)
+    expected = sim.model.predict(data, verbose=0)
+    assert _within_an_output_step(sim, got, expected) >= 0.98
+
+
+def test_onnxruntime_runs_the_kernels_in_integers(resnet_onnx, tmp_path):
+    """The pairs fuse into integer kernels, all on uint8 x uint8."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    )
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(
+        str(resnet_onnx.qdq_path), options, providers=["CPUExecutionProvider"]
+    )
+    model = onnx.load(tmp_path / "optimized.onnx")
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    fused = [
+        n for n in model.graph.node if n.op_type in ("QLinearConv", "QGemm")
+    ]
+    assert len(fused) == 10
+    assert not [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    # QLinearConv's and QGemm's weight is input 3.
+    assert {types[n.input[3]] for n in fused} == {onnx.TensorProto.UINT8}
+
+
+def test_int8_kernels_on_request_say_where_they_depart(
+    gelu_layer_norm_sim, tmp_path
+):
+    sim, data = gelu_layer_norm_sim
+    exported = export_onnx(sim, tmp_path / "m.onnx", weight_dtype="int8")
+    model = onnx.load(exported.qdq_path)
+    kernels = [
+        numpy_helper.to_array(i)
+        for i in model.graph.initializer
+        if i.name.endswith("_quantized")
+    ]
+    assert [k.dtype for k in kernels] == [np.int8, np.int8]
+    (change,) = exported.changes
+    assert "without VNNI" in change and "weight_dtype='uint8'" in change
+    # The same values as the default export's.
+    default = _run(export_onnx(sim, tmp_path / "u.onnx").qdq_path, data)
+    np.testing.assert_array_equal(_run(exported.qdq_path, data), default)
+    with pytest.raises(ValueError, match="weight_dtype='int4'"):
+        export_onnx(sim, tmp_path / "x.onnx", weight_dtype="int4")
 
 
 def test_asymmetric_kernels_become_uint8_with_their_zero_points(tmp_path):
@@ -250,3 +384,18 @@ def test_asymmetric_kernels_become_uint8_with_their_zero_points(tmp_path):
     expected = sim.model.predict(data, verbose=0)
     step = float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta)
     assert np.max(np.abs(got - expected)) <= step * 1.001
+
+
+@pytest.mark.parametrize("cpu", sorted(_EMULATED_CPUS))
+def test_qdq_model_computes_the_same_on_other_cpus(
+    resnet_onnx, resnet_sim, resnet_sim_predictions, test_images, cpu, tmp_path
+):
+    images = test_images[0][:500]
+    native = _run(resnet_onnx.qdq_path, images)
+    emulated = _run_emulated(resnet_onnx.qdq_path, images, cpu, tmp_path)
+    # The same integer kernels' results, up to one output step where a
+    # float requantization rounds the other way.
+    step = resnet_sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta
+    assert np.mean(np.abs(emulated - native) <= float(step) * 1.001) >= 0.999
+    expected = resnet_sim_predictions[:500].argmax(1)
+    assert np.mean(emulated.argmax(1) == expected) >= 0.995
