@@ -16,6 +16,13 @@ never imports TensorFlow, tf2onnx, onnx or tfmot by itself:
 * :mod:`aimet_keras.zoo`: reference models and Fashion-MNIST data that work
   offline.
 
+Saved models reload the way Keras users reload them: after
+``import aimet_keras``, ``keras.saving.load_model("sim.keras")`` finds the
+package's layers (``QuantizationWrapper``, ``TensorQuantizer``, the
+observers, ``FoldedBatchNorm``). They are registered with Keras as soon as
+Keras is imported, before or after this package, so importing this package
+alone still loads no TensorFlow.
+
 Example:
 
 >>> import aimet_keras
@@ -25,6 +32,10 @@ Example:
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 
 __version__ = "0.1.0.dev0"
 
@@ -49,6 +60,69 @@ _ENTRY_POINTS = {
 }
 
 __all__ = ["__version__", *_SUBPACKAGES, *_ENTRY_POINTS]
+
+# The modules whose classes are registered Keras serializables: importing
+# them registers the classes that saved ``.keras`` files name.
+_SERIALIZABLE_MODULES = (
+    "aimet_keras.quant.observers",
+    "aimet_keras.sim.quantizer",
+    "aimet_keras.sim.wrapper",
+    "aimet_keras.qat.batch_norm_folding",
+)
+
+
+def _register_serializables():
+    try:
+        for name in _SERIALIZABLE_MODULES:
+            importlib.import_module(name)
+    except Exception as error:  # never break the user's ``import keras``
+        warnings.warn(
+            "aimet_keras could not register its layers with Keras "
+            f"({type(error).__name__}: {error}); import aimet_keras.sim "
+            "before keras.saving.load_model to load saved sims.",
+            stacklevel=2,
+        )
+
+
+class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
+    """Registers the serializables right after ``keras`` is first imported.
+
+    An import hook: it finds ``keras`` with the other finders and wraps its
+    loader, so that the registration runs once Keras's package has finished
+    loading, whoever imports it and when; then it leaves ``sys.meta_path``.
+    (TensorFlow looks ``keras`` up with ``find_spec`` before importing it,
+    so a lookup alone must not end the hook.)
+    """
+
+    def __init__(self):
+        self._finding = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "keras" or self._finding:
+            return None
+        self._finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self._finding = False
+        if spec is None or spec.loader is None:
+            return spec
+        load = spec.loader.exec_module
+
+        def load_then_register(module):
+            load(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            _register_serializables()
+
+        spec.loader.exec_module = load_then_register
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_serializables()
+elif not any(isinstance(f, _RegisterWhenKerasLoads) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenKerasLoads())
 
 
 def __getattr__(name):

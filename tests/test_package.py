@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import aimet_keras
 
 
@@ -51,3 +53,86 @@ def test_unknown_attribute_is_an_attribute_error():
         assert "not_a_module" in str(error)
     else:
         raise AssertionError("expected AttributeError")
+
+
+_LOAD_AND_PREDICT = """
+import sys
+{imports}
+import numpy as np
+model = {load}(sys.argv[1])
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+"""
+
+
+def _saved_sim(folder):
+    """A calibrated sim with a folded-BN QAT layer, saved; and its I/O."""
+    import keras
+    import numpy as np
+
+    from aimet_keras import qat
+    from aimet_keras.sim import QuantizationSimModel
+
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+    images = np.random.default_rng(0).normal(size=(16, 8, 8, 3))
+    images = images.astype("float32")
+    sim = QuantizationSimModel(model, quant_scheme="tf_enhanced")
+    sim.compute_encodings(images)
+    qat.simulate_batch_norm_folding(sim)
+    path = folder / "sim.keras"
+    sim.model.save(path)
+    np.save(folder / "images.npy", images)
+    return path, sim.model.predict(images, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "imports, load",
+    [
+        ("import aimet_keras\nimport keras", "keras.saving.load_model"),
+        ("import keras\nimport aimet_keras", "keras.saving.load_model"),
+        (
+            "import aimet_keras\nimport tensorflow as tf",
+            "tf.keras.models.load_model",
+        ),
+    ],
+    ids=["aimet_keras first", "keras first", "tf.keras"],
+)
+def test_saved_sims_load_after_importing_the_package_alone(
+    tmp_path, imports, load
+):
+    import numpy as np
+
+    path, expected = _saved_sim(tmp_path)
+    code = _LOAD_AND_PREDICT.format(imports=imports, load=load)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(path),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "out.npy"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+def test_without_the_package_keras_cannot_load_a_saved_sim(tmp_path):
+    """The check above is not vacuous: Keras alone does not find the layers."""
+    path, _ = _saved_sim(tmp_path)
+    code = _LOAD_AND_PREDICT.format(
+        imports="import keras", load="keras.saving.load_model"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(path), "x.npy", "y.npy"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode != 0
+    assert "QuantizationWrapper" in run.stderr
