@@ -304,6 +304,32 @@ class Report:
         }
 
 
+def _export_versions():
+    """The ONNX side's versions, read without importing them."""
+    import importlib.metadata
+
+    found = {}
+    for name in ("onnxruntime", "tf2onnx", "onnx"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _integer_features():
+    """The x86 flags that pick integer kernels (VNNI or not), from Linux."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next(
+                (line for line in cpuinfo if line.startswith("flags")), ""
+            ).split()
+    except OSError:
+        return None
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return [flag for flag in wanted if flag in flags]
+
+
 def machine_info():
     """Facts about the run: library versions, CPUs, load and the date.
 
@@ -332,9 +358,11 @@ def machine_info():
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
+        **_export_versions(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "integer_features": _integer_features(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "load_average_1m": load,
