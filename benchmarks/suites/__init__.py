@@ -29,6 +29,11 @@ SUITES = {
         "quantize_dequantize vs a plain clip-and-round op (XLA and not), and "
         "observer update/compute_encoding cost vs the FP32 forward passes"
     ),
+    "onnx_cpus": (
+        "QDQ ONNX on other CPUs' integer kernels: uint8 vs int8 kernels' "
+        "top-1 agreement with the sim natively (full test set) and on "
+        "AVX2 / SSE4.2 CPUs emulated by qemu-user; onnxruntime latency"
+    ),
     "ptq": (
         "post-training techniques: DFQ (BN fold, CLE, bias correction) at "
         "W8A8 per-tensor, AdaRound vs nearest at W4A8, W4A4 with range "

@@ -1,6 +1,7 @@
 """export_onnx: QDQ ONNX for onnxruntime, FP32 ONNX + encodings for QNN."""
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -10,6 +11,7 @@ from onnx import numpy_helper
 
 from aimet_keras import export_onnx
 from aimet_keras.sim import QuantizationSimModel
+from benchmarks import emulation
 
 
 @pytest.fixture(scope="module")
@@ -38,54 +40,13 @@ def _run(path, images, level=None):
     return session.run(None, {session.get_inputs()[0].name: images})[0]
 
 
-# CPUs whose integer kernels differ from this machine's, emulated by
-# qemu-user (Debian's qemu-user; .ci/run installs it): AVX2 without VNNI,
-# where onnxruntime's uint8 x int8 kernels saturate 16-bit pair sums, and
-# SSE4.2 only. qemu's TCG has no AVX-512, so a VNNI host is tested natively.
-_EMULATED_CPUS = {
-    "avx2": "Haswell,-pcid,-x2apic,-tsc-deadline,-hle,-invpcid,-rtm",
-    "sse4.2": "Nehalem",
-}
-
-_RUN_DEFAULT_SESSION = """
-import sys, numpy as np, onnxruntime as ort
-session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-images = np.load(sys.argv[2])
-outputs = session.run(None, {session.get_inputs()[0].name: images})
-np.save(sys.argv[3], outputs[0])
-"""
-
-
 def _run_emulated(path, images, cpu, tmp_path):
     """``path``'s outputs at default session options on an emulated CPU."""
-    import platform
-    import shutil
-    import subprocess
-    import sys
-
-    qemu = shutil.which("qemu-x86_64")
-    if qemu is None or platform.machine() != "x86_64":
-        if __import__("os").environ.get("CI") == "true":
+    if not emulation.can_emulate():
+        if os.environ.get("CI") == "true":
             pytest.fail("CI needs qemu-x86_64 (.ci/run installs qemu-user)")
         pytest.skip("qemu-x86_64 is not installed")
-    np.save(tmp_path / "images.npy", images)
-    subprocess.run(
-        [
-            qemu,
-            "-cpu",
-            _EMULATED_CPUS[cpu],
-            sys.executable,
-            "-c",
-            _RUN_DEFAULT_SESSION,
-            str(path),
-            str(tmp_path / "images.npy"),
-            str(tmp_path / "out.npy"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return np.load(tmp_path / "out.npy")
+    return emulation.run_onnx_emulated(path, images, cpu, tmp_path)
 
 
 def test_writes_three_files_named_after_the_path(resnet_onnx):
@@ -305,7 +266,7 @@ def test_gelu_and_layer_norm_export_and_follow_the_sim(
     assert _within_an_output_step(sim, got, expected) >= 0.98
 
 
-@pytest.mark.parametrize("cpu", sorted(_EMULATED_CPUS))
+@pytest.mark.parametrize("cpu", sorted(emulation.EMULATED_CPUS))
 def test_matmuls_compute_the_same_on_other_cpus(
     gelu_layer_norm_sim, tmp_path, cpu
 ):
@@ -386,7 +347,7 @@ def test_asymmetric_kernels_become_uint8_with_their_zero_points(tmp_path):
     assert np.max(np.abs(got - expected)) <= step * 1.001
 
 
-@pytest.mark.parametrize("cpu", sorted(_EMULATED_CPUS))
+@pytest.mark.parametrize("cpu", sorted(emulation.EMULATED_CPUS))
 def test_qdq_model_computes_the_same_on_other_cpus(
     resnet_onnx, resnet_sim, resnet_sim_predictions, test_images, cpu, tmp_path
 ):
