@@ -15,17 +15,62 @@ every accuracy and size, and writes a summary.
 """
 
 import argparse
+import contextlib
 import json
+import os
 import pathlib
+import re
+import sys
+import tempfile
 
-import numpy as np
+# TensorFlow's C++ side logs INFO and WARNING lines on every conversion
+# (grappler, MLIR, XLA); it reads their level once, when it loads, so a
+# program sets it before importing TensorFlow: errors only here, unless
+# TF_CPP_MIN_LOG_LEVEL is set already.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from aimet_keras import export_onnx
-from aimet_keras import export_tflite
-from aimet_keras import ptq
-from aimet_keras import zoo
-from aimet_keras.sim import QuantizationSimModel
-from aimet_keras.sim import weight_key
+import numpy as np  # noqa: E402
+
+# What TensorFlow's and TFLite's C++ side print as they start on a machine
+# without a GPU, before any log level applies: nothing to act on.
+_STARTUP_NOTICES = re.compile(
+    r"absl::InitializeLog\(\) is called"
+    r"|port\.cc:\d+\] oneDNN custom operations are on"
+    r"|cudart_stub\.cc:\d+\] Could not find cuda drivers"
+    r"|cuda_platform\.cc:\d+\] failed call to cuInit"
+    r"|Created TensorFlow Lite XNNPACK delegate for CPU"
+)
+
+
+@contextlib.contextmanager
+def startup_notices_hidden():
+    """Holds back the process's stderr; replays it without start-up notices.
+
+    The notices come from C++ (file descriptor 2), so ``sys.stderr`` alone
+    cannot filter them. Everything else written meanwhile is replayed when
+    the block ends, and on an error all of it is.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = True
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines()
+            kept = [
+                line
+                for line in lines
+                if failed or not _STARTUP_NOTICES.search(line)
+            ]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
 
 
 def weight_bytes(sim):
@@ -34,6 +79,8 @@ def weight_bytes(sim):
     A quantized weight takes its bitwidth per value (int32 biases 4
     bytes), a float one 4 bytes.
     """
+    from aimet_keras.sim import weight_key
+
     fp32 = quantized = 0
     for wrapper in sim.quant_wrappers():
         for weight in wrapper.layer.weights:
@@ -78,10 +125,23 @@ def onnx_accuracy(path, images, labels):
 
 
 def main():
+    # TensorFlow loads with these imports: main runs with its start-up
+    # notices held back.
+    from aimet_keras import zoo
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet", choices=zoo.MODEL_NAMES)
     parser.add_argument("--out", default="artifacts/quickstart")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's start-up notices too",
+    )
     args = parser.parse_args()
+    from aimet_keras import export_onnx
+    from aimet_keras import export_tflite
+    from aimet_keras import ptq
+    from aimet_keras.sim import QuantizationSimModel
 
     model = zoo.load_model(args.model)
     calibration_images, _ = zoo.load_fashion_mnist_slice("calibration")
@@ -172,4 +232,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with (
+        contextlib.nullcontext()
+        if "--verbose" in sys.argv[1:]
+        else startup_notices_hidden()
+    ):
+        main()

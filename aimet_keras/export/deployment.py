@@ -24,6 +24,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from aimet_keras import _quiet
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import export as sim_export
 from aimet_keras.sim import quantizer as quantizer_lib
@@ -382,15 +383,17 @@ def deployment_graph(
 
     from tensorflow.python.framework import convert_to_constants
 
-    with quantizer_lib.call_override(override):
-        concrete = serve.get_concrete_function()
+    with _quiet.quiet_conversion():
+        with quantizer_lib.call_override(override):
+            concrete = serve.get_concrete_function()
+        frozen = convert_to_constants.convert_variables_to_constants_v2(
+            concrete
+        )
     return DeploymentGraph(
         function=serve,
         concrete_function=concrete,
         input_signature=signature,
         layer_scopes=layer_scopes,
         fake_quant_ops=fake_quant_ops,
-        frozen_function=(
-            convert_to_constants.convert_variables_to_constants_v2(concrete)
-        ),
+        frozen_function=frozen,
     )

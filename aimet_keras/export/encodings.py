@@ -29,10 +29,10 @@ import dataclasses
 import json
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 
+from aimet_keras.export import staging as staging_lib
 from aimet_keras.quant import encoding as encoding_lib
 
 __all__ = [
@@ -365,13 +365,16 @@ def write_encodings(path, data):
     """
     path = pathlib.Path(path)
     text = json.dumps(data, indent=2, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    # The temporary file is created as open() creates one (0o666 less the
+    # umask; tempfile.mkstemp's would be 0o600), so the file moved into
+    # place has the mode of the other exported files.
+    fd, tmp = staging_lib.exclusive_file(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

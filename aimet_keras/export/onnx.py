@@ -36,6 +36,7 @@ import pathlib
 
 import numpy as np
 
+from aimet_keras import _quiet as quiet_lib
 from aimet_keras.export import deployment as deployment_lib
 from aimet_keras.export import encodings as encodings_lib
 from aimet_keras.export import staging as staging_lib
@@ -166,14 +167,16 @@ def _convert(graph, sim, opset):
         {name: output for name, output in zip(outputs, sim.model.output_names)}
     )
     try:
-        model, _ = tf2onnx.convert.from_graph_def(
-            frozen.graph.as_graph_def(),
-            input_names=inputs,
-            output_names=outputs,
-            opset=opset,
-            tensors_to_rename=rename,
-            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
-        )
+        # tf2onnx.convert loads (and logs) inside the block.
+        with quiet_lib.quiet_conversion():
+            model, _ = tf2onnx.convert.from_graph_def(
+                frozen.graph.as_graph_def(),
+                input_names=inputs,
+                output_names=outputs,
+                opset=opset,
+                tensors_to_rename=rename,
+                custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+            )
     except Exception as error:  # tf2onnx raises its own types
         raise ValueError(
             f"tf2onnx could not convert {sim.model.name!r}: "

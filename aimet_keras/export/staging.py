@@ -1,12 +1,67 @@
-"""All-or-nothing writes: every exporter stages its files, then moves them."""
+"""All-or-nothing writes: every exporter stages its files, then moves them.
+
+Staged files and folders are created as ``open`` and ``os.mkdir`` create
+them: mode 0o666 or 0o777 less the process umask, never the owner-only
+mode of ``tempfile``, so that what is moved into place reads like any file
+the user writes.
+"""
 
 import contextlib
 import os
 import pathlib
 import shutil
-import tempfile
+import uuid
 
-__all__ = ["staged_files"]
+__all__ = ["exclusive_file", "staged_files"]
+
+# Attempts at a fresh random name before giving up.
+_ATTEMPTS = 100
+
+
+def _fresh_name(folder, prefix):
+    return pathlib.Path(folder) / f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def exclusive_file(folder, prefix):
+    """Creates a new empty file in ``folder``; returns ``(fd, path)``.
+
+    ``tempfile.mkstemp``'s job, but the file gets the mode ``open`` gives
+    a new file (0o666 less the umask), not 0o600.
+
+    Args:
+        folder: an existing folder.
+        prefix: the start of the file name (a random tail follows).
+
+    Returns:
+        The file descriptor, open for writing, and the ``pathlib.Path``.
+
+    Example:
+
+    >>> import tempfile
+    >>> fd, path = exclusive_file(tempfile.mkdtemp(), ".part-")
+    >>> os.close(fd); path.name.startswith(".part-")
+    True
+    """
+    for _ in range(_ATTEMPTS):
+        path = _fresh_name(folder, prefix)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        return fd, path
+    raise FileExistsError(f"No free temporary file name in {folder}.")
+
+
+def _exclusive_folder(folder, prefix):
+    """A new folder in ``folder``, mode 0o777 less the umask."""
+    for _ in range(_ATTEMPTS):
+        path = _fresh_name(folder, prefix)
+        try:
+            path.mkdir(mode=0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"No free temporary folder name in {folder}.")
 
 
 @contextlib.contextmanager
@@ -25,6 +80,7 @@ def staged_files(targets):
 
     Example:
 
+    >>> import tempfile
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> with staged_files({"a": folder / "a.txt"}) as staged:
     ...     _ = staged["a"].write_text("done")
@@ -33,7 +89,9 @@ def staged_files(targets):
     """
     folder = pathlib.Path(next(iter(targets.values()))).parent
     folder.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(dir=folder, prefix=".export-"))
+    # Not tempfile.mkdtemp: nothing staged should start out owner-only
+    # (0o700); this folder gets the mode any new folder of the user gets.
+    staging = _exclusive_folder(folder, ".export-")
     try:
         staged = {
             key: staging / pathlib.Path(t).name for key, t in targets.items()

@@ -40,6 +40,7 @@ import pathlib
 import numpy as np
 import tensorflow as tf
 
+from aimet_keras import _quiet
 from aimet_keras.export import deployment as deployment_lib
 from aimet_keras.export import staging as staging_lib
 from aimet_keras.sim import export as sim_export
@@ -289,28 +290,32 @@ def _converter_error(error):
 
 
 def _convert(graph, sim, mode, io_dtype):
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [graph.frozen_function]
-    )
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "16x8":
-        # (int8 needs no op set: the fake-quant ops make it integer, and
-        # _check_integer verifies that.)
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-        ]
-    dtype = _IO_DTYPES[mode][io_dtype]
-    converter.inference_input_type = dtype
-    converter.inference_output_type = dtype
-    try:
-        return converter.convert()
-    except Exception as error:  # the converter raises its own types
-        raise ValueError(
-            f"The TFLite converter could not make an integer {mode} model "
-            f"of {sim.model.name!r}: {_converter_error(error)}\nEvery tensor "
-            "between integer ops needs an encoding in the sim: check "
-            "sim.summary() for layers whose output quantizer is off."
-        ) from None
+    # The frozen function alone, no trackable object: the converter's graph
+    # path, whose notice about that quiet_conversion mutes with the rest.
+    with _quiet.quiet_conversion():
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [graph.frozen_function]
+        )
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "16x8":
+            # (int8 needs no op set: the fake-quant ops make it integer, and
+            # _check_integer verifies that.)
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
+        dtype = _IO_DTYPES[mode][io_dtype]
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+        try:
+            return converter.convert()
+        except Exception as error:  # the converter raises its own types
+            raise ValueError(
+                f"The TFLite converter could not make an integer {mode} "
+                f"model of {sim.model.name!r}: {_converter_error(error)}\n"
+                "Every tensor between integer ops needs an encoding in the "
+                "sim: check sim.summary() for layers whose output quantizer "
+                "is off."
+            ) from None
 
 
 def _widen_16x8_biases(flatbuffer):
