@@ -27,6 +27,7 @@ Example:
 
 import dataclasses
 import pathlib
+import warnings
 
 import keras
 import numpy as np
@@ -189,11 +190,16 @@ def tflite_layer_outputs(exported, inputs, num_threads=2):
     """
     from aimet_keras.export import tflite as tflite_lib
 
-    interpreter = tflite_lib.load_interpreter(
-        model_path=str(exported.path),
-        num_threads=num_threads,
-        experimental_preserve_all_tensors=True,
-    )
+    with warnings.catch_warnings():
+        # Keeping every tensor is this function's purpose, not a mistake.
+        warnings.filterwarnings(
+            "ignore", message=".*experimental_preserve_all_tensors"
+        )
+        interpreter = tflite_lib.load_interpreter(
+            model_path=str(exported.path),
+            num_threads=num_threads,
+            experimental_preserve_all_tensors=True,
+        )
     inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
     details = interpreter.get_input_details()
     for detail, values in zip(details, inputs):
