@@ -14,6 +14,7 @@ and subclassed models are traced.
 
 import dataclasses
 import logging
+import re
 import warnings
 
 import keras
@@ -22,6 +23,7 @@ import numpy as np
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import config as config_lib
 from aimet_keras.sim import export as export_lib
+from aimet_keras.sim import inputs as inputs_lib
 from aimet_keras.sim import quantizer as quantizer_lib
 from aimet_keras.sim import spec as spec_lib
 from aimet_keras.sim import wrapper as wrapper_lib
@@ -41,6 +43,34 @@ _SCHEMES = {
     "training_range_learning_with_tf_init": ("tf", True),
     "training_range_learning_with_tf_enhanced_init": ("tf_enhanced", True),
 }
+
+
+# Observers report NaN or inf with their name: in an assertion inside a
+# traced function, or in a ValueError when run eagerly.
+_NON_FINITE = re.compile(
+    r"Observer ([\w./-]+?)(?:: NaN or inf| was given a tensor)"
+)
+_UNCHANGED = "no activation encoding was changed"
+
+
+def _non_finite_observer(error):
+    """The name of the observer whose NaN check ``error`` is, or None."""
+    import tensorflow as tf
+
+    if not isinstance(error, (tf.errors.InvalidArgumentError, ValueError)):
+        return None
+    match = _NON_FINITE.search(str(error))
+    return match.group(1) if match else None
+
+
+class _NonFiniteBatch(Exception):
+    """An observer met NaN or inf in calibration batch ``index``."""
+
+    def __init__(self, error, index=None, batch=None):
+        super().__init__(str(error))
+        self.error = error
+        self.index = index
+        self.batch = batch
 
 
 def _grid_state(quantizer, weight_value):
@@ -75,7 +105,9 @@ class QuantizationSimModel:
     Args:
         model: a built ``keras.Model``: Functional, Sequential, with
             nested models or shared layers, or subclassed (traced into a
-            functional graph: see :func:`~aimet_keras.graph.prepare_model`).
+            functional graph: see :func:`~aimet_keras.graph.prepare_model`);
+            or the path (``str`` or ``pathlib.Path``) of a ``.keras`` or
+            ``.h5`` file, loaded with ``keras.saving.load_model``.
         quant_scheme: calibration scheme: ``"tf"``, ``"tf_enhanced"``,
             ``"percentile"``, ``"mse"``, AIMET's ``post_training_*`` names,
             or a range-learning scheme
@@ -104,6 +136,14 @@ class QuantizationSimModel:
     Attributes:
         model: the simulated ``keras.Model``.
         specs: ``{layer name: LayerSpec}``, the resolved plan.
+
+    Raises:
+        FileNotFoundError: for a path where no file exists, naming it.
+        TypeError: for a ``model`` that is neither a ``keras.Model`` nor a
+            path, naming what was given.
+        ValueError: for a bad setting, naming it; for a SavedModel folder
+            (Keras 3 cannot load one as a model) or a file that does not
+            load.
 
     Example:
 
@@ -163,6 +203,7 @@ class QuantizationSimModel:
             dtype=default_data_type,
         )
         self._observer_scheme, self._range_learning = _SCHEMES[quant_scheme]
+        model = inputs_lib.resolve_model(model)
         self._prepared = prepare_lib.prepare_model(
             model, input_shape=input_shape, copy=not in_place
         )
@@ -250,16 +291,55 @@ class QuantizationSimModel:
         batches the forward pass runs. Activation quantizers that see no
         data are disabled, with a log message naming them (as AIMET does).
 
+        Data is checked against the model's inputs before anything runs:
+        a shape or dtype that does not fit raises, naming the input, the
+        shapes and the fix. Integer data for a float input is cast, as
+        Keras does (with a warning unless a ``Rescaling`` or
+        ``Normalization`` layer reads it). NaN or inf never reaches an
+        encoding: calibration stops with a ``ValueError`` naming the input
+        and sample that hold them, or the first layer whose output holds
+        them, and the activation encodings stay as they were before the
+        call (none, on a first calibration).
+
         Args:
             forward_pass_callback: AIMET's form, a function called as
                 ``forward_pass_callback(sim.model, forward_pass_callback_args)``
                 that runs calibration data through the model; or the data
-                itself (a ``tf.data.Dataset`` or anything ``predict``
-                accepts).
+                itself: a batched ``tf.data.Dataset`` (of inputs or of
+                ``(inputs, targets)``), an array, or, for several inputs, a
+                list of arrays in input order or a dict keyed by input name.
             forward_pass_callback_args: passed to the callback. Defaults to
                 None.
+
+        Raises:
+            ValueError: for data that does not fit the model's inputs, for
+                empty data, or for NaN or inf in the data, in a weight or
+                in a layer's output, naming where.
+            TypeError: for data of a kind not supported (a generator, say).
+
+        Example:
+
+        >>> inputs = keras.Input((28, 28, 1), name="image")
+        >>> outputs = keras.layers.Conv2D(2, 3, name="conv")(inputs)
+        >>> sim = QuantizationSimModel(keras.Model(inputs, outputs))
+        >>> images = np.random.default_rng(0).random((8, 28, 28, 1))
+        >>> sim.compute_encodings(images.astype("float32"))
+        >>> images[3, 0, 0, 0] = np.nan
+        >>> try:
+        ...     sim.compute_encodings(images.astype("float32"))
+        ... except ValueError as error:
+        ...     print(str(error).split(" (")[0])
+        Calibration data for input 'image' holds NaN or inf at sample 3
         """
+        data = None
+        if not callable(forward_pass_callback):
+            # 1. Check the data against the model's inputs; nothing runs.
+            data = inputs_lib.CalibrationData(self.model, forward_pass_callback)
+            for message in data.warnings:
+                warnings.warn(message, stacklevel=2)
+        # 2. Weight grids (a weight holding NaN or inf raises first).
         self._compute_param_encodings()
+        # 3. Activation statistics.
         active = [
             q
             for q in self._activation_quantizers()
@@ -268,15 +348,38 @@ class QuantizationSimModel:
         for quantizer in active:
             quantizer.observer.reset()
             quantizer.observing = True
+        failure, batches = None, None
         try:
-            if callable(forward_pass_callback):
+            if data is None:
                 self._retrace()
-                forward_pass_callback(self.model, forward_pass_callback_args)
+                try:
+                    forward_pass_callback(
+                        self.model, forward_pass_callback_args
+                    )
+                except Exception as error:
+                    if _non_finite_observer(error) is None:
+                        raise
+                    failure = _NonFiniteBatch(error)
             else:
-                self._observe(forward_pass_callback)
+                batches = self._observe(data)
+        except _NonFiniteBatch as error:
+            failure = error
         finally:
             for quantizer in active:
                 quantizer.observing = False
+        if failure is not None or batches == 0:
+            # Forget the partial statistics: encodings stay as they were.
+            message = (
+                self._non_finite_message(failure, data, active)
+                if failure is not None
+                else "The calibration dataset yielded no batches; pass one "
+                f"with at least one batch ({_UNCHANGED})."
+            )
+            for quantizer in active:
+                quantizer.observer.reset()
+            self._retrace()
+            raise ValueError(message) from None
+        # 4. Activation grids.
         for quantizer in active:
             if int(quantizer.observer.num_updates.numpy()) == 0:
                 quantizer.enabled = False
@@ -285,11 +388,149 @@ class QuantizationSimModel:
                 quantizer.compute_encoding()
         self._retrace()
 
+    def _non_finite_message(self, failure, data, active):
+        """One line naming where calibration met NaN or inf.
+
+        With the failing batch at hand: the input and sample holding them,
+        else the first layer whose output holds them (a pass over that
+        batch alone, run only now). Otherwise the layer whose quantizer
+        reported them.
+        """
+        if failure.batch is not None:
+            found = data.non_finite_input(failure.index, failure.batch)
+            if found is not None:
+                return f"{found} and calibrate again; {_UNCHANGED}."
+            found = self._first_non_finite_output(failure.batch, active)
+            if found is not None:
+                layer, offset, weights = found
+                where = (
+                    f"calibration batch {failure.index}"
+                    if offset is None
+                    else data.sample(failure.index, offset)
+                )
+                if weights:
+                    cause = f"; its weight {weights[0]!r} holds NaN or inf"
+                    fix = "Fix that weight"
+                else:
+                    cause = ""
+                    fix = (
+                        "Check its weights and ops (log or division by zero, "
+                        "overflow)"
+                    )
+                return (
+                    f"Layer {layer.name!r} ({inputs_lib.layer_class(layer)}) "
+                    f"outputs NaN or inf at {where} from finite inputs"
+                    f"{cause}. {fix} and calibrate again; {_UNCHANGED}."
+                )
+        where = (
+            "during forward_pass_callback"
+            if data is None
+            else f"on calibration batch {failure.index}"
+        )
+        located = self._observer_owners().get(
+            _non_finite_observer(failure.error)
+        )
+        if located is None:
+            seen = f"A quantizer saw NaN or inf {where}"
+        else:
+            layer, role = located
+            seen = (
+                f"Layer {layer.name!r} ({inputs_lib.layer_class(layer)}) saw "
+                f"NaN or inf at its {role} {where}"
+            )
+        return (
+            f"{seen}. Find where they come from (check the data with "
+            "np.isfinite; tf.debugging.enable_check_numerics() names the "
+            f"op) and calibrate again; {_UNCHANGED}."
+        )
+
+    def _observer_owners(self):
+        """``{observer name: (wrapper, which tensor)}`` for every quantizer."""
+        owners = {}
+        for wrapper in self.quant_wrappers():
+            roles = [
+                *(
+                    (q, f"input {i}")
+                    for i, q in enumerate(wrapper.input_quantizers)
+                ),
+                *(
+                    (q, f"output {i}")
+                    for i, q in enumerate(wrapper.output_quantizers)
+                ),
+                *(
+                    (q, f"weight {k!r}")
+                    for k, q in wrapper.param_quantizers.items()
+                ),
+                *(
+                    (q, f"tensor {k!r}")
+                    for k, q in wrapper.internal_quantizers.items()
+                ),
+            ]
+            for quantizer, role in roles:
+                owners[quantizer.observer.name] = (wrapper, role)
+        return owners
+
+    def _first_non_finite_output(self, batch, active):
+        """The first layer whose output holds NaN or inf on ``batch``.
+
+        Runs ``batch`` once, eagerly, through the sim with the calibrating
+        quantizers passing values through (as while observing). Returns
+        ``(layer, first bad sample or None, [its non-finite weights])``,
+        or None when no output holds NaN or inf or the pass cannot run.
+        """
+        layers, outputs = [], []
+        for layer in self.model.layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            try:
+                tensors = keras.tree.flatten(layer.output)
+            except (AttributeError, ValueError):
+                continue  # not called in this model's graph
+            layers.append((layer, len(tensors)))
+            outputs.extend(tensors)
+        enabled = [q.enabled for q in active]
+        try:
+            for quantizer in active:
+                quantizer.enabled = False
+            single = len(self.model.inputs) == 1
+            probe = keras.Model(
+                self.model.inputs[0] if single else self.model.inputs,
+                outputs,
+            )
+            values = probe(batch[0] if single else list(batch), training=False)
+        except Exception:  # a diagnosis only: the caller raises anyway
+            return None
+        finally:
+            for quantizer, flag in zip(active, enabled):
+                quantizer.enabled = flag
+        values = iter(keras.tree.flatten(values))
+        size = len(batch[0])
+        for layer, count in layers:
+            for _ in range(count):
+                value = np.asarray(keras.ops.convert_to_numpy(next(values)))
+                if value.dtype.kind != "f" or np.isfinite(value).all():
+                    continue
+                offset = None
+                if value.ndim and len(value) == size:
+                    rows = np.isfinite(value.reshape(size, -1)).all(axis=1)
+                    offset = int(np.flatnonzero(~rows)[0])
+                weights = [
+                    weight.name
+                    for weight in getattr(
+                        getattr(layer, "layer", layer), "weights", []
+                    )
+                    if not np.isfinite(keras.ops.convert_to_numpy(weight)).all()
+                ]
+                return layer, offset, weights
+        return None
+
     def _compute_param_encodings(self):
         # A weight grid depends on the weight alone: one whose weight,
         # settings and grid are what they were after it was last computed
         # is kept (calibrating again, the weights unchanged, is cheap).
+        # Every weight is checked before any grid changes.
         computed = self.__dict__.setdefault("_param_grids", {})
+        pending = []
         for wrapper in self.quant_wrappers():
             values = wrapper.weight_values()
             for key, quantizer in wrapper.param_quantizers.items():
@@ -304,10 +545,22 @@ class QuantizationSimModel:
                     previous, _grid_state(quantizer, value)
                 ):
                     continue
-                quantizer.observer.reset()
-                quantizer.observer.update(weight)
-                quantizer.compute_encoding()
-                computed[id(quantizer)] = _grid_state(quantizer, value.copy())
+                finite = np.isfinite(value)
+                if not finite.all():
+                    raise ValueError(
+                        f"Layer {wrapper.name!r} "
+                        f"({inputs_lib.layer_class(wrapper)}): weight {key!r} "
+                        f"holds {finite.size - int(finite.sum())} NaN or inf "
+                        f"value(s) of {finite.size}, so it has no encoding. "
+                        "Fix the weights (reload or retrain the model) and "
+                        "calibrate again; no encoding was changed."
+                    )
+                pending.append((quantizer, weight, value))
+        for quantizer, weight, value in pending:
+            quantizer.observer.reset()
+            quantizer.observer.update(weight)
+            quantizer.compute_encoding()
+            computed[id(quantizer)] = _grid_state(quantizer, value.copy())
 
     def initialize_from_first_batches(self, num_batches=1):
         """Calibrates without a calibration set, as tfmot's quantize_model.
@@ -377,13 +630,25 @@ class QuantizationSimModel:
         A function of its own (not ``predict``), kept per quantizer setup and
         with an unknown batch size, so calibrating again, or a last smaller
         batch, does not trace again.
+
+        Args:
+            data: a :class:`~aimet_keras.sim.inputs.CalibrationData`, or
+                data it takes.
+            batch_size: batch size for arrays. Defaults to 32.
+
+        Returns:
+            The number of batches run.
+
+        Raises:
+            _NonFiniteBatch: when an observer met NaN or inf, with the batch.
         """
         import tensorflow as tf
 
+        if not isinstance(data, inputs_lib.CalibrationData):
+            data = inputs_lib.CalibrationData(self.model, data, batch_size)
         strategy = self.model.distribute_strategy
         if strategy.num_replicas_in_sync > 1:
-            self._observe_distributed(strategy, data, batch_size)
-            return
+            return self._observe_distributed(strategy, data)
         switches = self._switches()
         cache = self.__dict__.setdefault("_observe_functions", {})
         if switches not in cache:
@@ -399,19 +664,25 @@ class QuantizationSimModel:
                     training=False,
                 )
 
-            cache[switches] = tf.function(forward, input_signature=signature)
+            # A concrete function: each sim traces once, and TensorFlow does
+            # not count that as a retrace of the shared ``forward`` (a
+            # tf.function of it warned of retracing after a few sims).
+            cache[switches] = tf.function(
+                forward, input_signature=signature
+            ).get_concrete_function()
         forward = cache[switches]
-        if isinstance(data, tf.data.Dataset):
-            for element in data:
-                if isinstance(element, tuple):
-                    element = element[0]
-                forward(*keras.tree.flatten(element))
-            return
-        arrays = keras.tree.flatten(data)
-        for start in range(0, len(arrays[0]), batch_size):
-            forward(*[a[start : start + batch_size] for a in arrays])
+        count = 0
+        for batch in data.batches():
+            try:
+                forward(*batch)
+            except tf.errors.InvalidArgumentError as error:
+                if _non_finite_observer(error) is None:
+                    raise
+                raise _NonFiniteBatch(error, count, batch) from None
+            count += 1
+        return count
 
-    def _observe_distributed(self, strategy, data, batch_size):
+    def _observe_distributed(self, strategy, data):
         """:meth:`_observe` on every replica of the model's strategy.
 
         Each global batch is split over the replicas, and the observers
@@ -420,13 +691,8 @@ class QuantizationSimModel:
         """
         import tensorflow as tf
 
-        if isinstance(data, tf.data.Dataset):
-            if isinstance(data.element_spec, tuple):
-                data = data.map(lambda *element: element[0])
-        else:
-            arrays = tuple(keras.tree.flatten(data))
-            data = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
-        distributed = strategy.experimental_distribute_dataset(data)
+        dataset = data.as_dataset()
+        distributed = strategy.experimental_distribute_dataset(dataset)
         # The spec has an unknown batch size: one trace per setup and input.
         key = (self._switches(), distributed.element_spec)
         cache = self.__dict__.setdefault("_observe_functions", {})
@@ -454,8 +720,20 @@ class QuantizationSimModel:
         forward = cache[key]
         # A batch per call, the loop in Python: replicas meet at each gather,
         # which tf.distribute does not allow inside graph control flow.
+        count = 0
         for element in distributed:
-            forward(element)
+            try:
+                forward(element)
+            except tf.errors.InvalidArgumentError as error:
+                if _non_finite_observer(error) is None:
+                    raise
+                # The batch again, whole, for the diagnosis.
+                batch = next(iter(dataset.skip(count).take(1)), None)
+                raise _NonFiniteBatch(
+                    error, count, None if batch is None else list(batch)
+                ) from None
+            count += 1
+        return count
 
     def quantizer_args(self):
         """AIMET's ``quantizer_args``: the sim's global settings."""
@@ -591,10 +869,12 @@ def quantize_model(model, calibration_data=None, **options):
     quantization-aware training with ``fit``.
 
     Args:
-        model: a built Functional or Sequential ``keras.Model``.
-        calibration_data: a ``tf.data.Dataset`` or anything ``predict``
-            accepts, used to calibrate. Defaults to None (ranges from the
-            first batch).
+        model: a built Functional or Sequential ``keras.Model``, or the
+            path of a ``.keras`` or ``.h5`` file.
+        calibration_data: a batched ``tf.data.Dataset``, an array, or a
+            list or dict of arrays for several inputs (see
+            :meth:`QuantizationSimModel.compute_encodings`), used to
+            calibrate. Defaults to None (ranges from the first batch).
         **options: :class:`QuantizationSimModel` arguments
             (``quant_scheme``, ``default_output_bw``, ``default_param_bw``,
             ``config_file``, ``default_data_type``).
@@ -602,6 +882,13 @@ def quantize_model(model, calibration_data=None, **options):
     Returns:
         The simulated ``keras.Model`` (not compiled: compile it for
         ``evaluate`` or ``fit``).
+
+    Raises:
+        FileNotFoundError, TypeError, ValueError: as
+            :class:`QuantizationSimModel` and
+            :meth:`QuantizationSimModel.compute_encodings` raise them: for a
+            missing model file, something that is not a model, calibration
+            data of the wrong shape or dtype, or NaN or inf in it.
 
     Example:
 
