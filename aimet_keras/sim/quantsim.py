@@ -673,6 +673,10 @@ class QuantizationSimModel:
         forward = cache[switches]
         count = 0
         for batch in data.batches():
+            # Checked here, not only by the observers' assertion, which
+            # TensorFlow's runtime also logs to stderr.
+            if data.non_finite_input(count, batch) is not None:
+                raise _NonFiniteBatch("NaN or inf in the inputs", count, batch)
             try:
                 forward(*batch)
             except tf.errors.InvalidArgumentError as error:
