@@ -185,6 +185,20 @@ def _convert(graph, sim, opset):
     return model
 
 
+def _kernel_owner(node, graph):
+    """The layer a kernel op comes from, by its name or its tensors' names.
+
+    tf2onnx names some ops it builds anew without their scope (a depthwise
+    convolution becomes ``Conv__272``): their bias or output tensor names
+    still carry it.
+    """
+    for name in (node.name, *node.output, *node.input[2:]):
+        layer = graph.owner(name, all_calls=True)
+        if layer is not None:
+            return layer
+    return None
+
+
 def _quantize_kernels(model, sim, graph, weight_dtype):
     """Kernels on the sim's grid become int8 initializers + DequantizeLinear.
 
@@ -195,6 +209,11 @@ def _quantize_kernels(model, sim, graph, weight_dtype):
 
     kernels = _kernel_encodings(sim)
     initializers = {init.name: init for init in model.graph.initializer}
+    quantized_inputs = {
+        node.output[0]
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear"
+    }
     done, changes, new_nodes = {}, [], []
     for node in model.graph.node:
         axis = _KERNEL_AXIS.get(node.op_type)
@@ -203,8 +222,14 @@ def _quantize_kernels(model, sim, graph, weight_dtype):
         name = node.input[1]
         if name in done or name not in initializers:
             continue
-        layer = graph.owner(node.name, all_calls=True)
+        layer = _kernel_owner(node, graph)
         if layer not in kernels:
+            if layer is None and node.input[0] in quantized_inputs:
+                # Left float, onnxruntime would quantize it on its own grid.
+                changes.append(
+                    f"{node.op_type} {node.name!r}: no layer of the sim owns "
+                    f"its kernel {name!r}; left float in the QDQ model."
+                )
             continue
         values = numpy_helper.to_array(initializers[name])
         found = None

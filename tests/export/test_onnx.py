@@ -360,3 +360,33 @@ def test_qdq_model_computes_the_same_on_other_cpus(
     assert np.mean(np.abs(emulated - native) <= float(step) * 1.001) >= 0.999
     expected = resnet_sim_predictions[:500].argmax(1)
     assert np.mean(emulated.argmax(1) == expected) >= 0.995
+
+
+def test_kernels_of_ops_tf2onnx_renames_are_quantized_too(tmp_path):
+    """The transformer's position conv becomes a Conv named ``Conv__<n>``."""
+    from aimet_keras import zoo
+
+    sim = QuantizationSimModel(
+        zoo.load_model("transformer", compile=False), config_file="tflite_int8"
+    )
+    sim.compute_encodings(zoo.load_fashion_mnist_slice("calibration")[0][:64])
+    exported = export_onnx(sim, tmp_path / "m.onnx")
+    model = onnx.load(exported.qdq_path)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    kernels = [
+        n for n in model.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")
+    ]
+    initializers = {i.name for i in model.graph.initializer}
+    assert any(n.name.startswith("Conv__") for n in kernels)
+    # No kernel left float (onnxruntime would quantize it on a grid of its
+    # own): every constant kernel is the sim's, behind a DequantizeLinear.
+    assert not [n.name for n in kernels if n.input[1] in initializers]
+    constant = [
+        n
+        for n in kernels
+        if n.input[1] in producers
+        and producers[n.input[1]].op_type == "DequantizeLinear"
+        and producers[n.input[1]].input[0] in initializers
+    ]
+    assert len(constant) == 15
+    assert exported.changes == ()
