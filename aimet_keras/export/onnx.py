@@ -200,7 +200,7 @@ def _kernel_owner(node, graph):
 
 
 def _quantize_kernels(model, sim, graph, weight_dtype):
-    """Kernels on the sim's grid become int8 initializers + DequantizeLinear.
+    """Kernels on the sim's grid become 8-bit initializers + DequantizeLinear.
 
     Returns ``({initializer name: Encoding}, changes)``.
     """
