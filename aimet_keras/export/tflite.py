@@ -43,6 +43,7 @@ import tensorflow as tf
 from aimet_keras import _quiet
 from aimet_keras.export import deployment as deployment_lib
 from aimet_keras.export import staging as staging_lib
+from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import export as sim_export
 
 __all__ = ["TFLiteExport", "export_tflite", "load_interpreter", "tflite_ops"]
@@ -117,6 +118,19 @@ def _check_sim(sim, mode):
             "the sim does not quantize. Split them before folding and "
             "building the sim (exact): model = "
             "aimet_keras.graph.split_separable_convolutions(model)."
+        )
+    unfused = [
+        f"{w.name} ({type(w.layer).__name__}, {activation})"
+        for w in sim.quant_wrappers()
+        for activation in [prepare_lib.unfused_activation(w.layer)]
+        if activation is not None
+    ]
+    if unfused:
+        raise ValueError(
+            f"Layer(s) {unfused[:4]} end in an activation TFLite does not "
+            "fuse: it runs as an op of its own, on an int8 tensor the sim "
+            "does not quantize. Split them before folding and building the "
+            "sim (exact): model = aimet_keras.graph.split_activations(model)."
         )
     unfolded = _unfolded_batch_norms(sim)
     if unfolded:

@@ -6,7 +6,9 @@ from aimet_keras.graph.prepare import CallSite
 from aimet_keras.graph.prepare import copy_operation
 from aimet_keras.graph.prepare import prepare_model
 from aimet_keras.graph.prepare import rebuild
+from aimet_keras.graph.prepare import split_activations
 from aimet_keras.graph.prepare import split_separable_convolutions
+from aimet_keras.graph.prepare import unfused_activation
 from aimet_keras.graph.prepare import walk
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "layer_connections",
     "prepare_model",
     "rebuild",
+    "split_activations",
     "split_separable_convolutions",
+    "unfused_activation",
     "walk",
 ]

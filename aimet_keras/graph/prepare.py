@@ -444,3 +444,79 @@ def split_separable_convolutions(model):
         return lambda x, **kwargs: pointwise(depthwise(x))
 
     return rebuild(prepared, replace)
+
+
+# Activations integer runtimes fuse into the layer before them (TFLite's
+# fused activation functions; QNN's Conv+ReLU): any other runs as an op of
+# its own, on an integer tensor between the two.
+FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+
+
+def unfused_activation(layer):
+    """The name of a kernel layer's built-in activation no runtime fuses.
+
+    Args:
+        layer: a layer.
+
+    Returns:
+        ``"softmax"``, ``"sigmoid"``... for a Conv/Dense-type layer (see
+        ``KERNEL_LAYERS``) whose ``activation`` is not linear, ReLU or
+        ReLU6; None otherwise.
+
+    Example:
+
+    >>> unfused_activation(keras.layers.Dense(2, activation="softmax"))
+    'softmax'
+    >>> unfused_activation(keras.layers.Dense(2, activation="relu")) is None
+    True
+    """
+    from aimet_keras.sim import op_types
+
+    if type(layer).__name__ not in (*op_types.KERNEL_LAYERS, "EinsumDense"):
+        return None
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", None)
+    if activation is None or name in FUSED_ACTIVATIONS:
+        return None
+    return name or type(activation).__name__
+
+
+def split_activations(model):
+    """A copy of ``model`` with unfused activations as layers of their own.
+
+    A kernel layer ``L`` whose built-in activation integer runtimes do not
+    fuse (``Dense(10, activation="softmax")``, a sigmoid or swish
+    convolution) becomes ``L`` without activation, then an ``Activation``
+    layer ``L_activation``: the same computation, but the tensor between
+    them is a layer output the sim quantizes, as TFLite and QNN hold it in
+    int8. Linear, ReLU and ReLU6 activations stay fused.
+
+    Args:
+        model: any model :func:`prepare_model` takes.
+
+    Returns:
+        A new functional ``keras.Model``; the caller's model is unchanged.
+
+    Example:
+
+    >>> inputs = keras.Input((4,))
+    >>> outputs = keras.layers.Dense(3, activation="softmax", name="fc")(inputs)
+    >>> split = split_activations(keras.Model(inputs, outputs))
+    >>> [layer.name for layer in split.layers[1:]]
+    ['fc', 'fc_activation']
+    """
+    # prepare_model copies every layer: the copies' activations are ours
+    # to change.
+    prepared = prepare_model(model)
+
+    def replace(operation):
+        name = unfused_activation(operation)
+        if name is None:
+            return operation
+        activation = keras.layers.Activation(
+            operation.activation, name=f"{operation.name}_activation"
+        )
+        operation.activation = keras.activations.get("linear")
+        return lambda *args, **kwargs: activation(operation(*args, **kwargs))
+
+    return rebuild(prepared, replace)

@@ -303,6 +303,29 @@ def test_separable_convolutions_are_refused_with_the_fix(tmp_path):
         export_tflite(sim, tmp_path / "m.tflite")
 
 
+def test_unfused_activations_are_refused_then_split_and_exported(tmp_path):
+    """keras.applications heads: ``Dense(classes, activation="softmax")``."""
+    from aimet_keras.graph import split_activations
+
+    inputs = keras.Input((8, 8, 3), name="x")
+    x = keras.layers.Conv2D(4, 3, activation="swish", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="fc")(x)
+    model = keras.Model(inputs, outputs)
+    sim, _ = _calibrated(model, config_file="tflite_int8")
+    with pytest.raises(
+        ValueError, match=r"'conv \(Conv2D, silu\)'.*split_activations"
+    ):
+        export_tflite(sim, tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
+    sim, data = _calibrated(split_activations(model), config_file="tflite_int8")
+    exported = export_tflite(sim, tmp_path / "m.tflite")
+    got = run_tflite(exported.path, data)
+    expected = sim.model.predict(data, verbose=0)
+    step = float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta)
+    assert np.mean(np.abs(got - expected) <= step * 1.001) >= 0.98
+
+
 def test_fer_on_real_faces_follows_its_sim(tmp_path):
     """The real fer mini-Xception: split, fold, simulate, export.
 

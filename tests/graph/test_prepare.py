@@ -146,3 +146,35 @@ def test_split_separable_convolutions_computes_the_same():
     )
     # The caller's model keeps its SeparableConv2D layers.
     assert type(model.get_layer("sep")).__name__ == "SeparableConv2D"
+
+
+def test_split_activations_computes_the_same_and_keeps_relu_fused():
+    from aimet_keras.graph import split_activations
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv_relu")(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="sigmoid", name="conv_sig")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="fc")(x)
+    model = keras.Model(inputs, outputs)
+    split = split_activations(model)
+    assert [layer.name for layer in split.layers[1:]] == [
+        "conv_relu",
+        "conv_sig",
+        "conv_sig_activation",
+        "pool",
+        "fc",
+        "fc_activation",
+    ]
+    assert split.get_layer("conv_relu").activation.__name__ == "relu"
+    assert split.get_layer("fc").activation.__name__ == "linear"
+    data = np.random.default_rng(0).normal(size=(4, 8, 8, 3))
+    np.testing.assert_allclose(
+        split.predict(data, verbose=0),
+        model.predict(data, verbose=0),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    # The caller's model keeps its layers and activations.
+    assert model.get_layer("fc").activation.__name__ == "softmax"
+    assert len(model.layers) == 5
