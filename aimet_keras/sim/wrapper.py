@@ -67,6 +67,16 @@ def _tensor_leaves(structure):
     ]
 
 
+def _with_constants(args, constants):
+    """``args`` with ``[position, value]`` constants put back in place."""
+    if not constants:
+        return args
+    args = list(args)
+    for position, value in sorted(constants, key=lambda pair: pair[0]):
+        args.insert(int(position), value)
+    return tuple(args)
+
+
 def _quantize_leaves(structure, quantizers):
     """``structure`` with its tensor leaves passed through ``quantizers``.
 
@@ -237,7 +247,21 @@ class QuantizationWrapper(keras.layers.Layer):
                 f"{kind} quantizer(s) were given."
             )
 
-    def compute_output_spec(self, *args, **kwargs):
+    def __call__(self, *args, **kwargs):
+        # Keras layers take tensors positionally, but a wrapped keras.ops
+        # call takes what the op took (``x + 3.0`` in a functional model is
+        # an Add of a tensor and 3.0): Python constants travel as
+        # [position, value] pairs and are put back in call.
+        constants = [
+            [i, a] for i, a in enumerate(args) if not _tensor_leaves(a)
+        ]
+        if constants and len(constants) < len(args):
+            args = tuple(a for a in args if _tensor_leaves(a))
+            kwargs["positional_constants"] = constants
+        return super().__call__(*args, **kwargs)
+
+    def compute_output_spec(self, *args, positional_constants=None, **kwargs):
+        args = _with_constants(args, positional_constants)
         kwargs.pop("training", None)
         inputs = _tensor_leaves((args, kwargs))
         self._check_count("input", self.input_quantizers, inputs)
@@ -252,7 +276,8 @@ class QuantizationWrapper(keras.layers.Layer):
                 quantizer.build(tensor.shape)
         return spec
 
-    def call(self, *args, training=None, **kwargs):
+    def call(self, *args, training=None, positional_constants=None, **kwargs):
+        args = _with_constants(args, positional_constants)
         fused = self._fused_inference(training)
         if fused is not None:
             return fused(*args, **kwargs)
