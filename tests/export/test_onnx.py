@@ -45,7 +45,10 @@ def _run_emulated(path, images, cpu, tmp_path):
     if not emulation.can_emulate():
         if os.environ.get("CI") == "true":
             pytest.fail("CI needs qemu-x86_64 (.ci/run installs qemu-user)")
-        pytest.skip("qemu-x86_64 is not installed")
+        pytest.skip(
+            "qemu-x86_64 (Debian's qemu-user) is not installed, so no other "
+            "CPU can be emulated; .ci/run installs it and CI never skips"
+        )
     return emulation.run_onnx_emulated(path, images, cpu, tmp_path)
 
 
