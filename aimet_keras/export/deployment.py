@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from aimet_keras import _quiet
+from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import export as sim_export
 from aimet_keras.sim import quantizer as quantizer_lib
@@ -256,8 +257,98 @@ def _fp16_round_trip(x):
     return tf.cast(tf.cast(x, tf.float16), x.dtype)
 
 
+def _per_channel(values, channels):
+    """``values`` as one float per channel of the last axis, or None when
+    they vary along another axis."""
+    values = np.asarray(values, np.float64)
+    if values.size == 1:
+        return np.full(channels, float(values.reshape(())))
+    if values.ndim and values.shape[-1] == channels and values.size == channels:
+        return values.reshape(channels)
+    return None
+
+
+def affine_factors(layer, channels):
+    """``(scale, offset)`` per channel of an element-wise affine layer.
+
+    ``Rescaling`` computes ``x * scale + offset`` and ``Normalization``
+    ``(x - mean) / sqrt(variance)``; both are ``x * a + b`` with one ``a``
+    and ``b`` per channel of the last axis. Returns None for any other
+    layer, or factors that vary along another axis or scale a channel by
+    zero.
+
+    Example:
+
+    >>> import keras
+    >>> a, b = affine_factors(keras.layers.Rescaling(0.5, offset=-1.0), 2)
+    >>> a.tolist(), b.tolist()
+    ([0.5, 0.5], [-1.0, -1.0])
+    """
+    import keras
+
+    if type(layer) is keras.layers.Rescaling:
+        scale = _per_channel(layer.scale, channels)
+        offset = _per_channel(layer.offset, channels)
+    elif type(layer) is keras.layers.Normalization:
+        if layer.invert:
+            return None
+        mean = _per_channel(keras.ops.convert_to_numpy(layer.mean), channels)
+        variance = _per_channel(
+            keras.ops.convert_to_numpy(layer.variance), channels
+        )
+        if mean is None or variance is None:
+            return None
+        scale = 1.0 / np.maximum(np.sqrt(variance), keras.config.epsilon())
+        offset = -mean * scale
+    else:
+        return None
+    if scale is None or offset is None or not np.all(scale != 0):
+        return None
+    return scale, offset
+
+
+def integer_affine(x, scale, offset):
+    """``x * scale + offset`` as a 1x1 depthwise convolution with bias.
+
+    TFLite has no integer op for a per-channel affine map, and as a MUL
+    then an ADD it needs a grid for the product that the sim does not
+    have. A 1x1 depthwise convolution is one int8 op: each channel's scale
+    is its kernel's only value, exact on its own per-channel int8 grid
+    (``scale = 127 * step``), the offset its bias; the op's output is
+    requantized to the layer's output grid as the sim does.
+
+    Args:
+        x: a float tensor, channels last.
+        scale: one factor per channel.
+        offset: one offset per channel.
+    """
+    channels = len(scale)
+    shape = tf.shape(x)
+    images = tf.reshape(x, [-1, 1, 1, channels]) if x.shape.rank != 4 else x
+    magnitude = np.abs(scale)
+    with tf.init_scope():  # eager, also while a graph is traced
+        grid = encoding_lib.compute_encoding(
+            -magnitude, magnitude, bitwidth=8, is_symmetric=True
+        )
+    kernel = fake_quant(
+        tf.constant(scale.reshape(1, 1, channels, 1), tf.float32),
+        grid,
+        axis=(2, 3),
+        narrow_range=True,
+    )
+    out = tf.nn.depthwise_conv2d(
+        images, kernel, strides=[1, 1, 1, 1], padding="VALID"
+    )
+    out = tf.nn.bias_add(out, tf.constant(offset, tf.float32))
+    return out if x.shape.rank == 4 else tf.reshape(out, shape)
+
+
 def deployment_graph(
-    sim, activation_bits=8, weight_bits=8, zero_centred_activations=False
+    sim,
+    activation_bits=8,
+    weight_bits=8,
+    zero_centred_activations=False,
+    integer_affine_layers=False,
 ):
     """Traces the sim's model with TF fake-quant ops carrying its grids.
 
@@ -272,6 +363,10 @@ def deployment_graph(
         zero_centred_activations: store every activation grid in a
             zero-centred ``activation_bits`` grid of the same step (zero
             point 0, as TFLite's 16x8 mode needs), clipped to its own range.
+            Defaults to False.
+        integer_affine_layers: compute ``Rescaling`` and ``Normalization``
+            layers as one integer op (:func:`integer_affine`) from their
+            quantized input to their output grid, as TFLite needs.
             Defaults to False.
 
     Returns:
@@ -305,6 +400,15 @@ def deployment_graph(
                 # all: the graph holds it as a constant.
                 constants[id(quantizer)] = np.asarray(quantizer(variable))
     layer_scopes, fake_quant_ops = {}, {}
+    affine = {
+        wrapper.name: wrapper.layer
+        for wrapper in sim.quant_wrappers()
+        if integer_affine_layers
+        and len(wrapper.input_quantizers) == 1
+        and len(wrapper.output_quantizers) == 1
+    }
+    # The quantized input of each affine layer, kept until its output.
+    affine_inputs = {}
 
     def record_scope(layer):
         # The quantizer runs in "<layer scope>/<quantizer name>".
@@ -314,6 +418,22 @@ def deployment_graph(
             scopes.append(scope)
 
     def override(quantizer, inputs):
+        role = roles[id(quantizer)]
+        if role.layer in affine and role.kind in ("input", "output"):
+            if role.kind == "input":
+                affine_inputs[role.layer] = outputs = quantized(
+                    quantizer, inputs
+                )
+                return outputs
+            x = affine_inputs.pop(role.layer, None)
+            factors = affine_factors(affine[role.layer], inputs.shape[-1])
+            if quantizer.enabled and x is not None and factors:
+                # The layer's own float ops are left unused: the
+                # converter drops them.
+                inputs = integer_affine(x, *factors)
+        return quantized(quantizer, inputs)
+
+    def quantized(quantizer, inputs):
         role = roles[id(quantizer)]
         record_scope(role.layer)
         if role.kind == "param":

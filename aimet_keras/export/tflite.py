@@ -542,6 +542,7 @@ def export_tflite(
         activation_bits=8 if mode == "int8" else 16,
         weight_bits=8,
         zero_centred_activations=mode == "16x8",
+        integer_affine_layers=True,
     )
     flatbuffer = _convert(graph, sim, mode, io_dtype)
     if mode == "16x8":

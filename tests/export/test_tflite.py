@@ -385,3 +385,52 @@ def test_16x8_config_keeps_tflites_fixed_softmax_grid(tmp_path):
         sim, tmp_path / "m.tflite", mode="16x8", allow_changes=False
     )
     assert exported.changes == ()
+
+
+def _preprocessing_model():
+    """keras.applications' input preprocessing: MobileNetV3's
+    ``Rescaling(1/127.5, offset=-1)``, EfficientNet's ``Rescaling(1/255)``
+    then per-channel ``Normalization``."""
+    inputs = keras.Input((8, 8, 3), name="x")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(x)
+    x = keras.layers.Rescaling(1 / 255.0, name="rescale_again")(x)
+    x = keras.layers.Normalization(
+        mean=[0.5, -0.2, 0.1, 0.0], variance=[0.04, 0.25, 1.0, 2.0], name="norm"
+    )(x)
+    outputs = keras.layers.Dense(3, name="fc")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("mode", ["int8", "16x8"])
+def test_rescaling_and_normalization_run_as_one_integer_op(tmp_path, mode):
+    model = _preprocessing_model()
+    images = (
+        np.random.default_rng(0)
+        .uniform(0, 255, (64, 8, 8, 3))
+        .astype("float32")
+    )
+    options = (
+        {"config_file": "tflite_16x8", "default_output_bw": 16}
+        if mode == "16x8"
+        else {"config_file": "tflite_int8"}
+    )
+    sim = QuantizationSimModel(model, **options)
+    sim.compute_encodings(images)
+    exported = export_tflite(sim, tmp_path / "m.tflite", mode=mode)
+    interpreter = _interpreter(exported.path)
+    ops = [op for op, _, _ in tflite_lib.tflite_ops(interpreter)]
+    # Each affine layer is one depthwise convolution, no float MUL or ADD.
+    assert ops.count("DEPTHWISE_CONV_2D") == 3
+    assert "MUL" not in ops and "ADD" not in ops and "SUB" not in ops
+    got = run_tflite(exported.path, images)
+    expected = sim.model.predict(images, verbose=0)
+    step = float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta)
+    if mode == "16x8":
+        # As for any 16x8 model: within a few steps of the 16-bit grid.
+        assert np.max(np.abs(got - expected)) <= 8 * step
+        return
+    # Integer rounding of the bias and the requantization: within a step on
+    # nearly every output, two at most.
+    assert np.mean(np.abs(got - expected) <= step * 1.001) >= 0.98
+    assert np.max(np.abs(got - expected)) <= 2.001 * step
