@@ -232,12 +232,35 @@ def copy_operation(operation, name=None):
     return copy
 
 
+def _build_default_shape(model):
+    """The default input shape of a ``build(self, input_shape=...)``.
+
+    A model built by ``model.build()`` with no argument (mtcnn's RNet and
+    ONet build their layers from a default shape) records no shape; its
+    build method's default is the shape it was built for.
+    """
+    import inspect
+
+    if not model.built:
+        return None
+    try:
+        parameters = list(inspect.signature(model.build).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if not parameters or parameters[0].default is inspect.Parameter.empty:
+        return None
+    default = parameters[0].default
+    return default if isinstance(default, (list, tuple)) else None
+
+
 def _input_shapes(model, input_shape):
     if input_shape is not None:
         shapes = input_shape
     else:
         build_config = model.get_build_config() or {}
         shapes = build_config.get("input_shape")
+        if shapes is None:
+            shapes = _build_default_shape(model)
         if shapes is None:
             raise ValueError(
                 f"Model {model.name!r} ({type(model).__name__}) is not built, "

@@ -1,0 +1,119 @@
+"""Real architectures end to end: what a user runs, stage by stage.
+
+:func:`end_to_end` takes a model as a user brings it and runs every stage
+of the toolkit on it (activation split, BN folding, CLE, the sim with no
+unknown layer, calibration, AdaRound, TFLite, ONNX and AIMET export),
+checking that the exported models compute what the sim computes.
+"""
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+from aimet_keras import export_onnx
+from aimet_keras import export_tflite
+from aimet_keras import graph
+from aimet_keras import ptq
+from aimet_keras.sim import QuantizationSimModel
+from tests.export import run_tflite
+
+_PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "cat",
+    "immunohistochemistry",
+)
+
+
+def photo_crops(count, size, seed=0):
+    """``count`` RGB crops of skimage's bundled photos, ``(count, size,
+    size, 3)`` float32 in [0, 255]: real image statistics, offline."""
+    from skimage import data
+    from skimage import transform
+
+    rng = np.random.default_rng(seed)
+    photos = [getattr(data, name)() for name in _PHOTOS]
+    crops = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        side = int(rng.integers(size, min(photo.shape[:2]) + 1))
+        top = int(rng.integers(0, photo.shape[0] - side + 1))
+        left = int(rng.integers(0, photo.shape[1] - side + 1))
+        crop = photo[top : top + side, left : left + side, :3]
+        crops.append(transform.resize(crop, (size, size), order=1) * 255.0)
+    return np.stack(crops).astype(np.float32)
+
+
+def run_onnx(path, inputs):
+    """The first output of an ONNX model at onnxruntime's defaults."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+
+
+@dataclasses.dataclass
+class Result:
+    """What :func:`end_to_end` measured.
+
+    Attributes:
+        sim: the calibrated sim of the folded model.
+        tflite_agreement: fraction of outputs of the int8 TFLite model
+            within one output step of the sim's.
+        onnx_agreement: the same for the QDQ ONNX model.
+        output_step: the sim's output grid step.
+    """
+
+    sim: object
+    tflite_agreement: float
+    onnx_agreement: float
+    output_step: float
+
+
+def _within_a_step(got, expected, step):
+    return float(np.mean(np.abs(got - expected) <= step * 1.001))
+
+
+def end_to_end(model, data, tmp_path, adaround=True):
+    """Runs every stage on ``model``; returns a :class:`Result`.
+
+    Raises on any stage's failure, and on a warning that a layer is not
+    simulated (the sim is built with ``strict=True``).
+    """
+    model = graph.split_separable_convolutions(graph.split_activations(model))
+    folded, _ = ptq.fold_all_batch_norms(model)
+    equalized = ptq.equalize_model(model)
+    assert equalized.count_params() <= model.count_params()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        sim = QuantizationSimModel(
+            folded, config_file="tflite_int8", strict=True
+        )
+    sim.compute_encodings(data)
+    expected = sim.model.predict(data, verbose=0)
+    step = float(sim.quant_wrappers()[-1].output_quantizers[0].encoding.delta)
+    exported = export_tflite(sim, tmp_path / "model.tflite")
+    tflite_agreement = _within_a_step(
+        run_tflite(exported.path, data), expected, step
+    )
+    onnx_files = export_onnx(sim, tmp_path / "model.onnx")
+    onnx_agreement = _within_a_step(
+        run_onnx(onnx_files.qdq_path, data), expected, step
+    )
+    sim.export(tmp_path, "model")
+    if adaround:
+        params = ptq.AdaroundParameters(
+            data, num_batches=1, default_num_iterations=2
+        )
+        rounded = ptq.Adaround.apply_adaround(
+            folded, params, tmp_path / "adaround", "model", verbose=False
+        )
+        assert rounded.count_params() == folded.count_params()
+    return Result(sim, tflite_agreement, onnx_agreement, step)
