@@ -268,22 +268,15 @@ def _per_channel(values, channels):
     return None
 
 
-def affine_factors(layer, channels):
-    """``(scale, offset)`` per channel of an element-wise affine layer.
+def _is_layer_scale(layer):
+    cls = type(layer)
+    return (cls.__module__, cls.__name__) == (
+        "keras.src.applications.convnext",
+        "LayerScale",
+    )
 
-    ``Rescaling`` computes ``x * scale + offset`` and ``Normalization``
-    ``(x - mean) / sqrt(variance)``; both are ``x * a + b`` with one ``a``
-    and ``b`` per channel of the last axis. Returns None for any other
-    layer, or factors that vary along another axis or scale a channel by
-    zero.
 
-    Example:
-
-    >>> import keras
-    >>> a, b = affine_factors(keras.layers.Rescaling(0.5, offset=-1.0), 2)
-    >>> a.tolist(), b.tolist()
-    ([0.5, 0.5], [-1.0, -1.0])
-    """
+def _affine_values(layer, channels):
     import keras
 
     if type(layer) is keras.layers.Rescaling:
@@ -300,8 +293,37 @@ def affine_factors(layer, channels):
             return None
         scale = 1.0 / np.maximum(np.sqrt(variance), keras.config.epsilon())
         offset = -mean * scale
+    elif _is_layer_scale(layer):
+        scale = _per_channel(keras.ops.convert_to_numpy(layer.gamma), channels)
+        offset = np.zeros(channels)
     else:
         return None
+    return scale, offset
+
+
+def affine_factors(layer, channels):
+    """``(scale, offset)`` per channel of an element-wise affine layer.
+
+    ``Rescaling`` computes ``x * scale + offset``, ``Normalization``
+    ``(x - mean) / sqrt(variance)`` and ConvNeXt's ``LayerScale``
+    ``x * gamma``: each is ``x * a + b`` with one ``a`` and ``b`` per
+    channel of the last axis. Returns None for any other
+    layer, or factors that vary along another axis or scale a channel by
+    zero.
+
+    Example:
+
+    >>> import keras
+    >>> a, b = affine_factors(keras.layers.Rescaling(0.5, offset=-1.0), 2)
+    >>> a.tolist(), b.tolist()
+    ([0.5, 0.5], [-1.0, -1.0])
+    """
+    # The factors are weights: read them eagerly, also inside a trace.
+    with tf.init_scope():
+        factors = _affine_values(layer, channels)
+    if factors is None:
+        return None
+    scale, offset = factors
     if scale is None or offset is None or not np.all(scale != 0):
         return None
     return scale, offset

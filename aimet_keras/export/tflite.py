@@ -26,6 +26,11 @@ fp16 tensors, > 8-bit activations in   take none of these
 int8 mode
 32-bit bias                            int32 with scale input x weight
                                        (the converter's own rounding)
+PReLU (int8 mode)                      int8 PRELU, alpha on the sim's
+                                       grid (rewritten after conversion:
+                                       the converter leaves it float);
+                                       16x8 is refused (TFLite has no
+                                       int16 PRELU)
 softmax, logistic, tanh outputs        TFLite fixes their output grids
                                        (the tflite configs pin the sim's to
                                        them); other grids are requantized
@@ -377,6 +382,198 @@ def _widen_16x8_biases(flatbuffer):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def _alpha_grid(sim, graph, tensor_name, values):
+    """``(step, change)`` of the int8 grid a PReLU's alpha is stored on.
+
+    The sim's alpha grid when it has one that TFLite's per-tensor int8
+    alpha can hold (change None); otherwise a symmetric grid of the
+    values' own range, and the sentence that reports it.
+    """
+    import keras
+
+    layer = graph.owner(tensor_name, all_calls=True)
+    wrappers = {w.name: w for w in sim.quant_wrappers()}
+    wrapper = wrappers.get(layer)
+    quantizer = None
+    if wrapper is not None and isinstance(wrapper.layer, keras.layers.PReLU):
+        quantizer = wrapper.param_quantizers.get("alpha")
+    if (
+        quantizer is not None
+        and quantizer.enabled
+        and quantizer.data_type == "int"
+        and not quantizer.encoding.is_per_channel
+    ):
+        # _check_sim refused asymmetric and wider-than-8-bit alpha grids:
+        # this one is symmetric, zero point 0, and the file's values (the
+        # deployment graph's narrow-range fake-quant output) lie on it.
+        step = float(np.asarray(quantizer.encoding.delta))
+        levels = values / step
+        if np.allclose(levels, np.round(levels), atol=1e-3) and np.all(
+            np.abs(levels) < 127.5
+        ):
+            return step, None
+    step = float(np.max(np.abs(values))) / 127 or 1.0
+    return step, (
+        f"{layer or tensor_name} weight 'alpha': TFLite's int8 PRELU holds "
+        "alpha on one symmetric int8 grid and the sim's alpha is on none "
+        f"(quantizer off or per channel): stored with step {step:.6g}."
+    )
+
+
+def _integer_prelus(flatbuffer, sim, graph):
+    """PRELU ops the converter left in float become int8 ones.
+
+    TFLite's PRELU pattern matches Keras's ``relu(x) + neg_alpha *
+    relu(-x)`` and takes ``neg(neg_alpha)`` as alpha: with ``neg_alpha =
+    -fake_quant(alpha)`` the quantizer sees no constant there, and the
+    negations fold into a float one only after quantization (no graph
+    formulation avoids the outer negation): the converter writes
+    ``DEQUANTIZE -> PRELU (float alpha) -> QUANTIZE``. Its int8 tensors
+    before and after are the sim's input and output grids, and the float
+    alpha holds the sim's quantized values, so one int8 PRELU between those
+    two tensors, with alpha stored on the sim's grid, computes what the sim
+    does. Only int8: TFLite's PRELU has no int16 kernel.
+
+    Returns:
+        ``(flatbuffer, changes)``.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    builtin, types = schema.BuiltinOperator, schema.TensorType
+
+    def kind(op):
+        code = model.operatorCodes[op.opcodeIndex]
+        return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+    subgraph = model.subgraphs[0]
+    tensors, ops = subgraph.tensors, subgraph.operators
+    if not any(kind(op) == builtin.PRELU for op in ops):
+        return flatbuffer, []
+    producers = {int(t): op for op in ops for t in op.outputs}
+    consumers = {}
+    for op in ops:
+        for t in op.inputs:
+            consumers.setdefault(int(t), []).append(op)
+    graph_outputs = {int(t) for t in subgraph.outputs}
+    dropped, maybe_unused, changes = [], [], []
+    for op in ops:
+        if kind(op) != builtin.PRELU or len(op.inputs) != 2:
+            continue
+        x, alpha, out = int(op.inputs[0]), int(op.inputs[1]), int(op.outputs[0])
+        dequantize = producers.get(x)
+        users = consumers.get(out, [])
+        alpha_data = model.buffers[tensors[alpha].buffer].data
+        if (
+            dequantize is None
+            or kind(dequantize) != builtin.DEQUANTIZE
+            or tensors[int(dequantize.inputs[0])].type != types.INT8
+            or len(users) != 1
+            or kind(users[0]) != builtin.QUANTIZE
+            or out in graph_outputs
+            or tensors[int(users[0].outputs[0])].type != types.INT8
+            or tensors[alpha].type != types.FLOAT32
+            or alpha_data is None
+        ):
+            continue  # not the converter's float island: left to the check
+        values = np.frombuffer(bytes(alpha_data), "<f4")
+        step, change = _alpha_grid(
+            sim, graph, tensors[out].name.decode(), values
+        )
+        if change:
+            changes.append(change)
+        levels = np.clip(np.round(values / step), -127, 127).astype("<i1")
+        stored = schema.BufferT()
+        stored.data = np.frombuffer(levels.tobytes(), np.uint8).copy()
+        model.buffers.append(stored)
+        # A new tensor: the float one may be shared (a layer called twice);
+        # it goes with the other unused tensors below.
+        quantized = schema.TensorT()
+        quantized.shape, quantized.name = (
+            tensors[alpha].shape,
+            tensors[alpha].name,
+        )
+        quantized.type, quantized.buffer = types.INT8, len(model.buffers) - 1
+        quantized.quantization = schema.QuantizationParametersT()
+        quantized.quantization.scale = [step]
+        quantized.quantization.zeroPoint = [0]
+        tensors.append(quantized)
+        alpha = len(tensors) - 1
+        op.inputs = [int(dequantize.inputs[0]), alpha]
+        op.outputs = [int(users[0].outputs[0])]
+        dropped.append(users[0])
+        maybe_unused.append((dequantize, x))
+    if not dropped:
+        return flatbuffer, changes
+    dropped = {id(op) for op in dropped}
+    ops = [op for op in ops if id(op) not in dropped]
+    # A DEQUANTIZE whose float tensor still feeds another op stays.
+    still_read = {int(t) for op in ops for t in op.inputs} | graph_outputs
+    subgraph.operators = [
+        op
+        for op in ops
+        if not any(op is d and x not in still_read for d, x in maybe_unused)
+    ]
+    _drop_unused_tensors(model, 0)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), changes
+
+
+def _drop_unused_tensors(model, index):
+    """Removes the tensors of subgraph ``index`` no op or signature uses.
+
+    Their buffers are emptied, not removed: buffer indices stay valid for
+    the other subgraphs and the metadata.
+    """
+    subgraph = model.subgraphs[index]
+    signatures = [
+        s for s in (model.signatureDefs or []) if s.subgraphIndex == index
+    ]
+    used = set(int(t) for t in [*subgraph.inputs, *subgraph.outputs])
+    for op in subgraph.operators:
+        for field in (op.inputs, op.outputs, op.intermediates):
+            used.update(int(t) for t in (field if field is not None else []))
+    for signature in signatures:
+        used.update(
+            m.tensorIndex for m in [*signature.inputs, *signature.outputs]
+        )
+    used.discard(-1)  # an omitted optional input
+    if len(used) == len(subgraph.tensors):
+        return
+    kept = sorted(used)
+    new_index = {old: new for new, old in enumerate(kept)}
+    # Buffers of the removed tensors are emptied unless something else
+    # reads them (a kept tensor, another subgraph, the metadata).
+    read = {subgraph.tensors[k].buffer for k in kept} | {
+        m.buffer for m in (model.metadata or [])
+    }
+    read |= {
+        t.buffer
+        for i, other in enumerate(model.subgraphs)
+        if i != index
+        for t in other.tensors
+    }
+    for old, tensor in enumerate(subgraph.tensors):
+        if old not in new_index and tensor.buffer not in read:
+            model.buffers[tensor.buffer].data = None
+
+    def remap(indices):
+        return [new_index[int(t)] if int(t) >= 0 else -1 for t in indices]
+
+    subgraph.tensors = [subgraph.tensors[old] for old in kept]
+    subgraph.inputs, subgraph.outputs = (
+        remap(subgraph.inputs),
+        remap(subgraph.outputs),
+    )
+    for op in subgraph.operators:
+        op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+        if op.intermediates is not None:
+            op.intermediates = remap(op.intermediates)
+    for signature in signatures:
+        for tensor_map in [*signature.inputs, *signature.outputs]:
+            tensor_map.tensorIndex = new_index[tensor_map.tensorIndex]
+
+
 def _check_integer(flatbuffer, mode, graph):
     """Every op but the boundary (de)quantize runs on integers."""
     interpreter = load_interpreter(model_content=flatbuffer)
@@ -547,6 +744,9 @@ def export_tflite(
     flatbuffer = _convert(graph, sim, mode, io_dtype)
     if mode == "16x8":
         flatbuffer = _widen_16x8_biases(flatbuffer)
+    else:
+        flatbuffer, prelu_changes = _integer_prelus(flatbuffer, sim, graph)
+        changes += prelu_changes
     interpreter = _check_integer(flatbuffer, mode, graph)
     changes += _requantizations(interpreter, graph)
     if changes and not allow_changes:

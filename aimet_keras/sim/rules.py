@@ -54,6 +54,16 @@ class QuantizationRule:
 
 _REGISTRY = {}
 
+# Layers keras.applications defines for itself (not in keras.layers), by
+# module and class name: ConvNeXt's LayerScale multiplies each channel by
+# its gamma, a per-channel scale that any per-channel grid holds exactly,
+# so only its output is quantized.
+_APPLICATION_LAYERS = {
+    ("keras.src.applications.convnext", "LayerScale"): QuantizationRule(
+        "Mul", weights=()
+    ),
+}
+
 
 def register_quantization_rule(
     layer_class, op_type, weights=None, channel_axes=None
@@ -130,5 +140,10 @@ def rule_for(operation):
     for cls in type(operation).__mro__:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
+    builtin = _APPLICATION_LAYERS.get(
+        (type(operation).__module__, type(operation).__name__)
+    )
+    if builtin is not None:
+        return builtin
     op_type = op_types.onnx_op_type(operation)
     return QuantizationRule(op_type, known=op_type != "Unknown")
