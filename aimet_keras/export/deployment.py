@@ -293,6 +293,27 @@ def _affine_values(layer, channels):
             return None
         scale = 1.0 / np.maximum(np.sqrt(variance), keras.config.epsilon())
         offset = -mean * scale
+    elif type(layer) is keras.layers.BatchNormalization:
+        # A batch norm no conv could absorb (DenseNet's, after a concat),
+        # at inference: its moving statistics.
+        ndim = layer.input_spec.ndim if layer.input_spec else None
+        if layer.axis != -1 and (ndim is None or layer.axis != ndim - 1):
+            return None
+        read = keras.ops.convert_to_numpy
+        variance = _per_channel(read(layer.moving_variance), channels)
+        mean = _per_channel(read(layer.moving_mean), channels)
+        gamma = (
+            _per_channel(read(layer.gamma), channels)
+            if layer.scale
+            else np.ones(channels)
+        )
+        beta = (
+            _per_channel(read(layer.beta), channels)
+            if layer.center
+            else np.zeros(channels)
+        )
+        scale = gamma / np.sqrt(variance + layer.epsilon)
+        offset = beta - mean * scale
     elif _is_layer_scale(layer):
         scale = _per_channel(keras.ops.convert_to_numpy(layer.gamma), channels)
         offset = np.zeros(channels)
@@ -305,7 +326,8 @@ def affine_factors(layer, channels):
     """``(scale, offset)`` per channel of an element-wise affine layer.
 
     ``Rescaling`` computes ``x * scale + offset``, ``Normalization``
-    ``(x - mean) / sqrt(variance)`` and ConvNeXt's ``LayerScale``
+    ``(x - mean) / sqrt(variance)``, ``BatchNormalization`` at inference
+    its moving statistics' affine map and ConvNeXt's ``LayerScale``
     ``x * gamma``: each is ``x * a + b`` with one ``a`` and ``b`` per
     channel of the last axis. Returns None for any other
     layer, or factors that vary along another axis or scale a channel by
@@ -386,8 +408,9 @@ def deployment_graph(
             zero-centred ``activation_bits`` grid of the same step (zero
             point 0, as TFLite's 16x8 mode needs), clipped to its own range.
             Defaults to False.
-        integer_affine_layers: compute ``Rescaling`` and ``Normalization``
-            layers as one integer op (:func:`integer_affine`) from their
+        integer_affine_layers: compute ``Rescaling``, ``Normalization``,
+            ``BatchNormalization`` and ``LayerScale`` layers as one
+            integer op (:func:`integer_affine`) from their
             quantized input to their output grid, as TFLite needs.
             Defaults to False.
 
@@ -449,9 +472,11 @@ def deployment_graph(
                 return outputs
             x = affine_inputs.pop(role.layer, None)
             factors = affine_factors(affine[role.layer], inputs.shape[-1])
-            if quantizer.enabled and x is not None and factors:
+            if x is not None and factors:
                 # The layer's own float ops are left unused: the
-                # converter drops them.
+                # converter drops them. With the output quantizer off (a
+                # batch norm and ReLU supergroup), TFLite fuses the ReLU
+                # into the op, whose output takes the ReLU's grid.
                 inputs = integer_affine(x, *factors)
         return quantized(quantizer, inputs)
 

@@ -37,6 +37,7 @@ import pathlib
 import numpy as np
 
 from aimet_keras import _quiet as quiet_lib
+from aimet_keras import graph as graph_lib
 from aimet_keras.export import deployment as deployment_lib
 from aimet_keras.export import encodings as encodings_lib
 from aimet_keras.export import staging as staging_lib
@@ -68,6 +69,19 @@ class OnnxExport:
 
 def _check_sim(sim):
     sim_export._check_calibrated(sim)
+    grouped = [
+        w.name
+        for w in sim.quant_wrappers()
+        if graph_lib.is_depthwise_grouped(w.layer)
+    ]
+    if grouped:
+        raise ValueError(
+            f"Conv2D layer(s) {grouped[:4]} are depthwise convolutions "
+            "written with groups=channels (ConvNeXt's), which Keras runs as a "
+            "compiled function tf2onnx cannot convert. Rewrite them as "
+            "DepthwiseConv2D (exact) before folding and building the sim: "
+            "model = aimet_keras.graph.depthwise_from_grouped(model)."
+        )
     roles = deployment_lib.quantizer_roles(sim)
     errors = []
     for wrapper in sim.quant_wrappers():
@@ -339,6 +353,14 @@ def _strip_qdq(model):
             remove.append(node)
     for node in remove:
         graph.node.remove(node)
+    # Pairs in a row (one layer's output grid, then the next one's input
+    # grid) chain their renames: follow each to its end.
+    for name in list(rename):
+        seen, target = {name}, rename[name]
+        while target in rename and target not in seen:
+            seen.add(target)
+            target = rename[target]
+        rename[name] = target
     used = {name for node in graph.node for name in node.input}
     for init in list(graph.initializer):
         if init.name not in used and init.name not in outputs:
@@ -441,13 +463,13 @@ def export_onnx(
         quantizer_args=sim.quantizer_args(),
         axes={name: 0 for name, enc in kernels.items() if enc.is_per_channel},
     )
-    for checked in (model, fp32):
+    for kind, checked in (("QDQ", model), ("FP32", fp32)):
         try:
             onnx.checker.check_model(checked)
         except onnx.checker.ValidationError as error:
             raise ValueError(
-                f"tf2onnx left {sim.model.name!r} with ops ONNX does not "
-                f"have: {str(error).splitlines()[0]}"
+                f"The {kind} ONNX model of {sim.model.name!r} is not valid "
+                f"ONNX: {' '.join(str(error).split())[:600]}"
             ) from None
     targets = {
         "qdq": path,

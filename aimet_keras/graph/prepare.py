@@ -16,6 +16,10 @@ have:
   ``keras.ops`` call as a graph node. A ``call`` that uses TensorFlow
   functions directly or branches in Python on tensor values cannot be
   traced; that raises with the fix.
+* **Composite layers** (a custom layer holding Keras sublayers, such as
+  keras-hub's ``TransformerEncoder``) with no quantization rule are traced
+  the same way, on the tensors they receive, so their sublayers and
+  ``keras.ops`` calls join the graph (see :mod:`aimet_keras.graph.inline`).
 
 Layers are copied (config, build and weights), so the caller's model keeps
 its weights and structure. The one side effect, for a subclassed model only,
@@ -188,6 +192,10 @@ def rebuild(model, replace):
     )
 
 
+class _CopyError(ValueError):
+    """A layer that does not rebuild from its config."""
+
+
 def copy_operation(operation, name=None):
     """A copy of a layer or ``keras.ops`` operation, with its weights.
 
@@ -222,7 +230,7 @@ def copy_operation(operation, name=None):
                     copy.build_from_config(build_config)
             copy.set_weights(operation.get_weights())
     except Exception as error:
-        raise ValueError(
+        raise _CopyError(
             f"Layer {operation.name!r} ({type(operation).__name__}) could not "
             f"be copied from its config: {type(error).__name__}: {error}. "
             "Give the class a get_config() that returns every constructor "
@@ -322,7 +330,7 @@ def _as_functional(model, input_shape=None):
     return _trace_subclassed(model, input_shape)
 
 
-def prepare_model(model, input_shape=None, copy=True):
+def prepare_model(model, input_shape=None, copy=True, inline_layers=True):
     """Returns ``model`` as one flat functional model of copied layers.
 
     Args:
@@ -332,7 +340,13 @@ def prepare_model(model, input_shape=None, copy=True):
             shape with the batch dimension (a list of shapes for several
             inputs). Defaults to None.
         copy: copy the layers (True, the default) or use the caller's own
-            layer objects, so the new model shares their weights.
+            layer objects, so the new model shares their weights (the
+            sublayers of inlined composite layers are then renamed in
+            place).
+        inline_layers: replace composite layers (custom layers holding Keras
+            layers, with no quantization rule) by their sublayers, with
+            :func:`~aimet_keras.graph.inline_composite_layers`. Defaults to
+            True.
 
     Returns:
         A new Functional ``keras.Model`` computing what ``model`` computes,
@@ -357,6 +371,34 @@ def prepare_model(model, input_shape=None, copy=True):
         raise TypeError(
             f"model must be a keras.Model; got {type(model).__name__}."
         )
+    try:
+        return _prepare(model, input_shape, copy, inline_layers)
+    except _CopyError:
+        if not copy:
+            raise
+        # keras-hub's models rebuild from their own config, though some of
+        # their layers do not (ViTPatchingAndEmbedding's config holds
+        # arguments its constructor refuses): a clone of the whole model is
+        # then the copy, and its layers are ours to use.
+        clone = _clone_from_config(model)
+        if clone is None:
+            raise
+        return _prepare(clone, input_shape, "owned", inline_layers)
+
+
+def _clone_from_config(model):
+    """A copy of ``model`` built from its config, with its weights, or None."""
+    try:
+        clone = type(model).from_config(model.get_config())
+        clone.set_weights(model.get_weights())
+    except Exception:
+        return None
+    return clone
+
+
+def _prepare(model, input_shape, copy, inline_layers):
+    """:func:`prepare_model`; ``copy="owned"`` uses (and may rename) the
+    model's own layers."""
     functional = _as_functional(model, input_shape)
     copies = {}
     # The outer model's names win; a nested layer whose name is taken gets
@@ -373,14 +415,18 @@ def prepare_model(model, input_shape=None, copy=True):
                 while name in names:
                     name = f"{name}_copy"
             names.add(name)
-            if not copy and name != operation.name:
+            if copy == "owned":
+                operation.name = name
+            elif not copy and name != operation.name:
                 raise ValueError(
                     f"Layer {operation.name!r} of nested model {prefix!r} "
                     "has the name of another layer; with copy=False (the "
                     "sim's in_place=True) it cannot be renamed. Rename it."
                 )
             copies[id(operation)] = (
-                copy_operation(operation, name) if copy else operation
+                copy_operation(operation, name)
+                if copy is True
+                else operation
             )
         return copies[id(operation)]
 
@@ -401,9 +447,15 @@ def prepare_model(model, input_shape=None, copy=True):
 
     inputs = _fresh_inputs(functional)
     outputs = inline(functional, inputs, "")
-    return keras.Model(
+    flat = keras.Model(
         inputs[0] if len(inputs) == 1 else inputs, outputs, name=model.name
     )
+    if inline_layers:
+        # Imported here: aimet_keras.graph.inline builds on this module.
+        from aimet_keras.graph import inline as inline_lib
+
+        flat = inline_lib.inline_composite_layers(flat)
+    return flat
 
 
 def _split_separable(layer):

@@ -43,6 +43,18 @@ def has_internal_tensors(layer):
     return isinstance(layer, keras.layers.MultiHeadAttention)
 
 
+def _without_mask(tensor):
+    """``tensor`` with the Keras mask Softmax attached to it dropped.
+
+    With an ``attention_mask``, Keras's Softmax layer attaches it to the
+    probabilities; the hooked quantizer, a layer without masking, would then
+    warn that it drops the mask. Nothing after the softmax reads it.
+    """
+    if getattr(tensor, "_keras_mask", None) is not None:
+        tensor._keras_mask = None
+    return tensor
+
+
 def _attention(
     layer,
     hook,
@@ -72,7 +84,8 @@ def _attention(
     )
     scores = ops.einsum(layer._dot_product_equation, key, query)
     scores = hook("scores", scores)
-    scores = hook("softmax", layer._masked_softmax(scores, attention_mask))
+    probabilities = layer._masked_softmax(scores, attention_mask)
+    scores = hook("softmax", _without_mask(probabilities))
     if layer._dropout > 0.0:
         dropped = layer._dropout_layer(scores, training=training)
     else:

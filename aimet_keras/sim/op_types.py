@@ -172,6 +172,14 @@ KERAS_TO_ONNX = {
     "Elu": "Elu",
     "LeakyRelu": "LeakyRelu",
     "Softplus": "Softplus",
+    # Indexing and broadcasting, as traced models and inlined layers
+    # (aimet_keras.graph.inline) record them: x[:, 0] is a GetItem.
+    "GetItem": "Slice",
+    "Slice": "Slice",
+    "BroadcastTo": "Expand",
+    "Tile": "Tile",
+    "Where": "Where",
+    "Split": "Split",
 }
 
 # Keras's activation function names -> ONNX op types.

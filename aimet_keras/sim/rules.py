@@ -64,6 +64,25 @@ _APPLICATION_LAYERS = {
     ),
 }
 
+# keras-hub layers that use weights of their own, so that
+# aimet_keras.graph.inline cannot replace them by their sublayers (a layer
+# built only of Keras layers needs no row: it is inlined).
+_KERAS_HUB_LAYERS = {
+    # A learned table sliced to the sequence length: a lookup, quantized
+    # as Embedding is (weights, output left to the next op).
+    (
+        "keras_hub.src.layers.modeling.position_embedding",
+        "PositionEmbedding",
+    ): QuantizationRule("Gather"),
+    # ViT's patch embedding: a strided Conv2D, then a class token and
+    # position embeddings added; quantized as the convolution, all three
+    # weights on weight grids.
+    (
+        "keras_hub.src.models.vit.vit_layers",
+        "ViTPatchingAndEmbedding",
+    ): QuantizationRule("Conv"),
+}
+
 
 def register_quantization_rule(
     layer_class, op_type, weights=None, channel_axes=None
@@ -140,9 +159,8 @@ def rule_for(operation):
     for cls in type(operation).__mro__:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
-    builtin = _APPLICATION_LAYERS.get(
-        (type(operation).__module__, type(operation).__name__)
-    )
+    key = (type(operation).__module__, type(operation).__name__)
+    builtin = _APPLICATION_LAYERS.get(key) or _KERAS_HUB_LAYERS.get(key)
     if builtin is not None:
         return builtin
     op_type = op_types.onnx_op_type(operation)

@@ -51,10 +51,13 @@ def weight_key(layer, variable):
     >>> weight_key(dense, dense.kernel)
     'kernel'
     """
-    prefix = f"{layer.name}/"
     path = getattr(variable, "path", variable.name)
-    if path.startswith(prefix):
-        return path[len(prefix) :]
+    # A sublayer of an inlined composite (aimet_keras.graph.inline) was
+    # built, and its variables named, under the composite's path: its own
+    # path ("encoder/attention") prefixes them, not its (new) name.
+    for owner in (getattr(layer, "path", None), layer.name):
+        if owner and path.startswith(f"{owner}/"):
+            return path[len(owner) + 1 :]
     return variable.name
 
 

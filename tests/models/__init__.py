@@ -61,20 +61,20 @@ def run_onnx(path, inputs):
 
 
 def run_tflite(path, inputs):
-    """Every output of a float-I/O TFLite model, in signature order."""
+    """Every output of a float-I/O TFLite model, in the Keras model's order
+    (the converted function's outputs keep it)."""
     from aimet_keras.export.tflite import load_interpreter
 
     interpreter = load_interpreter(model_path=str(path), num_threads=2)
-    runner = interpreter.get_signature_runner()
-    (name,) = runner.get_input_details()
-    outputs = runner(**{name: inputs})
-    return [outputs[key] for key in sorted(outputs, key=_natural)]
-
-
-def _natural(key):
-    # Signature outputs are output_0, output_1, ... output_10.
-    digits = "".join(c for c in key if c.isdigit())
-    return (int(digits) if digits else -1, key)
+    (inp,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(inp["index"], inputs.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], inputs)
+    interpreter.invoke()
+    return [
+        interpreter.get_tensor(out["index"])
+        for out in interpreter.get_output_details()
+    ]
 
 
 @dataclasses.dataclass
@@ -84,15 +84,21 @@ class Result:
     Attributes:
         sim: the calibrated sim of the folded model.
         tflite_agreement: fraction of outputs of the int8 TFLite model
-            within one output step of the sim's.
+            within one output step of the sim's (None when not exported).
         onnx_agreement: the same for the QDQ ONNX model.
         output_steps: the sim's grid step of each model output.
+        sim_outputs: the sim's outputs on the data, a list.
+        tflite_outputs: the TFLite model's (None when not exported).
+        onnx_outputs: the QDQ ONNX model's.
     """
 
     sim: object
     tflite_agreement: float
     onnx_agreement: float
     output_steps: list
+    sim_outputs: list
+    tflite_outputs: list
+    onnx_outputs: list
 
 
 def _within_a_step(got, expected, steps):
@@ -117,13 +123,14 @@ def output_steps(sim):
     return steps
 
 
-def end_to_end(model, data, tmp_path, adaround=True):
+def end_to_end(model, data, tmp_path, adaround=True, tflite=True):
     """Runs every stage on ``model``; returns a :class:`Result`.
 
     Raises on any stage's failure, and on a warning that a layer is not
     simulated (the sim is built with ``strict=True``).
     """
     model = graph.split_separable_convolutions(graph.split_activations(model))
+    model = graph.depthwise_from_grouped(model)
     folded, _ = ptq.fold_all_batch_norms(model)
     equalized = ptq.equalize_model(model)
     assert equalized.count_params() <= model.count_params()
@@ -135,14 +142,14 @@ def end_to_end(model, data, tmp_path, adaround=True):
     sim.compute_encodings(data)
     expected = keras.tree.flatten(sim.model.predict(data, verbose=0))
     steps = output_steps(sim)
-    exported = export_tflite(sim, tmp_path / "model.tflite")
-    tflite_agreement = _within_a_step(
-        run_tflite(exported.path, data), expected, steps
-    )
+    tflite_outputs, tflite_agreement = None, None
+    if tflite:
+        exported = export_tflite(sim, tmp_path / "model.tflite")
+        tflite_outputs = run_tflite(exported.path, data)
+        tflite_agreement = _within_a_step(tflite_outputs, expected, steps)
     onnx_files = export_onnx(sim, tmp_path / "model.onnx")
-    onnx_agreement = _within_a_step(
-        run_onnx(onnx_files.qdq_path, data), expected, steps
-    )
+    onnx_outputs = run_onnx(onnx_files.qdq_path, data)
+    onnx_agreement = _within_a_step(onnx_outputs, expected, steps)
     sim.export(tmp_path, "model")
     if adaround:
         params = ptq.AdaroundParameters(
@@ -152,4 +159,12 @@ def end_to_end(model, data, tmp_path, adaround=True):
             folded, params, tmp_path / "adaround", "model", verbose=False
         )
         assert rounded.count_params() == folded.count_params()
-    return Result(sim, tflite_agreement, onnx_agreement, steps)
+    return Result(
+        sim,
+        tflite_agreement,
+        onnx_agreement,
+        steps,
+        expected,
+        tflite_outputs,
+        onnx_outputs,
+    )
