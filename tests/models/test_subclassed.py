@@ -78,3 +78,18 @@ def test_mtcnn_nets_run_end_to_end_and_keep_their_face_scores(
     # become several steps there.
     assert result.tflite_agreement >= 0.8
     assert result.onnx_agreement >= 0.95
+
+
+def test_an_unbuilt_subclassed_model_still_names_the_fix():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.fc(x)
+
+    with pytest.raises(ValueError, match="not built.*input_shape"):
+        QuantizationSimModel(Net())
+    with pytest.raises(ValueError, match="not built.*input_shape"):
+        ptq.fold_all_batch_norms(Net())
