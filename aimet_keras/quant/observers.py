@@ -81,6 +81,9 @@ class Observer(keras.layers.Layer):
     Args:
         axis: None for per-tensor statistics, else the channel axis (an int
             or a tuple flattened in order). Defaults to None.
+        save_statistics: save the statistics with the model (a reloaded
+            observer goes on from them); False saves none, and a reloaded
+            observer starts empty. Defaults to True.
         name: the layer name. Defaults to a unique name.
 
     Example:
@@ -92,11 +95,12 @@ class Observer(keras.layers.Layer):
     (-1.0039, 2.9961)
     """
 
-    def __init__(self, axis=None, **kwargs):
+    def __init__(self, axis=None, save_statistics=True, **kwargs):
         super().__init__(**kwargs)
         if isinstance(axis, list):
             axis = tuple(axis)
         self.axis = axis
+        self.save_statistics = bool(save_statistics)
         self.num_channels = None
         self.channel_shape = None
 
@@ -251,9 +255,20 @@ class Observer(keras.layers.Layer):
             lo, hi, bitwidth, is_symmetric, strict_symmetric, unsigned_symmetric
         )
 
+    def save_own_variables(self, store):
+        if self.save_statistics:
+            super().save_own_variables(store)
+
+    def load_own_variables(self, store):
+        # A file saved without statistics (or an older file saved with
+        # them, by a quantizer that now saves none) leaves them empty.
+        if self.save_statistics:
+            super().load_own_variables(store)
+
     def get_config(self):
         config = super().get_config()
         config["axis"] = self.axis
+        config["save_statistics"] = self.save_statistics
         return config
 
 

@@ -161,7 +161,11 @@ class TensorQuantizer(keras.layers.Layer):
                 f"quantizer (axis=None); got axis={self.axis!r}."
             )
         self.observing = False
+        # The statistics (a 512-bin histogram per channel for tf_enhanced)
+        # serve calibration only: the saved model holds the grids, not
+        # them, and a reloaded sim recalibrates from fresh data.
         self.observer = observers_lib.get(quant_scheme, axis=self.axis)
+        self.observer.save_statistics = False
         # Mirrors the has_encoding variable on the Python side: call() reads
         # it while tracing, when variables have no value to read.
         self._initialized = False
