@@ -33,6 +33,7 @@ model is called with; a Python branch on ``training`` in the composite's
 own ``call`` keeps the branch taken when it was traced (inference).
 """
 
+import contextlib
 import inspect
 import re
 import warnings
@@ -97,9 +98,17 @@ def _should_inline(operation):
 
 
 def _mask(x):
-    # Keras keeps a tensor's mask in this attribute (keras.src's
-    # get_keras_mask reads it); there is no public accessor.
-    return getattr(x, "_keras_mask", None)
+    # Keras 3 has no public accessor for a tensor's mask: an attribute, or
+    # for tensors that take none (TensorFlow's eager tensors) a table.
+    from keras.src.backend import get_keras_mask
+
+    return None if x is None else get_keras_mask(x)
+
+
+def _set_mask(x, mask):
+    from keras.src.backend import set_keras_mask
+
+    set_keras_mask(x, mask)
 
 
 def _is_tensor(x):
@@ -181,6 +190,64 @@ def _traced_operations(outputs, inputs):
     return list(operations.values())
 
 
+def _gist(error):
+    """The sentence of an error message that says what went wrong."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    text = " ".join(text.split("Arguments received")[0].split())
+    # Keras puts the layer's own error after this sentence.
+    text = re.sub(r"^Exception encountered when calling [^ ]+\. ", "", text)
+    return text.split(". ")[0].rstrip(".")[:200]
+
+
+class _WithoutDefaults:
+    """A sublayer, called with the arguments left at None dropped.
+
+    keras-hub's CachedMultiHeadAttention takes ``cache=None`` in ``call``
+    but not in ``compute_output_spec``, so a symbolic call that passes it
+    fails; passing a None default and leaving it out are the same call.
+    """
+
+    def __init__(self, layer):
+        self._layer = layer
+        parameters = inspect.signature(layer.call).parameters
+        self._defaults = {
+            name for name, p in parameters.items() if p.default is None
+        }
+
+    def __call__(self, *args, **kwargs):
+        kwargs = {
+            key: value
+            for key, value in kwargs.items()
+            if value is not None or key not in self._defaults
+        }
+        return self._layer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._layer, name)
+
+
+@contextlib.contextmanager
+def _calls_without_defaults(layer):
+    """Runs with ``layer``'s sublayer attributes as :class:`_WithoutDefaults`.
+
+    Only tried when a plain trace fails: a ``call`` that checks its
+    sublayers' types would see the stand-ins.
+    """
+    saved = {
+        name: value
+        for name, value in vars(layer).items()
+        if isinstance(value, keras.layers.Layer)
+    }
+    try:
+        # object.__setattr__: kept out of Keras's layer tracking.
+        for name, value in saved.items():
+            object.__setattr__(layer, name, _WithoutDefaults(value))
+        yield
+    finally:
+        for name, value in saved.items():
+            object.__setattr__(layer, name, value)
+
+
 def _trace(layer, args, kwargs):
     """``layer.call`` on KerasTensors: outputs and the operations it ran."""
     # 1. As Layer.__call__: floats cast to the layer's compute dtype, masks
@@ -192,7 +259,7 @@ def _trace(layer, args, kwargs):
             x, layer.autocast, layer.input_dtype
         )
         if y is not x and _mask(x) is not None:
-            y._keras_mask = _mask(x)
+            _set_mask(y, _mask(x))
         return y
 
     args = keras.tree.map_structure(convert, tuple(args))
@@ -217,13 +284,14 @@ def _trace(layer, args, kwargs):
     try:
         outputs = layer.call(*args, **kwargs)
     except Exception as error:
-        # The first sentence: TensorFlow's explanations run long.
-        first = (str(error).strip().splitlines() or [""])[0]
-        first = first.split(". ")[0].rstrip(".")[:200]
-        raise _Opaque(
-            "its call() cannot run on symbolic tensors "
-            f"({type(error).__name__}: {first})"
-        ) from error
+        try:
+            with _calls_without_defaults(layer):
+                outputs = layer.call(*args, **kwargs)
+        except Exception:
+            raise _Opaque(
+                "its call() cannot run on symbolic tensors "
+                f"({type(error).__name__}: {_gist(error)})"
+            ) from error
     operations = _traced_operations(outputs, inputs)
     if any(operation is layer for operation in operations):
         raise _Opaque("its call() calls the layer itself")
@@ -287,26 +355,86 @@ class _Inliner:
                 base = f"{layer.name}_{_base_name(operation.name)}"
             operation.name = self._unique(base)
 
+    def refuse(self, layer, reason):
+        """Keeps ``layer`` whole from now on, with a warning saying why."""
+        self.opaque[id(layer)] = str(reason)
+        warnings.warn(
+            f"Layer {layer.name!r} ({type(layer).__name__}) holds Keras "
+            f"layers but cannot be inlined: {reason}. It is simulated as one "
+            "layer, its output quantized and its weights left float. "
+            "Register a rule with aimet_keras.sim.register_quantization_rule("
+            f"{type(layer).__name__}, op_type=...), or write its call() with "
+            "Keras layers and keras.ops only.",
+            stacklevel=4,
+        )
+
     def call(self, layer, args, kwargs):
         if id(layer) not in self.opaque:
             try:
                 outputs, operations = _trace(layer, args, kwargs)
             except _Opaque as reason:
-                self.opaque[id(layer)] = str(reason)
-                warnings.warn(
-                    f"Layer {layer.name!r} ({type(layer).__name__}) holds "
-                    f"Keras layers but cannot be inlined: {reason}. It is "
-                    "simulated as one layer, its output quantized and its "
-                    "weights left float. Register a rule with aimet_keras."
-                    f"sim.register_quantization_rule({type(layer).__name__}"
-                    ", op_type=...), or write its call() with Keras layers "
-                    "and keras.ops only.",
-                    stacklevel=2,
-                )
+                self.refuse(layer, reason)
             else:
                 self._rename(layer, operations)
                 return outputs
         return layer(*args, **kwargs)
+
+
+def _makes_masks(model):
+    """Whether a layer of ``model`` (or inside one) creates Keras masks."""
+    for operation in model.operations:
+        if not isinstance(operation, keras.layers.Layer):
+            continue
+        for layer in operation._flatten_layers(include_self=True):
+            if getattr(layer, "mask_zero", False) or isinstance(
+                layer, keras.layers.Masking
+            ):
+                return True
+    return False
+
+
+def _run_time_masks(model):
+    """``{id(KerasTensor): has a mask}`` when ``model`` runs, or None.
+
+    Masks travel beside tensors at run time; a layer can attach one in its
+    ``call`` (keras-hub's TokenAndPositionEmbedding does), which the
+    symbolic graph never shows. One batch of zeros through the model shows
+    which tensors carry one. None when that batch does not run.
+    """
+    computed = {
+        id(x): keras.ops.zeros(
+            [1 if d is None else d for d in x.shape], dtype=x.dtype
+        )
+        for x in model.inputs
+    }
+    try:
+        prepare_lib.run_sites(prepare_lib.walk(model), computed)
+    except Exception:
+        return None
+    return {key: _mask(value) is not None for key, value in computed.items()}
+
+
+def _mask_problem(site, masks):
+    """Why inlining ``site`` would lose a Keras mask, or None."""
+    if masks is None:
+        return (
+            "the model makes Keras masks (mask_zero=True), and a batch of "
+            "zeros did not run to show which tensors carry them"
+        )
+    for tensor in site.inputs:
+        if masks.get(id(tensor)) and _mask(tensor) is None:
+            return (
+                "its input carries a Keras mask only when the model runs "
+                "(pass the mask as an argument, padding_mask=..., instead of "
+                "mask_zero=True)"
+            )
+    if any(masks.get(id(tensor)) for tensor in site.outputs):
+        return (
+            "its output carries a Keras mask that its sublayers do not "
+            "compute (pass the mask as an argument, padding_mask=..., "
+            "instead of mask_zero=True)"
+        )
+    return None
 
 
 def inline_composite_layers(model):
@@ -348,6 +476,13 @@ def inline_composite_layers(model):
         }
         if not targets:
             return model
+        if _makes_masks(model):
+            masks = _run_time_masks(model)
+            for site in prepare_lib.walk(model):
+                reason = _mask_problem(site, masks)
+                if id(site.operation) in targets and reason:
+                    targets.discard(id(site.operation))
+                    inliner.refuse(site.operation, reason)
 
         def replace(operation, targets=targets):
             if id(operation) not in targets:

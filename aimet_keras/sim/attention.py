@@ -50,8 +50,11 @@ def _without_mask(tensor):
     probabilities; the hooked quantizer, a layer without masking, would then
     warn that it drops the mask. Nothing after the softmax reads it.
     """
-    if getattr(tensor, "_keras_mask", None) is not None:
-        tensor._keras_mask = None
+    from keras.src.backend import get_keras_mask
+    from keras.src.backend import set_keras_mask
+
+    if get_keras_mask(tensor) is not None:
+        set_keras_mask(tensor, None)
     return tensor
 
 

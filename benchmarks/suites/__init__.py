@@ -53,6 +53,11 @@ SUITES = {
         "each shipped quantsim config (full test set); simulated inference "
         "and compute_encodings time against FP32; fer agreement on faces"
     ),
+    "real_models": (
+        "stock keras.applications end to end (sim, TFLite, ONNX) with "
+        "fidelity, file sizes and calibration time per model; ResNet50 at "
+        "224x224: calibration time and memory vs FP32, AdaRound per layer"
+    ),
     "vs_aimet": (
         "side by side from stored results: our ptq AdaRound and W4A4 "
         "against aimet-onnx's, with issue 4's targets"

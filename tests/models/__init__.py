@@ -17,34 +17,7 @@ from aimet_keras import export_tflite
 from aimet_keras import graph
 from aimet_keras import ptq
 from aimet_keras.sim import QuantizationSimModel
-
-_PHOTOS = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "cat",
-    "immunohistochemistry",
-)
-
-
-def photo_crops(count, size, seed=0):
-    """``count`` RGB crops of skimage's bundled photos, ``(count, size,
-    size, 3)`` float32 in [0, 255]: real image statistics, offline."""
-    from skimage import data
-    from skimage import transform
-
-    rng = np.random.default_rng(seed)
-    photos = [getattr(data, name)() for name in _PHOTOS]
-    crops = []
-    for i in range(count):
-        photo = photos[i % len(photos)]
-        side = int(rng.integers(size, min(photo.shape[:2]) + 1))
-        top = int(rng.integers(0, photo.shape[0] - side + 1))
-        left = int(rng.integers(0, photo.shape[1] - side + 1))
-        crop = photo[top : top + side, left : left + side, :3]
-        crops.append(transform.resize(crop, (size, size), order=1) * 255.0)
-    return np.stack(crops).astype(np.float32)
+from benchmarks.photos import photo_crops  # noqa: F401 (re-exported)
 
 
 def run_onnx(path, inputs):
