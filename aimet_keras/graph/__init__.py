@@ -2,10 +2,10 @@
 
 from aimet_keras.graph.connections import Connections
 from aimet_keras.graph.connections import layer_connections
-from aimet_keras.graph.inline import composite_sublayers
-from aimet_keras.graph.inline import inline_composite_layers
 from aimet_keras.graph.depthwise import depthwise_from_grouped
 from aimet_keras.graph.depthwise import is_depthwise_grouped
+from aimet_keras.graph.inline import composite_sublayers
+from aimet_keras.graph.inline import inline_composite_layers
 from aimet_keras.graph.prepare import CallSite
 from aimet_keras.graph.prepare import copy_operation
 from aimet_keras.graph.prepare import prepare_model
@@ -20,8 +20,8 @@ __all__ = [
     "Connections",
     "composite_sublayers",
     "copy_operation",
-    "inline_composite_layers",
     "depthwise_from_grouped",
+    "inline_composite_layers",
     "is_depthwise_grouped",
     "layer_connections",
     "prepare_model",

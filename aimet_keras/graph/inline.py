@@ -17,9 +17,12 @@ it (a rule registered with
 :func:`~aimet_keras.sim.register_quantization_rule` wins, so a composite
 with a rule stays one node). It is left as one node, with a warning naming
 it, why and the rule to register, when its ``call`` cannot be traced on
-symbolic tensors (``tf.*`` functions, Python branches on tensor values),
-when it has weights of its own (used outside any sublayer), or when a
-sublayer's weights do not reach the graph (a sublayer called on constants).
+symbolic tensors (``tf.*`` functions, Python branches on tensor values,
+shapes read from the batch size), when it has weights of its own (used
+outside any sublayer), when a sublayer's weights do not reach the graph (a
+sublayer called on constants), or when a Keras mask would be lost (one
+that travels beside its input or output only at run time, as behind an
+``Embedding(mask_zero=True)``: pass masks as arguments instead).
 
 Names: a sublayer ``s`` of composite ``c`` becomes ``c_s``, and a
 ``keras.ops`` call in ``c``'s ``call`` ``c_add``, ``c_add_1``...: the
@@ -90,6 +93,11 @@ def _descendants(layer):
 def _should_inline(operation):
     from aimet_keras.sim import rules as rules_lib
 
+    # aimet_keras's own layers (a QuantizationWrapper holds the layer it
+    # wraps) are simulation machinery, never user computation.
+    registered = keras.saving.get_registered_name(type(operation))
+    if registered.startswith("aimet_keras>"):
+        return False
     return (
         bool(composite_sublayers(operation))
         and getattr(operation, "built", False)
@@ -121,7 +129,9 @@ def _fill_in_masks(layer, args, kwargs):
     try:
         bound = inspect.signature(layer.call).bind(*args, **kwargs)
     except TypeError as error:
-        raise _Opaque(f"its call() does not take these arguments: {error}")
+        raise _Opaque(
+            f"its call() does not take these arguments: {error}"
+        ) from error
     tensors = {
         name: value
         for name, value in bound.arguments.items()
@@ -250,6 +260,7 @@ def _calls_without_defaults(layer):
 
 def _trace(layer, args, kwargs):
     """``layer.call`` on KerasTensors: outputs and the operations it ran."""
+
     # 1. As Layer.__call__: floats cast to the layer's compute dtype, masks
     #    filled in.
     def convert(x):
@@ -407,11 +418,30 @@ def _run_time_masks(model):
         )
         for x in model.inputs
     }
+    masks = {}
+
+    def call(site, args, kwargs):
+        # Looked at as each tensor is made and as it is used: TensorFlow's
+        # eager tensors keep masks in a table by id, which can forget one.
+        values = [
+            x for x in keras.tree.flatten((args, kwargs)) if _is_tensor(x)
+        ]
+        for tensor, value in zip(site.inputs, values):
+            masks[id(tensor)] = masks.get(id(tensor)) or _has_mask(value)
+        outputs = site.operation(*args, **kwargs)
+        for tensor, value in zip(site.outputs, keras.tree.flatten(outputs)):
+            masks[id(tensor)] = masks.get(id(tensor)) or _has_mask(value)
+        return outputs
+
     try:
-        prepare_lib.run_sites(prepare_lib.walk(model), computed)
+        prepare_lib.run_sites(prepare_lib.walk(model), computed, call)
     except Exception:
         return None
-    return {key: _mask(value) is not None for key, value in computed.items()}
+    return masks
+
+
+def _has_mask(x):
+    return _is_tensor(x) and _mask(x) is not None
 
 
 def _mask_problem(site, masks):
@@ -487,9 +517,7 @@ def inline_composite_layers(model):
         def replace(operation, targets=targets):
             if id(operation) not in targets:
                 return operation
-            return lambda *args, **kwargs: inliner.call(
-                operation, args, kwargs
-            )
+            return lambda *args, **kwargs: inliner.call(operation, args, kwargs)
 
         model = prepare_lib.rebuild(model, replace)
     raise ValueError(

@@ -22,8 +22,11 @@ have:
   ``keras.ops`` calls join the graph (see :mod:`aimet_keras.graph.inline`).
 
 Layers are copied (config, build and weights), so the caller's model keeps
-its weights and structure. The one side effect, for a subclassed model only,
-is the symbolic call itself, which records nodes on its sublayers.
+its weights and structure. A model with a layer that does not rebuild from
+its config (keras-hub's ViTPatchingAndEmbedding) is copied whole instead,
+from the model's own config, when that works. The one side effect, for a
+subclassed model or a composite layer, is the symbolic call itself, which
+records nodes on its sublayers.
 
 :func:`rebuild` re-runs a functional graph through replacement operations;
 :func:`walk` lists its call sites in order. They read Keras's node
@@ -424,9 +427,7 @@ def _prepare(model, input_shape, copy, inline_layers):
                     "sim's in_place=True) it cannot be renamed. Rename it."
                 )
             copies[id(operation)] = (
-                copy_operation(operation, name)
-                if copy is True
-                else operation
+                copy_operation(operation, name) if copy is True else operation
             )
         return copies[id(operation)]
 

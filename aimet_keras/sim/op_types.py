@@ -191,6 +191,8 @@ _ACTIVATIONS = {
     "tanh": "Tanh",
     "softmax": "Softmax",
     "gelu": "Gelu",
+    # keras-hub's BERT activation: keras.activations.gelu(approximate=True).
+    "gelu_approximate": "Gelu",
     "swish": "Swish",
     "silu": "Swish",
     "hard_swish": "HardSwish",

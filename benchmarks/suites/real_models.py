@@ -89,6 +89,7 @@ def _tflite_outputs(path, images):
     from aimet_keras.export.tflite import load_interpreter
 
     interpreter = load_interpreter(model_path=str(path), num_threads=2)
+    interpreter.allocate_tensors()
     (inp,), (out,) = (
         interpreter.get_input_details(),
         interpreter.get_output_details(),
@@ -223,12 +224,20 @@ def _onnx_outputs(path, images):
     )
 
 
+def _peak_resident_mib():
+    # VmHWM: this process's own peak (getrusage's maxrss keeps the parent's
+    # across exec).
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
 def _measure(task, size, batch, folder):
     """One measurement of the speed table, in a process of its own (run as
     ``python -m benchmarks.suites.real_models TASK SIZE BATCH FOLDER``) so
     that its peak resident memory is its own."""
-    import resource
-
     import keras
 
     from aimet_keras import ptq
@@ -277,8 +286,7 @@ def _measure(task, size, batch, folder):
             for layer in folded.layers
             if type(layer).__name__ in ("Conv2D", "Dense")
         )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result["peak_mib"] = peak / 1024
+    result["peak_mib"] = _peak_resident_mib()
     print("RESULT " + json.dumps(result))
 
 
