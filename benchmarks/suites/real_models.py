@@ -50,7 +50,10 @@ SIZE, QUICK_SIZE = 224, 64
 IMAGES, QUICK_IMAGES = 64, 32
 SPEED_SIZE, QUICK_SPEED_SIZE = 224, 96
 SPEED_BATCH = 32
-ADAROUND_ITERATIONS, QUICK_ADAROUND_ITERATIONS = 50, 5
+# Calibration sets are hundreds of images (AIMET suggests 500-1000): the
+# sim's one trace is then a small part of compute_encodings' time.
+SPEED_IMAGES, QUICK_SPEED_IMAGES = 256, 64
+ADAROUND_ITERATIONS, QUICK_ADAROUND_ITERATIONS = 20, 5
 # TFLite has no integer LayerNormalization (ConvNeXt's).
 NO_TFLITE = ("ConvNeXtTiny",)
 
@@ -234,7 +237,7 @@ def _peak_resident_mib():
     return None
 
 
-def _measure(task, size, batch, folder):
+def _measure(task, size, batch, count, folder):
     """One measurement of the speed table, in a process of its own (run as
     ``python -m benchmarks.suites.real_models TASK SIZE BATCH FOLDER``) so
     that its peak resident memory is its own."""
@@ -244,7 +247,7 @@ def _measure(task, size, batch, folder):
     from aimet_keras.sim import QuantizationSimModel
     from benchmarks.photos import photo_crops
 
-    images = photo_crops(2 * batch, size)
+    images = photo_crops(count, size)
     keras.utils.set_random_seed(0)
     model = stock_model("ResNet50", size)
     result = {}
@@ -266,7 +269,7 @@ def _measure(task, size, batch, folder):
     elif task.startswith("adaround:"):
         folded, _ = ptq.fold_all_batch_norms(model)
         params = ptq.AdaroundParameters(
-            images,
+            images[: 2 * batch],
             num_batches=2,
             batch_size=batch,
             default_num_iterations=int(task.split(":")[1]),
@@ -290,7 +293,7 @@ def _measure(task, size, batch, folder):
     print("RESULT " + json.dumps(result))
 
 
-def _child(task, size, batch, folder):
+def _child(task, size, batch, count, folder):
     root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
     env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
     completed = subprocess.run(
@@ -301,6 +304,7 @@ def _child(task, size, batch, folder):
             task,
             str(size),
             str(batch),
+            str(count),
             folder,
         ],
         capture_output=True,
@@ -316,10 +320,10 @@ def _child(task, size, batch, folder):
     )
 
 
-def _speed_table(size, iterations):
+def _speed_table(size, count, iterations):
     table = harness.Table(
-        f"ResNet50 at {size}x{size}, batch {SPEED_BATCH}, "
-        f"{2 * SPEED_BATCH} photo crops",
+        f"ResNet50 at {size}x{size}, batch {SPEED_BATCH}, {count} photo "
+        f"crops (AdaRound: {2 * SPEED_BATCH})",
         [
             "step",
             "seconds",
@@ -336,12 +340,14 @@ def _speed_table(size, iterations):
         },
     )
     with tempfile.TemporaryDirectory(prefix="real_models_") as folder:
-        fp32 = _child("fp32", size, SPEED_BATCH, folder)
+        fp32 = _child("fp32", size, SPEED_BATCH, count, folder)
         table.add_row(
             "FP32 forward", fp32["seconds"], 1.0, fp32["peak_mib"], 1.0, ""
         )
         for scheme, target in (("tf", 1.5), ("tf_enhanced", 3.0)):
-            result = _child(f"calibrate:{scheme}", size, SPEED_BATCH, folder)
+            result = _child(
+                f"calibrate:{scheme}", size, SPEED_BATCH, count, folder
+            )
             table.add_row(
                 f"compute_encodings {scheme}",
                 result["seconds"],
@@ -357,7 +363,7 @@ def _speed_table(size, iterations):
             f"{sim_size / fp32_size:.2f}x the FP32 model's "
             f"{fp32_size / 2**20:.1f} MiB (target <= 1.2x)."
         )
-        ada = _child(f"adaround:{iterations}", size, SPEED_BATCH, folder)
+        ada = _child(f"adaround:{iterations}", size, SPEED_BATCH, count, folder)
         table.add_row(
             f"AdaRound W4A8, {iterations} iterations",
             ada["seconds"],
@@ -431,6 +437,7 @@ def run(quick=False):
     ]
     speed = _speed_table(
         QUICK_SPEED_SIZE if quick else SPEED_SIZE,
+        QUICK_SPEED_IMAGES if quick else SPEED_IMAGES,
         QUICK_ADAROUND_ITERATIONS if quick else ADAROUND_ITERATIONS,
     )
     return harness.Report(
@@ -442,4 +449,10 @@ def run(quick=False):
 
 
 if __name__ == "__main__":
-    _measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    _measure(
+        sys.argv[1],
+        int(sys.argv[2]),
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+        sys.argv[5],
+    )
