@@ -407,6 +407,7 @@ def _traced(step):
         _TRACED[step] = tf.function(
             step,
             reduce_retracing=True,
+            autograph=False,
             experimental_attributes={"_noinline": True},
         )
     return _TRACED[step]
@@ -607,8 +608,8 @@ def _count_step(num_channels, finite, counts, moved, histogram, zero_count):
     )
 
 
-_range_step_fused = tf.function(_range_step, jit_compile=True)
-_count_step_fused = tf.function(_count_step, jit_compile=True)
+_range_step_fused = tf.function(_range_step, jit_compile=True, autograph=False)
+_count_step_fused = tf.function(_count_step, jit_compile=True, autograph=False)
 
 
 def _bin_indices(values, lo, inverse_width):
@@ -631,7 +632,9 @@ def _bin_indices_ops(values, lo, inverse_width):
     return bins
 
 
-_bin_indices_fused = tf.function(_bin_indices_ops, jit_compile=True)
+_bin_indices_fused = tf.function(
+    _bin_indices_ops, jit_compile=True, autograph=False
+)
 
 
 def _sawtooth_integral(x, delta):
@@ -672,7 +675,7 @@ def _expected_errors(
     return (clip_weight * (clipped_below + clipped_above) + rounding) / width
 
 
-@tf.function(reduce_retracing=True)
+@tf.function(reduce_retracing=True, autograph=False)
 def _best_candidate(
     edges,
     counts,

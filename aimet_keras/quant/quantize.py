@@ -36,11 +36,6 @@ __all__ = [
 ]
 
 _HALF_TYPES = (tf.float16, tf.bfloat16)
-# Inside a graph, tensors with a static shape smaller than this (weights,
-# mostly) are quantized with plain TF ops; larger or batch-dynamic ones
-# (activations) as one fused XLA kernel, compiled once per shape: a dozen
-# element-wise passes become one.
-_FUSE_MIN_ELEMENTS = 1 << 16
 
 
 def _check_float_input(x, name="x"):
@@ -360,12 +355,15 @@ def _fixed_range_forward(
     return tf.cast(y, x.dtype)
 
 
-_fixed_range_forward_fused = tf.function(_fixed_range_forward, jit_compile=True)
+_fixed_range_forward_fused = tf.function(
+    _fixed_range_forward, jit_compile=True, autograph=False
+)
 # Traced once per shape and settings, then one call in the caller's graph,
 # kept as a call (not inlined) so that graph optimisation, which runs on
 # every trace of the caller, sees one node instead of dozens.
 _fixed_range_forward_traced = tf.function(
     _fixed_range_forward,
+    autograph=False,
     experimental_attributes={"_noinline": True},
 )
 
@@ -373,10 +371,12 @@ _fixed_range_forward_traced = tf.function(
 def _fixed_range_kernel(x):
     if tf.executing_eagerly():
         return _fixed_range_forward
-    if (
-        not x.shape.is_fully_defined()
-        or x.shape.num_elements() >= _FUSE_MIN_ELEMENTS
-    ):
+    # Inside a graph, batch-dynamic tensors (activations) are quantized as
+    # one fused XLA kernel, compiled once per shape: a dozen element-wise
+    # passes become one. Tensors of a static shape (weights, whose values
+    # a forward pass reads once) use plain ops: compiling a kernel for each
+    # weight's shape took longer than every batch of a calibration run.
+    if not x.shape.is_fully_defined():
         return _fixed_range_forward_fused
     return _fixed_range_forward_traced
 
@@ -475,7 +475,7 @@ def _straight_through_grad(
 
 # Activations in training: the backward pass as one XLA kernel too.
 _straight_through_grad_fused = tf.function(
-    _straight_through_grad, jit_compile=True
+    _straight_through_grad, jit_compile=True, autograph=False
 )
 
 

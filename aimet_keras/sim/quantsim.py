@@ -12,6 +12,7 @@ shared layer keeps one wrapper (so one set of quantizers) for all its calls,
 and subclassed models are traced.
 """
 
+import contextlib
 import dataclasses
 import logging
 import re
@@ -653,26 +654,48 @@ class QuantizationSimModel:
         cache = self.__dict__.setdefault("_observe_functions", {})
         if switches not in cache:
             model = self.model
+            weights = self._constant_quantized_weights()
             signature = [
                 tf.TensorSpec((None, *t.shape[1:]), t.dtype)
                 for t in model.inputs
-            ]
+            ] + [tf.TensorSpec(w.shape, w.dtype) for _, _, w, _ in weights]
+            num_inputs = len(model.inputs)
 
-            def forward(*inputs):
-                model(
-                    inputs[0] if len(inputs) == 1 else list(inputs),
-                    training=False,
-                )
+            def forward(*tensors):
+                inputs, values = tensors[:num_inputs], tensors[num_inputs:]
+                with contextlib.ExitStack() as stack:
+                    for wrapper in {id(w): w for w, *_ in weights}.values():
+                        stack.enter_context(
+                            wrapper.replaced_weights(
+                                {
+                                    key: value
+                                    for (owner, key, _, _), value in zip(
+                                        weights, values
+                                    )
+                                    if owner is wrapper
+                                }
+                            )
+                        )
+                    model(
+                        inputs[0] if len(inputs) == 1 else list(inputs),
+                        training=False,
+                    )
 
             # A concrete function: each sim traces once, and TensorFlow does
             # not count that as a retrace of the shared ``forward`` (a
             # tf.function of it warned of retracing after a few sims).
             # No autograph: nothing branches on tensors, and converting the
             # model's calls took half of calibration on ResNet50.
-            cache[switches] = tf.function(
+            function = tf.function(
                 forward, input_signature=signature, autograph=False
             ).get_concrete_function()
-        forward = cache[switches]
+            cache[switches] = (function, weights)
+        forward, weights = cache[switches]
+        # Weights do not change while activations are observed: each is
+        # quantized once here, not again on every batch, and the traced
+        # pass takes the values as arguments (so a cached pass never holds
+        # stale weights).
+        quantized = [quantizer(weight) for _, _, weight, quantizer in weights]
         count = 0
         for batch in data.batches():
             # Checked here, not only by the observers' assertion, which
@@ -680,13 +703,28 @@ class QuantizationSimModel:
             if data.non_finite_input(count, batch) is not None:
                 raise _NonFiniteBatch("NaN or inf in the inputs", count, batch)
             try:
-                forward(*batch)
+                forward(*batch, *quantized)
             except tf.errors.InvalidArgumentError as error:
                 if _non_finite_observer(error) is None:
                     raise
                 raise _NonFiniteBatch(error, count, batch) from None
             count += 1
         return count
+
+    def _constant_quantized_weights(self):
+        """``[(wrapper, weight key, variable, quantizer)]``: weights whose
+        quantized value a forward pass may take as given.
+
+        Every enabled param quantizer's weight, except those of layers that
+        derive the quantized tensor themselves (a folded batch norm).
+        """
+        return [
+            (wrapper, wrapper_lib.weight_key(wrapper.layer, weight), weight, q)
+            for wrapper in self.quant_wrappers()
+            if not wrapper.quantizes_own_weights
+            for weight, q in wrapper.quantized_weights()
+            if q.enabled
+        ]
 
     def _observe_distributed(self, strategy, data):
         """:meth:`_observe` on every replica of the model's strategy.
