@@ -19,8 +19,10 @@ re-calibrating:
   as the per-channel op requires.
 """
 
+import contextlib
 import dataclasses
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -28,6 +30,7 @@ from aimet_keras import _quiet
 from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import export as sim_export
+from aimet_keras.sim import layer_norm as layer_norm_lib
 from aimet_keras.sim import quantizer as quantizer_lib
 from aimet_keras.sim import spec as spec_lib
 
@@ -351,6 +354,29 @@ def affine_factors(layer, channels):
     return scale, offset
 
 
+def sum_of_squares(x):
+    """``sum(x * x)`` over the last axis (kept), as one integer matmul.
+
+    TFLite's BATCH_MATMUL of ``x`` with itself accumulates the products of
+    integer levels in int32, so only the sum is rounded (to the grid of the
+    fake-quant op that follows); MEAN over a SQUARED_DIFFERENCE would round
+    every square to the activation type first.
+
+    Example:
+
+    >>> sum_of_squares(tf.constant([[1.0, 2.0], [3.0, 0.0]])).numpy().tolist()
+    [[5.0], [9.0]]
+    """
+    channels = x.shape[-1]
+    rows = tf.reshape(x, [-1, 1, channels])
+    sums = tf.matmul(rows, rows, transpose_b=True)
+    if all(d is not None for d in x.shape[1:]):
+        shape = [-1, *x.shape[1:-1], 1]
+    else:
+        shape = tf.concat([tf.shape(x)[:-1], [1]], axis=0)
+    return tf.reshape(sums, shape)
+
+
 def integer_affine(x, scale, offset):
     """``x * scale + offset`` as a 1x1 depthwise convolution with bias.
 
@@ -369,7 +395,9 @@ def integer_affine(x, scale, offset):
     channels = len(scale)
     shape = tf.shape(x)
     images = tf.reshape(x, [-1, 1, 1, channels]) if x.shape.rank != 4 else x
-    magnitude = np.abs(scale)
+    # A zero factor (a LayerNormalization gamma rounded to 0) is level 0 of
+    # any grid: give its channel a unit one.
+    magnitude = np.where(scale == 0, 1.0, np.abs(scale))
     with tf.init_scope():  # eager, also while a graph is traced
         grid = encoding_lib.compute_encoding(
             -magnitude, magnitude, bitwidth=8, is_symmetric=True
@@ -385,6 +413,195 @@ def integer_affine(x, scale, offset):
     )
     out = tf.nn.bias_add(out, tf.constant(offset, tf.float32))
     return out if x.shape.rank == 4 else tf.reshape(out, shape)
+
+
+def _scaled(encoding, scale):
+    """``encoding`` with its step and range times ``scale``: the same
+    levels, so ``Q_scaled(x) * (1 / scale) == Q(x / scale)``."""
+    return dataclasses.replace(
+        encoding,
+        min=np.asarray(encoding.min, np.float64) * scale,
+        max=np.asarray(encoding.max, np.float64) * scale,
+        delta=np.asarray(encoding.delta, np.float64) * scale,
+    )
+
+
+def _query_before_scaling(layer, query):
+    """``(projected query, factor)`` where ``query = projected * factor``.
+
+    MultiHeadAttention scales its projected query by ``1 / sqrt(key_dim)``
+    before the sim quantizes it: in TFLite the projection (an integer
+    FULLY_CONNECTED) and the scaling (a MUL) each need an output grid.
+    Returns ``(None, None)`` where the tensor is not that product.
+    """
+    if getattr(query, "op", None) is None or query.op.type != "Mul":
+        return None, None
+    factor = float(keras.ops.convert_to_numpy(layer._inverse_sqrt_key_dim))
+    first, second = query.op.inputs
+    for tensor, other in ((first, second), (second, first)):
+        if other.op.type == "Const":
+            value = tf.get_static_value(other)
+            if value is not None and np.allclose(value, factor):
+                return tensor, factor
+    return None, None
+
+
+def _layer_norm_affine(wrapper, constants, channels):
+    """``(scale, offset)`` of a decomposed LayerNormalization's last step,
+    from the weights the sim uses (quantized where their quantizer is on)."""
+    layer = wrapper.layer
+    values = {}
+    for variable, quantizer in wrapper.quantized_weights():
+        if quantizer.enabled:
+            values[variable.name] = constants[id(quantizer)]
+    with tf.init_scope():  # eager, also while a graph is traced
+
+        def value(name, present):
+            if not present:
+                return None
+            if name in values:
+                return values[name]
+            return np.asarray(getattr(layer, name).numpy())
+
+        return layer_norm_lib.decomposed_affine(
+            value("gamma", layer.scale), value("beta", layer.center), channels
+        )
+
+
+def _integer_layer_norm_step(wrapper, role, inputs, inner, constants):
+    """One step of a decomposed LayerNormalization, as TFLite's int8 ops.
+
+    The sim's own ops compute every step but three, which are recomputed
+    from the quantized tensors before them (the sim's versions are left
+    unused, and the converter drops them): the sum of squares as one
+    integer matmul (:func:`sum_of_squares`); the reciprocal square root
+    without the sim's epsilon floor (TFLite's RSQRT of the sum's level:
+    the floor is below the sum's first nonzero level, and at level 0 both
+    give the top of the rsqrt grid); and the output as one per-channel
+    affine op (:func:`integer_affine`).
+
+    Args:
+        wrapper: the LayerNormalization's wrapper.
+        role: the :class:`QuantizerRole` about to quantize ``inputs``.
+        inputs: the tensor the sim computed for that step.
+        inner: ``{inner tensor: quantized value}`` of the steps so far.
+        constants: ``{id(param quantizer): quantized weight}``.
+
+    Returns:
+        The tensor to quantize for that step.
+    """
+    if role.kind == "output":
+        if "normalized" not in inner:
+            return inputs
+        normalized = inner["normalized"]
+        channels = normalized.shape[-1]
+        return integer_affine(
+            normalized, *_layer_norm_affine(wrapper, constants, channels)
+        )
+    if role.key == "sum_squares" and "centred" in inner:
+        return sum_of_squares(inner["centred"])
+    if role.key == "rsqrt" and "sum_squares" in inner:
+        return tf.math.rsqrt(inner["sum_squares"])
+    return inputs
+
+
+@contextlib.contextmanager
+def _no_context():
+    yield
+
+
+def _dense_einsum(equation):
+    """``(kept output axes)`` of an einsum that is a dense layer on the
+    input's last axes, or None.
+
+    ``"abc,cde->abde"`` (MultiHeadAttention's projections) contracts the
+    input's last axis with the kernel's first and appends the kernel's
+    others: a matmul of the input's rows, flattened, with the kernel,
+    flattened.
+    """
+    inputs, _, output = equation.replace(" ", "").partition("->")
+    x, _, kernel = inputs.partition(",")
+    if "." in equation or not kernel:
+        return None
+    contracted = [c for c in x if c in kernel and c not in output]
+    count = len(contracted)
+    if not count or x[-count:] != "".join(contracted):
+        return None
+    batch, kept = x[:-count], kernel[count:]
+    if kernel[:count] != x[-count:] or output != batch + kept:
+        return None
+    return count, len(kept)
+
+
+def _flat_dense_call(layer):
+    """``layer.call`` computing on 2-D rows: RESHAPE, FULLY_CONNECTED with
+    its bias, RESHAPE; or None where it does not apply."""
+    if isinstance(layer, keras.layers.EinsumDense):
+        shape = _dense_einsum(layer.equation)
+        if shape is None or layer.activation not in (
+            None,
+            keras.activations.linear,
+        ):
+            return None
+        contracted, _ = shape
+    elif isinstance(layer, keras.layers.Dense):
+        contracted = 1
+    else:
+        return None
+    if getattr(layer, "lora_enabled", False) or layer.quantization_mode:
+        return None
+
+    own_call = type(layer).call.__get__(layer)
+
+    def call(inputs, *args, **kwargs):
+        if inputs.shape.rank <= contracted + 1:
+            return own_call(inputs, *args, **kwargs)  # a matmul already
+        kernel = layer.kernel
+        rows = int(np.prod(kernel.shape[:contracted]))
+        columns = int(np.prod(kernel.shape[contracted:]))
+        x = tf.reshape(inputs, [-1, rows])
+        y = tf.matmul(x, tf.reshape(kernel, [rows, columns]))
+        if layer.bias is not None:
+            y = tf.nn.bias_add(y, tf.reshape(layer.bias, [columns]))
+        lead = tf.shape(inputs)[: inputs.shape.rank - contracted]
+        y = tf.reshape(y, tf.concat([lead, kernel.shape[contracted:]], 0))
+        activation = getattr(layer, "activation", None)
+        return activation(y) if activation is not None else y
+
+    return call
+
+
+@contextlib.contextmanager
+def _flat_dense_calls(sim):
+    """Dense and dense-like EinsumDense layers compute on 2-D rows.
+
+    On inputs of rank 3 or more, Keras computes a Dense as a tensordot:
+    RESHAPE, MATMUL, RESHAPE, then the bias ADD. The TFLite converter fuses
+    a bias into a FULLY_CONNECTED only when the ADD follows it directly,
+    so the matmul's output, which the sim does not quantize, would stay
+    float. Flattened rows first, the bias is the FULLY_CONNECTED's own
+    (int32, as the sim quantizes it); the values are the same.
+    """
+    patched = []
+    for wrapper in sim.quant_wrappers():
+        layers = [wrapper.layer]
+        if isinstance(wrapper.layer, keras.layers.MultiHeadAttention):
+            layers += [
+                wrapper.layer._query_dense,
+                wrapper.layer._key_dense,
+                wrapper.layer._value_dense,
+                wrapper.layer._output_dense,
+            ]
+        for layer in layers:
+            call = _flat_dense_call(layer)
+            if call is not None:
+                object.__setattr__(layer, "call", call)
+                patched.append(layer)
+    try:
+        yield
+    finally:
+        for layer in patched:
+            object.__delattr__(layer, "call")
 
 
 def deployment_graph(
@@ -411,8 +628,10 @@ def deployment_graph(
         integer_affine_layers: compute ``Rescaling``, ``Normalization``,
             ``BatchNormalization`` and ``LayerScale`` layers as one
             integer op (:func:`integer_affine`) from their
-            quantized input to their output grid, as TFLite needs.
-            Defaults to False.
+            quantized input to their output grid, as TFLite needs; and a
+            decomposed ``LayerNormalization`` (see
+            :mod:`aimet_keras.sim.layer_norm`) as the integer ops TFLite
+            has (:func:`_integer_layer_norm_step`). Defaults to False.
 
     Returns:
         A :class:`DeploymentGraph`.
@@ -454,6 +673,21 @@ def deployment_graph(
     }
     # The quantized input of each affine layer, kept until its output.
     affine_inputs = {}
+    layer_norms = {
+        wrapper.name: wrapper
+        for wrapper in sim.quant_wrappers()
+        if integer_affine_layers
+        and wrapper.internal_quantizers
+        and layer_norm_lib.is_layer_norm(wrapper.layer)
+    }
+    # Each decomposed LayerNormalization's quantized inner tensors.
+    layer_norm_tensors = {}
+    attentions = {
+        wrapper.name: wrapper.layer
+        for wrapper in sim.quant_wrappers()
+        if integer_affine_layers
+        and isinstance(wrapper.layer, keras.layers.MultiHeadAttention)
+    }
 
     def record_scope(layer):
         # The quantizer runs in "<layer scope>/<quantizer name>".
@@ -464,6 +698,26 @@ def deployment_graph(
 
     def override(quantizer, inputs):
         role = roles[id(quantizer)]
+        if role.layer in layer_norms and role.kind in ("internal", "output"):
+            inner = layer_norm_tensors.setdefault(role.layer, {})
+            inputs = _integer_layer_norm_step(
+                layer_norms[role.layer], role, inputs, inner, constants
+            )
+            if role.kind == "output":
+                layer_norm_tensors.pop(role.layer)
+            else:
+                inner[role.key] = inputs = quantized(quantizer, inputs)
+                return inputs
+            return quantized(quantizer, inputs)
+        if role.layer in attentions and role.key == "query":
+            unscaled, factor = _query_before_scaling(
+                attentions[role.layer], inputs
+            )
+            if unscaled is not None and quantizer.enabled:
+                # The query projection's output needs a grid of its own:
+                # the query's grid over the scale factor, so that the
+                # scaling maps level to level as the sim's one rounding.
+                inputs = factor * quantized(quantizer, unscaled, 1 / factor)
         if role.layer in affine and role.kind in ("input", "output"):
             if role.kind == "input":
                 affine_inputs[role.layer] = outputs = quantized(
@@ -480,7 +734,9 @@ def deployment_graph(
                 inputs = integer_affine(x, *factors)
         return quantized(quantizer, inputs)
 
-    def quantized(quantizer, inputs):
+    def quantized(quantizer, inputs, scale=1.0):
+        """``inputs`` on the quantizer's grid (with ``scale`` times its
+        step and range: the same levels)."""
         role = roles[id(quantizer)]
         record_scope(role.layer)
         if role.kind == "param":
@@ -490,6 +746,8 @@ def deployment_graph(
         if quantizer.data_type == "float":
             return _fp16_round_trip(inputs)
         encoding = encodings[id(quantizer)]
+        if scale != 1.0:
+            encoding = _scaled(encoding, scale)
         if encoding.bitwidth > _MAX_FAKE_QUANT_BITS:
             return inputs  # a 32-bit bias: its values are the grid's
         own, clip = encoding, None
@@ -511,6 +769,11 @@ def deployment_graph(
                     clip = (float(own.min), float(own.max))
             elif bits > own.bitwidth:
                 clip = (float(own.min), float(own.max))
+            elif narrow and signed:
+                # The same grid with the type's lowest level too (reached
+                # only beyond the calibrated range, as above): converters
+                # take no narrow-range activation op (tf2onnx refuses one).
+                encoding, narrow = zero_centred(own, bits), False
 
         def emit(x):
             name = f"aimet_fake_quant_{len(fake_quant_ops)}"
@@ -550,8 +813,9 @@ def deployment_graph(
 
     from tensorflow.python.framework import convert_to_constants
 
+    flat = _flat_dense_calls(sim) if integer_affine_layers else None
     with _quiet.quiet_conversion():
-        with quantizer_lib.call_override(override):
+        with quantizer_lib.call_override(override), flat or _no_context():
             concrete = serve.get_concrete_function()
         frozen = convert_to_constants.convert_variables_to_constants_v2(
             concrete

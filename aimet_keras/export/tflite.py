@@ -31,6 +31,14 @@ PReLU (int8 mode)                      int8 PRELU, alpha on the sim's
                                        the converter leaves it float);
                                        16x8 is refused (TFLite has no
                                        int16 PRELU)
+LayerNormalization (sim built with a    MEAN, SUB, BATCH_MATMUL (sum of
+tflite config: its intermediates are   squares), RSQRT, MUL, then one
+quantized, see                         per-channel affine op (1x1
+:mod:`aimet_keras.sim.layer_norm`)     DEPTHWISE_CONV_2D), on the sim's
+                                       grids; 16x8: TFLite's int16 RSQRT
+                                       is a lookup table, within about
+                                       0.5% (reported); other
+                                       LayerNormalizations are refused
 softmax, logistic, tanh outputs        TFLite fixes their output grids
                                        (the tflite configs pin the sim's to
                                        them); other grids are requantized
@@ -50,6 +58,7 @@ from aimet_keras.export import deployment as deployment_lib
 from aimet_keras.export import staging as staging_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import export as sim_export
+from aimet_keras.sim import layer_norm as layer_norm_lib
 
 __all__ = ["TFLiteExport", "export_tflite", "load_interpreter", "tflite_ops"]
 
@@ -148,9 +157,10 @@ def _check_sim(sim, mode):
             "the folded model: folded, _ = "
             "aimet_keras.ptq.fold_all_batch_norms(model)."
         )
+    changes = _layer_norm_changes(sim, mode)
     roles = deployment_lib.quantizer_roles(sim)
     activation_bits = 8 if mode == "int8" else 16
-    changes, errors = [], []
+    errors = []
     for wrapper in sim.quant_wrappers():
         weights = dict(
             (id(q), variable) for variable, q in wrapper.quantized_weights()
@@ -225,6 +235,58 @@ def _check_sim(sim, mode):
             f"{errors[0]}{more}\nAll: " + "\n  ".join(errors)
         )
     return changes
+
+
+def _layer_norm_changes(sim, mode):
+    """Refuses LayerNormalizations TFLite cannot run on the sim's grids.
+
+    TFLite has no LayerNormalization op: only one the sim runs as TFLite's
+    integer ops (:mod:`aimet_keras.sim.layer_norm`) exports.
+
+    Returns:
+        The changes the export makes to the decomposed ones (16x8 mode).
+
+    Raises:
+        ValueError: naming the layers and the fix.
+    """
+    norms = [
+        w for w in sim.quant_wrappers() if layer_norm_lib.is_layer_norm(w.layer)
+    ]
+    whole = [w for w in norms if not w.internal_quantizers]
+    if whole:
+        names = [w.name for w in whole]
+        asked = sim.config.op_types.get("LayerNormalization")
+        listed = f"{names[:4]}{' ...' if len(names) > 4 else ''}"
+        if asked is not None and asked.decomposed_quantization:
+            raise ValueError(
+                f"LayerNormalization layer(s) {listed} (axis "
+                f"{whole[0].layer.axis}, rms_scaling "
+                f"{whole[0].layer.rms_scaling}): TFLite runs only a "
+                "LayerNormalization over the last axis, without rms_scaling, "
+                "as integer ops, so the export would not be fully integer. "
+                "Normalize over the last axis, or export with export_onnx, "
+                "whose QDQ format keeps the op in float."
+            )
+        raise ValueError(
+            "The TFLite model is not fully integer as the sim is configured: "
+            "LayerNormalization "
+            f"layer(s) {listed} have no integer TFLite op, and the sim "
+            "quantizes only their input and output, not the intermediate "
+            "tensors of the integer ops TFLite computes them with. Build the "
+            "sim with config_file='tflite_int8' (or 'tflite_16x8'), whose "
+            'LayerNormalization entry sets "decomposed_quantization": '
+            '"True", or export with export_onnx, whose QDQ format allows '
+            "float ops."
+        )
+    if mode == "16x8" and norms:
+        return [
+            f"{norms[0].name}"
+            + (f" and {len(norms) - 1} more" if len(norms) > 1 else "")
+            + ": TFLite's int16 RSQRT is a lookup table, within about 0.5% "
+            "of 1/sqrt near the top of its output range (the sim's is "
+            "exact)."
+        ]
+    return []
 
 
 def _weight_changes(what, quantizer, variable, encoding):

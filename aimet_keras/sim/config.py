@@ -9,8 +9,11 @@ key (an unknown key or a bad value is an error naming its path, such as
 reads the JSON itself.
 
 Booleans are AIMET's strings ``"True"``/``"False"``; JSON booleans are
-accepted too. One extension: a param entry may carry ``"bitwidth"`` (the
-shipped TFLite config gives biases 32 bits).
+accepted too. Two extensions: a param entry may carry ``"bitwidth"`` (the
+shipped TFLite config gives biases 32 bits), and an op type entry
+``"decomposed_quantization": "True"`` quantizes the intermediate tensors of
+an op the target runs as a chain of integer ops (``LayerNormalization``
+in the shipped TFLite configs, see :mod:`aimet_keras.sim.layer_norm`).
 
 Shipped configs, by name: ``"default"`` (AIMET's default), ``"tflite_int8"``
 (TFLite's int8 spec: symmetric per-channel int8 conv weights with the
@@ -62,6 +65,7 @@ class OpTypeSettings:
     params: dict = dataclasses.field(default_factory=dict)
     encoding_constraints: tuple = None
     supported_kernels: tuple = ()
+    decomposed_quantization: bool = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +194,7 @@ class _Reader:
                 "params",
                 "encoding_constraints",
                 "supported_kernels",
+                "decomposed_quantization",
             ),
         )
         params = {
@@ -225,6 +230,9 @@ class _Reader:
             encoding_constraints=constraints,
             supported_kernels=self.kernels(
                 obj.get("supported_kernels", []), f"{path}.supported_kernels"
+            ),
+            decomposed_quantization=self.optional_bool(
+                obj, "decomposed_quantization", path
             ),
         )
 

@@ -44,7 +44,7 @@ from aimet_keras.export import encodings as encodings_lib
 from aimet_keras.export import staging as staging_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.quant import encoding as encoding_lib
-from aimet_keras.sim import attention as attention_lib
+from aimet_keras.sim import internals as internals_lib
 from aimet_keras.sim import wrapper as wrapper_lib
 
 __all__ = ["export_sim", "load_encodings", "tensor_names"]
@@ -239,7 +239,7 @@ def _fp32_serving_function(sim):
                 kwargs["training"] = False
             hooks = contextlib.nullcontext()
             if names.internals:
-                hooks = attention_lib.attention_hooks(
+                hooks = internals_lib.internal_hooks(
                     layer,
                     lambda tensor, value, internals=names.internals: _named(
                         tf, value, internals[tensor], absolute=True

@@ -27,6 +27,7 @@ from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import attention as attention_lib
 from aimet_keras.sim import config as config_lib
+from aimet_keras.sim import layer_norm as layer_norm_lib
 from aimet_keras.sim import rules as rules_lib
 from aimet_keras.sim import wrapper as wrapper_lib
 
@@ -87,7 +88,8 @@ class LayerSpec:
     for a layer no rule covers (see :mod:`aimet_keras.sim.rules`).
     ``internals`` holds tensors inside the layer (MultiHeadAttention's
     matmul inputs and outputs and softmax, see
-    :mod:`aimet_keras.sim.attention`).
+    :mod:`aimet_keras.sim.attention`; a decomposed LayerNormalization's,
+    see :mod:`aimet_keras.sim.layer_norm`).
     """
 
     op_type: str
@@ -316,9 +318,33 @@ def resolve_layer_specs(
         if attention_lib.has_internal_tensors(layer):
             for tensor in attention_lib.ATTENTION_TENSORS:
                 inner_kind = "Softmax" if tensor == "softmax" else "MatMul"
-                _, inner_symmetric, inner_on = activation_settings(inner_kind)
+                inner, inner_symmetric, inner_on = activation_settings(
+                    inner_kind
+                )
+                # The softmax's fixed grid too (TFLite's 1/256 for int8).
                 internals[tensor] = tensor_spec(
-                    inner_on, inner_symmetric, default_output_bw
+                    inner_on,
+                    inner_symmetric,
+                    default_output_bw,
+                    fixed=inner.encoding_constraints,
+                )
+        elif (
+            op.decomposed_quantization
+            and layer_norm_lib.is_layer_norm(layer)
+            and not layer_norm_lib.unsupported_reason(
+                layer, len(site.inputs[0].shape)
+            )
+        ):
+            # The target runs it as integer ops: each one's output has a
+            # grid (the op type's output settings; see the module for why
+            # the centred tensor's is symmetric).
+            _, inner_symmetric, inner_on = activation_settings(kind)
+            for tensor in layer_norm_lib.LAYER_NORM_TENSORS:
+                internals[tensor] = tensor_spec(
+                    inner_on,
+                    inner_symmetric
+                    or tensor in layer_norm_lib.SYMMETRIC_TENSORS,
+                    default_output_bw,
                 )
         specs[name] = LayerSpec(
             kind, inputs, outputs, params, rule.known, internals

@@ -15,7 +15,7 @@ import contextlib
 
 import keras
 
-from aimet_keras.sim import attention as attention_lib
+from aimet_keras.sim import internals as internals_lib
 from aimet_keras.sim import quantizer as quantizer_lib
 
 __all__ = ["QuantizationWrapper", "weight_key"]
@@ -118,7 +118,9 @@ class QuantizationWrapper(keras.layers.Layer):
             named stay float.
         internal_quantizers: ``{tensor name: TensorQuantizer}`` for tensors
             inside the layer; for MultiHeadAttention the names in
-            :data:`~aimet_keras.sim.attention.ATTENTION_TENSORS`. Defaults
+            :data:`~aimet_keras.sim.attention.ATTENTION_TENSORS`, for a
+            decomposed LayerNormalization those in
+            :data:`~aimet_keras.sim.layer_norm.LAYER_NORM_TENSORS`. Defaults
             to none. Per-tensor only.
 
     Input shape:
@@ -168,20 +170,19 @@ class QuantizationWrapper(keras.layers.Layer):
         # aimet_keras.qat. Not saved: they belong to a training run.
         self.statistics_frozen = False
         if self.internal_quantizers:
-            if not attention_lib.has_internal_tensors(layer):
+            known = internals_lib.internal_tensors(layer)
+            if not known:
                 raise ValueError(
                     f"Layer {layer.name!r} ({type(layer).__name__}) has no "
                     "inner tensors aimet_keras can quantize; only "
-                    "MultiHeadAttention takes internal_quantizers."
+                    "MultiHeadAttention and LayerNormalization take "
+                    "internal_quantizers."
                 )
-            unknown = set(self.internal_quantizers) - set(
-                attention_lib.ATTENTION_TENSORS
-            )
+            unknown = set(self.internal_quantizers) - set(known)
             if unknown:
                 raise ValueError(
                     f"Layer {layer.name!r}: unknown internal tensors "
-                    f"{sorted(unknown)}; use "
-                    f"{attention_lib.ATTENTION_TENSORS}."
+                    f"{sorted(unknown)}; use {known}."
                 )
         for quantizer in self.internal_quantizers.values():
             if not quantizer.built:
@@ -324,6 +325,7 @@ class QuantizationWrapper(keras.layers.Layer):
                 ),
                 jit_compile=True,
                 reduce_retracing=True,
+                autograph=False,
             )
         return cache[key]
 
@@ -371,7 +373,7 @@ class QuantizationWrapper(keras.layers.Layer):
                     return tensor
                 return quantizer(tensor)
 
-            hooks = attention_lib.attention_hooks(self.layer, hook)
+            hooks = internals_lib.internal_hooks(self.layer, hook)
         with hooks, keras.StatelessScope(state_mapping=mapping) as scope:
             outputs = self.layer(*args, **kwargs)
         # State the layer assigned inside the scope (moving statistics) is
