@@ -1,6 +1,7 @@
 """Post-training techniques: BN folding, cross-layer equalization, bias
 correction, AdaRound (layer by layer, or block by block with quantized
-activations), BN re-estimation, AutoQuant, activation range search."""
+activations), BN re-estimation, AutoQuant, activation range search, manual mixed
+precision."""
 
 from aimet_keras.ptq.activation_ranges import optimize_activation_ranges
 from aimet_keras.ptq.adaround import Adaround
@@ -20,6 +21,7 @@ from aimet_keras.ptq.bn_reestimation import BnReestimationHandle
 from aimet_keras.ptq.bn_reestimation import reestimate_bn_stats
 from aimet_keras.ptq.cross_layer_equalization import equalize_model
 from aimet_keras.ptq.cross_layer_equalization import find_cls_sets
+from aimet_keras.ptq.mixed_precision import set_precision
 
 __all__ = [
     "Adaround",
@@ -40,4 +42,5 @@ __all__ = [
     "optimize_activation_ranges",
     "reconstruct_blocks",
     "reestimate_bn_stats",
+    "set_precision",
 ]

@@ -29,6 +29,11 @@ SUITES = {
         "quantize_dequantize vs a plain clip-and-round op (XLA and not), and "
         "observer update/compute_encoding cost vs the FP32 forward passes"
     ),
+    "minilm": (
+        "all-MiniLM-L6-v2 (keras-hub BERT) at W8A8: per-group ablation of "
+        "the embedding cosine by scheme, and recipes up to the residual "
+        "stream at 16 bits (mixed precision) and W8A16"
+    ),
     "onnx_cpus": (
         "QDQ ONNX on other CPUs' integer kernels: uint8 vs int8 kernels' "
         "top-1 agreement with the sim natively (full test set) and on "
