@@ -34,7 +34,12 @@ from aimet_keras.sim import layer_norm as layer_norm_lib
 from aimet_keras.sim import quantizer as quantizer_lib
 from aimet_keras.sim import spec as spec_lib
 
-__all__ = ["DeploymentGraph", "QuantizerRole", "deployment_graph"]
+__all__ = [
+    "DeploymentGraph",
+    "QuantizerRole",
+    "deployment_graph",
+    "input_signature",
+]
 
 # The widest grid TF's fake-quantization ops take.
 _MAX_FAKE_QUANT_BITS = 16
@@ -604,12 +609,61 @@ def _flat_dense_calls(sim):
             object.__delattr__(layer, "call")
 
 
+def input_signature(model, input_shapes=None):
+    """A ``tf.TensorSpec`` per model input, the batch axis unknown.
+
+    Args:
+        model: a Keras model.
+        input_shapes: ``{input name: shape without the batch axis}``, to
+            fix axes the model leaves unknown (a sequence length: integer
+            accelerators and TFLite delegates want static shapes). Known
+            axes must keep their size. Defaults to None (the model's).
+
+    Raises:
+        ValueError: for a name that is no input, or a shape that does not
+            fit the input, naming it and the model's shape.
+
+    Example:
+
+    >>> import keras
+    >>> tokens = keras.Input((None,), dtype="int32", name="token_ids")
+    >>> model = keras.Model(tokens, keras.layers.Embedding(10, 4)(tokens))
+    >>> input_signature(model, {"token_ids": (32,)})[0].shape.as_list()
+    [None, 32]
+    """
+    shapes = dict(input_shapes or {})
+    names = [tensor.name for tensor in model.inputs]
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise ValueError(
+            f"input_shapes names {unknown}, which are not inputs of "
+            f"{model.name!r}; its inputs are {names}."
+        )
+    signature = []
+    for tensor in model.inputs:
+        own = tuple(tensor.shape[1:])
+        shape = tuple(shapes.get(tensor.name, own))
+        if len(shape) != len(own) or any(
+            a is not None and a != b for a, b in zip(own, shape)
+        ):
+            raise ValueError(
+                f"input_shapes[{tensor.name!r}] is {shape}, which does not "
+                f"fit the input's shape {own} (without the batch axis): "
+                "give a size for each axis, the model's where it has one."
+            )
+        signature.append(
+            tf.TensorSpec((None, *shape), tensor.dtype, name=tensor.name)
+        )
+    return signature
+
+
 def deployment_graph(
     sim,
     activation_bits=8,
     weight_bits=8,
     zero_centred_activations=False,
     integer_affine_layers=False,
+    input_shapes=None,
 ):
     """Traces the sim's model with TF fake-quant ops carrying its grids.
 
@@ -632,12 +686,16 @@ def deployment_graph(
             decomposed ``LayerNormalization`` (see
             :mod:`aimet_keras.sim.layer_norm`) as the integer ops TFLite
             has (:func:`_integer_layer_norm_step`). Defaults to False.
+        input_shapes: ``{input name: shape without the batch axis}`` to
+            trace with instead of the model's (see :func:`input_signature`);
+            the batch axis stays unknown. Defaults to None (the model's).
 
     Returns:
         A :class:`DeploymentGraph`.
 
     Raises:
-        ValueError: for an uncalibrated sim.
+        ValueError: for an uncalibrated sim, or ``input_shapes`` that do not
+            fit the model's inputs.
 
     Example:
 
@@ -796,14 +854,7 @@ def deployment_graph(
         return emit(tf.clip_by_value(emit(inputs), *clip))
 
     model = sim.model
-    signature = [
-        tf.TensorSpec(
-            (None, *tensor.shape[1:]),
-            tensor.dtype,
-            name=tensor.name,
-        )
-        for tensor in model.inputs
-    ]
+    signature = input_signature(model, input_shapes)
 
     @tf.function(input_signature=signature, autograph=False)
     def serve(*inputs):

@@ -155,6 +155,9 @@ def _quantize_input(values, details):
     if dtype == np.float32:
         return np.asarray(values, np.float32)
     scale, zero = details["quantization"]
+    if not scale:
+        # An integer input the model reads as it is (token ids, a mask).
+        return np.asarray(values, dtype)
     info = np.iinfo(dtype)
     return np.clip(np.round(values / scale + zero), info.min, info.max).astype(
         dtype
@@ -168,7 +171,8 @@ def tflite_layer_outputs(exported, inputs, num_threads=2):
         exported: the :class:`~aimet_keras.export.tflite.TFLiteExport`
             :func:`~aimet_keras.export.export_tflite` returned.
         inputs: model inputs (float; quantized here for an integer-input
-            model), one array per model input.
+            model), one array per model input, or a dict keyed by input
+            name.
         num_threads: interpreter threads. Defaults to 2.
 
     Returns:
@@ -200,8 +204,10 @@ def tflite_layer_outputs(exported, inputs, num_threads=2):
             num_threads=num_threads,
             experimental_preserve_all_tensors=True,
         )
-    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
     details = interpreter.get_input_details()
+    if isinstance(inputs, dict):
+        inputs = [inputs[detail["name"]] for detail in details]
+    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
     for detail, values in zip(details, inputs):
         interpreter.resize_tensor_input(detail["index"], np.shape(values))
     interpreter.allocate_tensors()

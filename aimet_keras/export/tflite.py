@@ -39,6 +39,19 @@ quantized, see                         per-channel affine op (1x1
                                        is a lookup table, within about
                                        0.5% (reported); other
                                        LayerNormalizations are refused
+Add of three or more inputs (BERT's    a chain of two-input int8 ADDs; a
+embeddings)                            sim built with a tflite config
+                                       quantizes the partial sums (see
+                                       :func:`aimet_keras.sim.internals.
+                                       partial_sums`); with other configs
+                                       the export is not fully integer
+Embedding, slice outputs               TFLite's GATHER and STRIDED_SLICE
+                                       keep their input's grid; the tflite
+                                       configs leave these outputs
+                                       unquantized, as TFLite computes them
+axes the Keras model leaves unknown    dynamic in the file (any length
+(a sequence length)                    after ``resize_tensor_input``);
+                                       ``input_shapes`` fixes them
 softmax, logistic, tanh outputs        TFLite fixes their output grids
                                        (the tflite configs pin the sim's to
                                        them); other grids are requantized
@@ -747,7 +760,12 @@ def _requantizations(interpreter, graph):
 
 
 def export_tflite(
-    sim, path, io_dtype="float32", mode="int8", allow_changes=True
+    sim,
+    path,
+    io_dtype="float32",
+    mode="int8",
+    allow_changes=True,
+    input_shapes=None,
 ):
     """Writes an integer TFLite model computing on the sim's grids.
 
@@ -766,6 +784,14 @@ def export_tflite(
         allow_changes: when False, any change of the sim's computation the
             conversion makes (see :attr:`TFLiteExport.changes`) is an error
             and nothing is written. Defaults to True (changes are logged).
+        input_shapes: ``{input name: shape without the batch axis}`` for
+            a fixed-shape model, such as a transformer's sequence length
+            (``{"token_ids": (32,), ...}``: the length it was calibrated
+            with); the batch axis stays dynamic. Without it, axes the Keras
+            model leaves unknown stay dynamic in the ``.tflite`` file (the
+            interpreter takes any length after ``resize_tensor_input``;
+            delegates and accelerators often need static shapes). Defaults
+            to None.
 
     Returns:
         A :class:`TFLiteExport`.
@@ -802,6 +828,7 @@ def export_tflite(
         weight_bits=8,
         zero_centred_activations=mode == "16x8",
         integer_affine_layers=True,
+        input_shapes=input_shapes,
     )
     flatbuffer = _convert(graph, sim, mode, io_dtype)
     if mode == "16x8":

@@ -13,7 +13,9 @@ accepted too. Two extensions: a param entry may carry ``"bitwidth"`` (the
 shipped TFLite config gives biases 32 bits), and an op type entry
 ``"decomposed_quantization": "True"`` quantizes the intermediate tensors of
 an op the target runs as a chain of integer ops (``LayerNormalization``
-in the shipped TFLite configs, see :mod:`aimet_keras.sim.layer_norm`).
+in the shipped TFLite configs, see :mod:`aimet_keras.sim.layer_norm`; and
+``Add``, whose partial sums of three or more inputs get grids, see
+:func:`aimet_keras.sim.internals.partial_sums`).
 
 Shipped configs, by name: ``"default"`` (AIMET's default), ``"tflite_int8"``
 (TFLite's int8 spec: symmetric per-channel int8 conv weights with the

@@ -27,6 +27,7 @@ from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import attention as attention_lib
 from aimet_keras.sim import config as config_lib
+from aimet_keras.sim import internals as internals_lib
 from aimet_keras.sim import layer_norm as layer_norm_lib
 from aimet_keras.sim import rules as rules_lib
 from aimet_keras.sim import wrapper as wrapper_lib
@@ -345,6 +346,17 @@ def resolve_layer_specs(
                     inner_symmetric
                     or tensor in layer_norm_lib.SYMMETRIC_TENSORS,
                     default_output_bw,
+                )
+        elif op.decomposed_quantization and internals_lib.partial_sums(
+            layer, len(site.inputs)
+        ):
+            # An Add of 3+ inputs: the target's two-input adds write each
+            # partial sum on a grid (the Add's output settings, also where
+            # a fused ReLU takes its output's).
+            _, inner_symmetric, inner_on = activation_settings(kind)
+            for tensor in internals_lib.partial_sums(layer, len(site.inputs)):
+                internals[tensor] = tensor_spec(
+                    inner_on, inner_symmetric, default_output_bw
                 )
         specs[name] = LayerSpec(
             kind, inputs, outputs, params, rule.known, internals

@@ -175,8 +175,8 @@ class QuantizationWrapper(keras.layers.Layer):
                 raise ValueError(
                     f"Layer {layer.name!r} ({type(layer).__name__}) has no "
                     "inner tensors aimet_keras can quantize; only "
-                    "MultiHeadAttention and LayerNormalization take "
-                    "internal_quantizers."
+                    "MultiHeadAttention, LayerNormalization and an Add of "
+                    "three or more inputs take internal_quantizers."
                 )
             unknown = set(self.internal_quantizers) - set(known)
             if unknown:

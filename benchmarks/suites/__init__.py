@@ -34,6 +34,11 @@ SUITES = {
         "the embedding cosine by scheme, and recipes up to the residual "
         "stream at 16 bits (mixed precision) and W8A16"
     ),
+    "minilm_tflite": (
+        "all-MiniLM-L6-v2 (keras-hub BERT) as a fully integer int8 TFLite "
+        "(tflite_int8 sim, 32 tokens) per calibration scheme: embedding "
+        "cosine of TFLite to the sim and to FP32, nearest neighbours"
+    ),
     "onnx_cpus": (
         "QDQ ONNX on other CPUs' integer kernels: uint8 vs int8 kernels' "
         "top-1 agreement with the sim natively (full test set) and on "
@@ -57,6 +62,11 @@ SUITES = {
         "W8A8 QuantizationSimModel accuracy of the reference models with "
         "each shipped quantsim config (full test set); simulated inference "
         "and compute_encodings time against FP32; fer agreement on faces"
+    ),
+    "real_fidelity": (
+        "stock keras.applications trained briefly on Fashion-MNIST (32x32): "
+        "W8A8 top-1 against FP32 and the TFLite converter's own int8, "
+        "TFLite and ONNX top-1 agreement with the sim"
     ),
     "real_models": (
         "stock keras.applications end to end (sim, TFLite, ONNX) with "

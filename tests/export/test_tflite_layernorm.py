@@ -19,6 +19,17 @@ _OPTIONS = {
 }
 
 
+def _interpreter(exported):
+    return tflite_lib.load_interpreter(model_path=str(exported.path))
+
+
+def _assert_integer(ops):
+    """No op but the boundary (de)quantize reads or writes a float."""
+    for name, inputs, outputs in ops:
+        if name not in ("QUANTIZE", "DEQUANTIZE"):
+            assert not any(d.startswith("float") for d in inputs + outputs)
+
+
 def _norm_model():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((5, 12), name="x")
@@ -112,14 +123,11 @@ def test_decomposition_with_quantizers_off_is_the_layer():
 def test_int8_export_is_integer_and_follows_the_sim(int8_sim, tmp_path):
     exported = export_tflite(int8_sim, tmp_path / "m.tflite")
     assert exported.changes == ()
-    interpreter = tflite_lib.load_interpreter(model_path=str(exported.path))
-    ops = tflite_lib.tflite_ops(interpreter)
+    ops = tflite_lib.tflite_ops(_interpreter(exported))
     names = [name for name, _, _ in ops]
     for op in ("MEAN", "SUB", "BATCH_MATMUL", "RSQRT", "MUL"):
         assert op in names
-    for name, inputs, outputs in ops:
-        if name not in ("QUANTIZE", "DEQUANTIZE"):
-            assert not any(d.startswith("float") for d in inputs + outputs)
+    _assert_integer(ops)
     data = _data()
     got = run_tflite(exported.path, data)
     expected = int8_sim.model.predict(data, verbose=0)
@@ -134,10 +142,7 @@ def test_16x8_export_is_integer_and_reports_the_rsqrt_table(tmp_path):
     sim.compute_encodings(_data())
     exported = export_tflite(sim, tmp_path / "m.tflite", mode="16x8")
     assert any("RSQRT" in change for change in exported.changes)
-    interpreter = tflite_lib.load_interpreter(model_path=str(exported.path))
-    for name, inputs, outputs in tflite_lib.tflite_ops(interpreter):
-        if name not in ("QUANTIZE", "DEQUANTIZE"):
-            assert not any(d.startswith("float") for d in inputs + outputs)
+    _assert_integer(tflite_lib.tflite_ops(_interpreter(exported)))
     data = _data()
     got = run_tflite(exported.path, data)
     expected = sim.model.predict(data, verbose=0)
@@ -198,13 +203,37 @@ def test_transformer_block_exports_integer_and_follows_the_sim(tmp_path):
     data = _data((6, 16))
     sim.compute_encodings(data)
     exported = export_tflite(sim, tmp_path / "m.tflite")
-    interpreter = tflite_lib.load_interpreter(model_path=str(exported.path))
-    for name, inputs, outputs in tflite_lib.tflite_ops(interpreter):
-        if name not in ("QUANTIZE", "DEQUANTIZE"):
-            assert not any(d.startswith("float") for d in inputs + outputs)
+    _assert_integer(tflite_lib.tflite_ops(_interpreter(exported)))
     got = run_tflite(exported.path, data)
     expected = sim.model.predict(data, verbose=0)
     step = layer_outputs_lib.output_steps(sim)["logits"]
     difference = np.abs(got - expected) / step
     assert np.mean(difference <= 1.001) >= 0.95
     assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.95
+
+
+def _three_way_add():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 12), name="x")
+    branches = [keras.layers.Dense(8, name=f"fc{i}")(inputs) for i in range(3)]
+    outputs = keras.layers.Add(name="add3")(branches)
+    return keras.Model(inputs, outputs)
+
+
+def test_three_input_add_quantizes_its_partial_sum_and_exports_integer(
+    tmp_path,
+):
+    # TFLite's ADD takes two inputs: the partial sum is an int8 tensor.
+    default = QuantizationSimModel(_three_way_add(), quant_scheme="tf")
+    assert default.model.get_layer("add3").internal_quantizers == {}
+    sim = QuantizationSimModel(_three_way_add(), **_OPTIONS["int8"])
+    sim.compute_encodings(_data())
+    add = sim.model.get_layer("add3")
+    assert list(add.internal_quantizers) == ["sum_2"]
+    exported = export_tflite(sim, tmp_path / "m.tflite")
+    _assert_integer(tflite_lib.tflite_ops(_interpreter(exported)))
+    data = _data()
+    got = run_tflite(exported.path, data)
+    expected = sim.model.predict(data, verbose=0)
+    step = layer_outputs_lib.output_steps(sim)["add3"]
+    assert np.mean(np.abs(got - expected) <= step * 1.001) >= 0.99

@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 
 from aimet_keras import export_onnx
+from aimet_keras import export_tflite
+from aimet_keras.export import tflite as tflite_lib
+from aimet_keras.graph import split_activations
 from aimet_keras.ptq import set_precision
 from aimet_keras.sim import QuantizationSimModel
 
@@ -123,6 +126,65 @@ def test_bert_onnx_export_agrees_with_the_sim(small_bert, tmp_path):
         # As tests/export/test_onnx.py: within an output step, up to a
         # requantization that rounds the other way.
         assert np.mean(np.abs(g - e) <= step * 1.001) >= 0.98
+
+
+@pytest.fixture(scope="module")
+def tflite_bert(small_bert):
+    """small_bert's sim under the tflite_int8 config, calibrated."""
+    backbone, _ = small_bert
+    # TFLite fuses no GELU or tanh into FULLY_CONNECTED: the activations
+    # become layers of their own, whose int8 outputs the sim quantizes.
+    sim = _strict_sim(split_activations(backbone), config_file="tflite_int8")
+    sim.compute_encodings(_bert_inputs(64))
+    return sim
+
+
+def test_bert_int8_tflite_export_is_integer_and_follows_the_sim(
+    tflite_bert, tmp_path
+):
+    from tests.export import run_tflite_inputs
+
+    sim = tflite_bert
+    # The embeddings' three-input Add: its partial sum has a grid.
+    embeddings = sim.model.get_layer("embeddings_add")
+    assert embeddings.internal_quantizers["sum_2"].is_initialized
+    exported = export_tflite(sim, tmp_path / "bert.tflite")
+    assert exported.changes == ()
+    interpreter = tflite_lib.load_interpreter(model_path=str(exported.path))
+    names = {name for name, _, _ in tflite_lib.tflite_ops(interpreter)}
+    assert {"GELU", "TANH", "SOFTMAX", "BATCH_MATMUL", "RSQRT"} <= names
+    for name, inputs, outputs in tflite_lib.tflite_ops(interpreter):
+        if name not in ("QUANTIZE", "DEQUANTIZE"):
+            assert not any(d.startswith("float") for d in inputs + outputs)
+    # The sequence length stays dynamic: 16 (calibrated) and 8.
+    for length in (SEQ, 8):
+        data = {k: v[:, :length] for k, v in _bert_inputs(32, seed=2).items()}
+        got = run_tflite_inputs(exported.path, data)
+        expected = keras.tree.flatten(sim.model.predict(data, verbose=0))
+        for g, e, step in zip(got, expected, _output_steps(sim)):
+            assert g.shape == e.shape
+            steps = np.abs(g - e) / step
+            # Measured at 16 tokens: pooled all within 1 step; sequence
+            # 99.3% within 1, 99.95% within 2, at most 3 (single-step
+            # roundings that differ carried through two layers).
+            assert np.mean(steps <= 1.001) >= 0.98
+            assert steps.max() <= 4.001
+
+
+def test_bert_tflite_export_with_a_fixed_sequence_length(tflite_bert, tmp_path):
+    shapes = {name: (SEQ,) for name in _bert_inputs(1)}
+    exported = export_tflite(
+        tflite_bert, tmp_path / "bert.tflite", input_shapes=shapes
+    )
+    interpreter = tflite_lib.load_interpreter(model_path=str(exported.path))
+    for detail in interpreter.get_input_details():
+        assert detail["shape_signature"].tolist() == [-1, SEQ]
+    with pytest.raises(ValueError, match=r"'token_ids'.*\(None,\)"):
+        export_tflite(
+            tflite_bert,
+            tmp_path / "bad.tflite",
+            input_shapes={"token_ids": (4, 4)},
+        )
 
 
 def test_vit_builds_a_strict_sim_and_calibrates():
