@@ -306,6 +306,9 @@ class QuantizationWrapper(keras.layers.Layer):
             or type(self.layer).__name__ not in _ELEMENTWISE
             or self.internal_quantizers
             or quantizer_lib.override_active()
+            # Replaced weights are tensors of the caller's trace: a kept
+            # function would hold them past it.
+            or self.__dict__.get("_replaced_weights")
         ):
             return None
         quantizers = self.quantizers

@@ -211,3 +211,23 @@ def test_encoding_constraints_fix_an_output_grid(tmp_path):
     assert loaded.get_layer("probabilities").output_quantizers[
         0
     ].fixed_range == (0.0, 0.99609375)
+
+
+def test_calibration_then_predict_with_a_fused_batch_norm():
+    # Under tflite_int8 a standalone BatchNormalization (after an Add) has
+    # only weight quantizers on, so inference fuses it into one kernel;
+    # calibration, which hands the quantized weights to its own trace, must
+    # not leave that trace's tensors in the kept kernel.
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Add()(
+        [keras.layers.Conv2D(4, 1)(inputs), keras.layers.Conv2D(4, 1)(inputs)]
+    )
+    x = keras.layers.BatchNormalization()(x)
+    outputs = keras.layers.ReLU()(x)
+    sim = QuantizationSimModel(
+        keras.Model(inputs, outputs), config_file="tflite_int8"
+    )
+    data = np.random.default_rng(0).random((8, 8, 8, 3)).astype("float32")
+    sim.compute_encodings(data)
+    traced = sim.model.predict(data, verbose=0)
+    np.testing.assert_allclose(traced, sim.model(data), atol=1e-6)
