@@ -186,6 +186,29 @@ def run(quick=False, names=None):
     names = names or (
         QUICK_ARCHITECTURES if quick else real_models.ARCHITECTURES
     )
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="real_fidelity_") as folder:
+        for name in names:
+            try:
+                rows.append(
+                    real_models.run_child(
+                        "benchmarks.suites.real_fidelity", name, folder
+                    )
+                )
+            except RuntimeError as error:
+                message = " ".join(str(error).split())[-160:]
+                rows.append({"name": name, "error": message})
+    return report(rows, quick)
+
+
+def report(rows, quick=False):
+    """The suite's report from its rows (the children's results).
+
+    Example:
+
+    >>> report([{"name": "ResNet50", "error": "out of memory"}]).suite
+    'real_fidelity'
+    """
     table = harness.Table(
         f"Stock keras.applications trained on Fashion-MNIST ({TRAIN} images,"
         f" {EPOCHS} epochs), W8A8 tflite_int8, top-1 on {TEST} test images",
@@ -213,38 +236,22 @@ def run(quick=False, names=None):
             "sim top-1 ties": "{:.1%}",
         },
     )
-    with tempfile.TemporaryDirectory(prefix="real_fidelity_") as folder:
-        for name in names:
-            try:
-                row = real_models.run_child(
-                    "benchmarks.suites.real_fidelity", name, folder
-                )
-            except RuntimeError as error:
-                message = " ".join(str(error).split())[-160:]
-                table.add_row(
-                    name,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    f"fails: {message}",
-                )
-                continue
-            table.add_row(
-                name,
-                row["size"],
-                row["train_seconds"],
-                row["fp32"],
-                row["sim"],
-                100 * (row["sim"] - row["fp32"]),
-                row["converter"],
-                row["sim_ties"],
-                *(_ties_apart(row[kind]) for kind in ("tflite", "onnx")),
-                " / ".join(_strict(row[kind]) for kind in ("tflite", "onnx")),
-            )
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["name"], *[None] * 9, f"fails: {row['error']}")
+            continue
+        table.add_row(
+            row["name"],
+            row["size"],
+            row["train_seconds"],
+            row["fp32"],
+            row["sim"],
+            100 * (row["sim"] - row["fp32"]),
+            row["converter"],
+            row["sim_ties"],
+            *(_ties_apart(row[kind]) for kind in ("tflite", "onnx")),
+            " / ".join(_strict(row[kind]) for kind in ("tflite", "onnx")),
+        )
     table.notes += [
         "Targets (issue 17): sim within 0.5 points of FP32; TFLite and ONNX "
         "agree with the sim on at least 99.5% of top-1.",
