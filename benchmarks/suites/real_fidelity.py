@@ -52,8 +52,21 @@ def _cache_folder():
     return folder
 
 
-def _images(split, count, size):
-    """Fashion-MNIST as 3-channel ``size`` x ``size`` float images."""
+# Models whose first layers rescale 0-255 pixels themselves (Rescaling,
+# Normalization): given [0, 1] images their input would span 1/255 of its
+# range, and the stem's 8-bit grid would hold a few levels of it.
+RAW_PIXELS = (
+    "MobileNetV3Small",
+    "MobileNetV3Large",
+    "EfficientNetB0",
+    "EfficientNetV2B0",
+    "ConvNeXtTiny",
+)
+
+
+def _images(split, count, size, name=None):
+    """Fashion-MNIST as 3-channel ``size`` x ``size`` float images, 0-255
+    for the models of ``RAW_PIXELS``, else 0-1."""
     from aimet_keras.zoo.datasets import load_fashion_mnist
 
     images, labels = load_fashion_mnist(split)
@@ -63,7 +76,8 @@ def _images(split, count, size):
         images = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
     else:
         images = real_models._resized(images, size)
-    return np.repeat(images, 3, axis=-1).astype("float32"), labels
+    images = np.repeat(images, 3, axis=-1).astype("float32")
+    return images * (255.0 if name in RAW_PIXELS else 1.0), labels
 
 
 def _trained(name, size):
@@ -71,11 +85,11 @@ def _trained(name, size):
     import keras
 
     path = os.path.join(
-        _cache_folder(), f"{name}_{size}_{TRAIN}x{EPOCHS}.weights.h5"
+        _cache_folder(), f"{name}_{size}_{TRAIN}x{EPOCHS}_v2.weights.h5"
     )
     keras.utils.set_random_seed(0)
     model = real_models.stock_model(name, size)
-    images, labels = _images("train", TRAIN, size)
+    images, labels = _images("train", TRAIN, size, name)
     if os.path.exists(path):
         model.load_weights(path)
         _reestimate(model, images)
@@ -128,8 +142,8 @@ def _measure(name, folder):
 
     size = 71 if name == "Xception" else SIZE
     model, train_seconds = _trained(name, size)
-    test_images, test_labels = _images("test", TEST, size)
-    calibration, _ = _images("train", CALIBRATION, size)
+    test_images, test_labels = _images("test", TEST, size, name)
+    calibration, _ = _images("train", CALIBRATION, size, name)
 
     def accuracy(outputs):
         return float(np.mean(real_models._top1(outputs) == test_labels))
