@@ -510,11 +510,6 @@ def _integer_layer_norm_step(wrapper, role, inputs, inner, constants):
     return inputs
 
 
-@contextlib.contextmanager
-def _no_context():
-    yield
-
-
 def _dense_einsum(equation):
     """``(kept output axes)`` of an einsum that is a dense layer on the
     input's last axes, or None.
@@ -864,9 +859,13 @@ def deployment_graph(
 
     from tensorflow.python.framework import convert_to_constants
 
-    flat = _flat_dense_calls(sim) if integer_affine_layers else None
+    flat = (
+        _flat_dense_calls(sim)
+        if integer_affine_layers
+        else contextlib.nullcontext()
+    )
     with _quiet.quiet_conversion():
-        with quantizer_lib.call_override(override), flat or _no_context():
+        with quantizer_lib.call_override(override), flat:
             concrete = serve.get_concrete_function()
         frozen = convert_to_constants.convert_variables_to_constants_v2(
             concrete

@@ -663,19 +663,12 @@ class QuantizationSimModel:
 
             def forward(*tensors):
                 inputs, values = tensors[:num_inputs], tensors[num_inputs:]
+                replacements = {}
+                for (wrapper, key, _, _), value in zip(weights, values):
+                    replacements.setdefault(wrapper, {})[key] = value
                 with contextlib.ExitStack() as stack:
-                    for wrapper in {id(w): w for w, *_ in weights}.values():
-                        stack.enter_context(
-                            wrapper.replaced_weights(
-                                {
-                                    key: value
-                                    for (owner, key, _, _), value in zip(
-                                        weights, values
-                                    )
-                                    if owner is wrapper
-                                }
-                            )
-                        )
+                    for wrapper, replaced in replacements.items():
+                        stack.enter_context(wrapper.replaced_weights(replaced))
                     model(
                         inputs[0] if len(inputs) == 1 else list(inputs),
                         training=False,
