@@ -431,17 +431,26 @@ def _scaled(encoding, scale):
     )
 
 
+_QUERY_WEIGHTS = ("query/kernel", "query/bias")
+
+
+def _query_scale(layer):
+    """MultiHeadAttention's query factor, ``1 / sqrt(key_dim)``."""
+    with tf.init_scope():
+        return float(keras.ops.convert_to_numpy(layer._inverse_sqrt_key_dim))
+
+
 def _query_before_scaling(layer, query):
     """``(projected query, factor)`` where ``query = projected * factor``.
 
     MultiHeadAttention scales its projected query by ``1 / sqrt(key_dim)``
-    before the sim quantizes it: in TFLite the projection (an integer
-    FULLY_CONNECTED) and the scaling (a MUL) each need an output grid.
+    before the sim quantizes it; the export folds the factor into the
+    projection's weights and takes the projection's output as the query.
     Returns ``(None, None)`` where the tensor is not that product.
     """
     if getattr(query, "op", None) is None or query.op.type != "Mul":
         return None, None
-    factor = float(keras.ops.convert_to_numpy(layer._inverse_sqrt_key_dim))
+    factor = _query_scale(layer)
     first, second = query.op.inputs
     for tensor, other in ((first, second), (second, first)):
         if other.op.type == "Const":
@@ -762,15 +771,24 @@ def deployment_graph(
                 inner[role.key] = inputs = quantized(quantizer, inputs)
                 return inputs
             return quantized(quantizer, inputs)
+        if role.layer in attentions and role.key in _QUERY_WEIGHTS:
+            # The query's scaling by 1 / sqrt(key_dim) folded into its
+            # projection: the same integer levels on a grid scaled by the
+            # factor, so the projection writes the scaled query at once
+            # (a MUL after it would need a grid of its own, and 16x8 has
+            # no int16 MUL by an int8 constant).
+            factor = _query_scale(attentions[role.layer])
+            return quantized(quantizer, inputs, factor)
         if role.layer in attentions and role.key == "query":
-            unscaled, factor = _query_before_scaling(
-                attentions[role.layer], inputs
-            )
-            if unscaled is not None and quantizer.enabled:
-                # The query projection's output needs a grid of its own:
-                # the query's grid over the scale factor, so that the
-                # scaling maps level to level as the sim's one rounding.
-                inputs = factor * quantized(quantizer, unscaled, 1 / factor)
+            unscaled, _ = _query_before_scaling(attentions[role.layer], inputs)
+            if unscaled is None:
+                raise ValueError(
+                    f"{role.layer}: the query is not its projection times "
+                    "1 / sqrt(key_dim) in this Keras version's "
+                    "MultiHeadAttention; the TFLite export cannot fold the "
+                    "factor into the projection. Export with export_onnx."
+                )
+            inputs = unscaled  # already scaled: the Mul is left unused
         if role.layer in affine and role.kind in ("input", "output"):
             if role.kind == "input":
                 affine_inputs[role.layer] = outputs = quantized(
@@ -789,11 +807,13 @@ def deployment_graph(
 
     def quantized(quantizer, inputs, scale=1.0):
         """``inputs`` on the quantizer's grid (with ``scale`` times its
-        step and range: the same levels)."""
+        step and range: the same levels; a weight is scaled too)."""
         role = roles[id(quantizer)]
         record_scope(role.layer)
         if role.kind == "param":
-            inputs = tf.constant(constants[id(quantizer)])
+            if quantizer.enabled:
+                inputs = tf.constant(constants[id(quantizer)])
+            inputs = inputs * scale if scale != 1.0 else inputs
         if not quantizer.enabled:
             return inputs
         if quantizer.data_type == "float":

@@ -457,6 +457,33 @@ def _widen_16x8_biases(flatbuffer):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def _int16_fixed_output_grids(flatbuffer):
+    """int16 LOGISTIC and TANH outputs on the grid TFLite's kernels need.
+
+    The kernels refuse any int16 output grid but a step of 1/32768 with
+    zero point 0, yet the converter writes LOGISTIC's as 1/65536 with zero
+    point -32768 (and a requantize to the sim's grid after it): the file
+    failed to load. The sim's grid is the kernels' (the tflite_16x8
+    config's constraints), so the requantize after becomes a copy.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    builtin = schema.BuiltinOperator
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            kind = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if kind not in (builtin.LOGISTIC, builtin.TANH):
+                continue
+            output = subgraph.tensors[op.outputs[0]]
+            if output.type == schema.TensorType.INT16 and output.quantization:
+                output.quantization.scale = np.array([1 / 32768], np.float32)
+                output.quantization.zeroPoint = np.array([0], np.int64)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def _alpha_grid(sim, graph, tensor_name, values):
     """``(step, change)`` of the int8 grid a PReLU's alpha is stored on.
 
@@ -688,9 +715,12 @@ def _layer_tensors(interpreter, graph):
         if role.kind in ("input", "param")
     )
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    concat_inputs = _concat_input_requantizations(interpreter)
     found = {}
     for op in interpreter._get_ops_details():
         for index in op["outputs"]:
+            if index in concat_inputs:
+                continue
             name = tensors[index]["name"]
             if name.split(";")[0].startswith(not_outputs):
                 continue
@@ -735,12 +765,33 @@ def _rename_tensors(flatbuffer, names):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def _concat_input_requantizations(interpreter):
+    """Outputs of QUANTIZE ops that only CONCATENATION reads.
+
+    TFLite's concat takes its inputs on its output grid: such a requantize
+    is the sim's one rounding of the concatenated tensor, not a change,
+    and its output is not its producer's output.
+    """
+    ops = interpreter._get_ops_details()
+    readers = {}
+    for op in ops:
+        for index in op["inputs"]:
+            readers.setdefault(index, set()).add(op["op_name"])
+    return {
+        op["outputs"][0]
+        for op in ops
+        if op["op_name"] == "QUANTIZE"
+        and readers.get(op["outputs"][0]) == {"CONCATENATION"}
+    }
+
+
 def _requantizations(interpreter, graph):
     """Where TFLite put a QUANTIZE between two integer tensors."""
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    concat_inputs = _concat_input_requantizations(interpreter)
     changes = []
     for op in interpreter._get_ops_details():
-        if op["op_name"] != "QUANTIZE":
+        if op["op_name"] != "QUANTIZE" or op["outputs"][0] in concat_inputs:
             continue
         source, target = tensors[op["inputs"][0]], tensors[op["outputs"][0]]
         if not np.issubdtype(source["dtype"], np.integer):
@@ -749,6 +800,8 @@ def _requantizations(interpreter, graph):
             source["quantization"],
             target["quantization"],
         )
+        if (s_scale, s_zero) == (t_scale, t_zero):
+            continue  # a copy
         producer = graph.owner(source["name"]) or source["name"]
         changes.append(
             f"{producer}: TFLite fixes this op's output grid (scale "
@@ -833,6 +886,7 @@ def export_tflite(
     flatbuffer = _convert(graph, sim, mode, io_dtype)
     if mode == "16x8":
         flatbuffer = _widen_16x8_biases(flatbuffer)
+        flatbuffer = _int16_fixed_output_grids(flatbuffer)
     else:
         flatbuffer, prelu_changes = _integer_prelus(flatbuffer, sim, graph)
         changes += prelu_changes

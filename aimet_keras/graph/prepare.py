@@ -199,6 +199,44 @@ class _CopyError(ValueError):
     """A layer that does not rebuild from its config."""
 
 
+# Keyword arguments keras.layers.Layer itself takes.
+_LAYER_KEYWORDS = frozenset(
+    (
+        "activity_regularizer",
+        "autocast",
+        "batch_input_shape",
+        "batch_size",
+        "dtype",
+        "input_dim",
+        "input_shape",
+        "name",
+        "trainable",
+    )
+)
+
+
+def _constructor_keys(cls, config):
+    """``config`` less the keys ``cls.__init__`` does not name, or None
+    when it names them all (nothing to drop) or cannot be inspected."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    named = {
+        name
+        for name, p in parameters.items()
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+    kept = {
+        key: value
+        for key, value in config.items()
+        if key in named or key in _LAYER_KEYWORDS
+    }
+    return kept if len(kept) < len(config) else None
+
+
 def copy_operation(operation, name=None):
     """A copy of a layer or ``keras.ops`` operation, with its weights.
 
@@ -225,7 +263,16 @@ def copy_operation(operation, name=None):
     if name is not None:
         config = dict(config, name=name)
     try:
-        copy = operation.__class__.from_config(config)
+        try:
+            copy = operation.__class__.from_config(config)
+        except (TypeError, ValueError):
+            # A config with keys its constructor does not take (keras-hub's
+            # ViTPatchingAndEmbedding saves derived sizes): built from the
+            # others, or the first error stands.
+            accepted = _constructor_keys(operation.__class__, config)
+            if accepted is None:
+                raise
+            copy = operation.__class__.from_config(accepted)
         if isinstance(operation, keras.layers.Layer):
             if operation.built:
                 build_config = operation.get_build_config()

@@ -15,7 +15,13 @@ shipped TFLite config gives biases 32 bits), and an op type entry
 an op the target runs as a chain of integer ops (``LayerNormalization``
 in the shipped TFLite configs, see :mod:`aimet_keras.sim.layer_norm`; and
 ``Add``, whose partial sums of three or more inputs get grids, see
-:func:`aimet_keras.sim.internals.partial_sums`).
+:func:`aimet_keras.sim.internals.partial_sums`; and ``Swish`` and
+``HardSigmoid``, see :func:`aimet_keras.sim.internals.activation_tensors`);
+and an op type entry
+``"output_on_input_grid": "True"`` puts the op's output on the grid of the
+tensor it reads, calibrated or not (TFLite's int8 ``AVERAGE_POOL_2D``
+must keep its input's scale: the shipped TFLite configs set it for
+``AveragePool``).
 
 Shipped configs, by name: ``"default"`` (AIMET's default), ``"tflite_int8"``
 (TFLite's int8 spec: symmetric per-channel int8 conv weights with the
@@ -68,6 +74,7 @@ class OpTypeSettings:
     encoding_constraints: tuple = None
     supported_kernels: tuple = ()
     decomposed_quantization: bool = None
+    output_on_input_grid: bool = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +204,7 @@ class _Reader:
                 "encoding_constraints",
                 "supported_kernels",
                 "decomposed_quantization",
+                "output_on_input_grid",
             ),
         )
         params = {
@@ -235,6 +243,9 @@ class _Reader:
             ),
             decomposed_quantization=self.optional_bool(
                 obj, "decomposed_quantization", path
+            ),
+            output_on_input_grid=self.optional_bool(
+                obj, "output_on_input_grid", path
             ),
         )
 

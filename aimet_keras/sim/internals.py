@@ -1,11 +1,14 @@
 """Tensors inside a layer that the simulation can quantize.
 
-Three layers have them: ``MultiHeadAttention`` (its matmuls and softmax, see
+Six layers have them: ``MultiHeadAttention`` (its matmuls and softmax, see
 :mod:`aimet_keras.sim.attention`), ``LayerNormalization`` run as the
 integer ops a target computes it with (see
-:mod:`aimet_keras.sim.layer_norm`), and an ``Add`` of three or more inputs,
+:mod:`aimet_keras.sim.layer_norm`), an ``Add`` of three or more inputs,
 whose partial sums (see :func:`partial_sums`) a target with two-input adds
-(TFLite's ADD) writes on grids of their own. The wrapper quantizes them,
+(TFLite's ADD) writes on grids of their own, the swish and hard sigmoid
+activations, which TFLite runs as two ops each (see
+:func:`activation_tensors`), and keras-hub's ViT patch embedding (see
+:func:`patch_embedding_tensors`). The wrapper quantizes them,
 the exporter names them, both through :func:`internal_hooks`.
 """
 
@@ -16,7 +19,13 @@ import keras
 from aimet_keras.sim import attention as attention_lib
 from aimet_keras.sim import layer_norm as layer_norm_lib
 
-__all__ = ["internal_hooks", "internal_tensors", "partial_sums"]
+__all__ = [
+    "activation_tensors",
+    "internal_hooks",
+    "internal_tensors",
+    "partial_sums",
+    "patch_embedding_tensors",
+]
 
 
 def partial_sums(layer, count=None):
@@ -50,6 +59,70 @@ def partial_sums(layer, count=None):
     return tuple(f"sum_{k}" for k in range(2, count))
 
 
+def _swish(x, hook):
+    return keras.ops.multiply(x, hook("sigmoid", keras.ops.sigmoid(x)))
+
+
+def _hard_sigmoid(x, hook):
+    shifted = keras.ops.relu6(keras.ops.add(x, 3.0))
+    return keras.ops.divide(hook("shifted", shifted), 6.0)
+
+
+# Activations TFLite has no op for, as the int8 ops it runs them with:
+# function -> (inner tensor, op type whose output settings give its grid,
+# the decomposition). swish: LOGISTIC (fixed 1/256 grid) then MUL;
+# hard_sigmoid: ADD with a fused RELU6, then MUL by 1/6.
+_DECOMPOSED_ACTIVATIONS = {
+    keras.activations.silu: ("sigmoid", "Sigmoid", _swish),
+    keras.activations.hard_sigmoid: ("shifted", "Relu", _hard_sigmoid),
+}
+
+
+def activation_tensors(layer):
+    """The inner tensor of a decomposed ``Activation`` layer, or ().
+
+    TFLite has no swish op: ``x * sigmoid(x)`` runs as LOGISTIC, whose int8
+    output is fixed at steps of 1/256, then MUL (inner tensor
+    ``"sigmoid"``). Nor a hard sigmoid: ``relu6(x + 3) / 6`` runs as an
+    ADD with a fused RELU6, then a MUL (inner tensor ``"shifted"``).
+
+    Example:
+
+    >>> activation_tensors(keras.layers.Activation("swish"))
+    ('sigmoid',)
+    >>> activation_tensors(keras.layers.Activation("hard_sigmoid"))
+    ('shifted',)
+    >>> activation_tensors(keras.layers.Activation("relu"))
+    ()
+    """
+    entry = _decomposition(layer)
+    return (entry[0],) if entry else ()
+
+
+def activation_grid_op_type(layer):
+    """The op type whose output settings give the inner tensor's grid."""
+    return _decomposition(layer)[1]
+
+
+def _decomposition(layer):
+    if type(layer) is not keras.layers.Activation:
+        return None
+    return _DECOMPOSED_ACTIVATIONS.get(getattr(layer, "activation", None))
+
+
+@contextlib.contextmanager
+def _activation_hooks(layer, hook):
+    decomposed = _decomposition(layer)[2]
+    # Activation.call applies self.activation: replaced while in the
+    # context by a plain instance attribute.
+    original = layer.activation
+    object.__setattr__(layer, "activation", lambda x: decomposed(x, hook))
+    try:
+        yield
+    finally:
+        object.__setattr__(layer, "activation", original)
+
+
 @contextlib.contextmanager
 def _partial_sum_hooks(layer, hook):
     def merge(inputs):
@@ -71,6 +144,48 @@ def _partial_sum_hooks(layer, hook):
         object.__delattr__(layer, "_merge_function")
 
 
+def patch_embedding_tensors(layer):
+    """``("tokens",)`` for keras-hub's ``ViTPatchingAndEmbedding``, else ().
+
+    The layer convolves the image into patches, puts its class token in
+    front and adds the position table. Flat, the patches (after the class
+    token: TFLite's CONCATENATION writes them on one grid) would have a
+    grid before the add; that inner tensor is ``"tokens"``.
+    """
+    cls = type(layer)
+    is_vit = (cls.__module__, cls.__name__) == (
+        "keras_hub.src.models.vit.vit_layers",
+        "ViTPatchingAndEmbedding",
+    )
+    needed = ("patch_embedding", "position_embedding", "position_ids")
+    if is_vit and all(hasattr(layer, name) for name in needed):
+        return ("tokens",)
+    return ()
+
+
+@contextlib.contextmanager
+def _patch_embedding_hooks(layer, hook):
+    def call(inputs):
+        # keras-hub's computation, with the hook before the add.
+        ops = keras.ops
+        patches = layer.patch_embedding(inputs)
+        if getattr(layer, "data_format", None) == "channels_first":
+            patches = ops.transpose(patches, axes=(0, 2, 3, 1))
+        shape = ops.shape(patches)
+        patches = ops.reshape(patches, [shape[0], -1, shape[-1]])
+        positions = layer.position_embedding(layer.position_ids)
+        if layer.use_class_token:
+            token = ops.tile(layer.class_token, (shape[0], 1, 1))
+            patches = ops.concatenate([token, patches], axis=1)
+        return ops.add(hook("tokens", patches), positions)
+
+    object.__setattr__(layer, "call", call)
+    try:
+        yield
+    finally:
+        object.__delattr__(layer, "call")
+
+
 def internal_tensors(layer):
     """The names of the inner tensors of ``layer`` a hook can see, or ().
 
@@ -86,7 +201,11 @@ def internal_tensors(layer):
         return attention_lib.ATTENTION_TENSORS
     if layer_norm_lib.is_layer_norm(layer):
         return layer_norm_lib.LAYER_NORM_TENSORS
-    return partial_sums(layer)
+    return (
+        partial_sums(layer)
+        or activation_tensors(layer)
+        or patch_embedding_tensors(layer)
+    )
 
 
 def internal_hooks(layer, hook):
@@ -110,4 +229,8 @@ def internal_hooks(layer, hook):
         return layer_norm_lib.layer_norm_hooks(layer, hook)
     if partial_sums(layer):
         return _partial_sum_hooks(layer, hook)
+    if activation_tensors(layer):
+        return _activation_hooks(layer, hook)
+    if patch_embedding_tensors(layer):
+        return _patch_embedding_hooks(layer, hook)
     return attention_lib.attention_hooks(layer, hook)

@@ -387,7 +387,44 @@ class QuantizationSimModel:
                 _LOG.info("Quantizer %s saw no data: disabled.", quantizer.name)
             else:
                 quantizer.compute_encoding()
+        self._follow_input_grids()
         self._retrace()
+
+    def _grid_ties(self):
+        """``[(quantizer, quantizer whose grid it takes)]``.
+
+        From the config's ``output_on_input_grid`` op types (see
+        :attr:`LayerSpec.output_grid_source`).
+        """
+        wrappers = {w.name: w for w in self.quant_wrappers()}
+        ties = []
+        for name, spec in self.specs.items():
+            if spec.output_grid_source is None or name not in wrappers:
+                continue
+            source, kind, index = spec.output_grid_source
+            quantizers = getattr(wrappers[source], f"{kind}_quantizers")
+            ties.append(
+                (wrappers[name].output_quantizers[0], quantizers[index])
+            )
+        return ties
+
+    def _follow_input_grids(self):
+        """Copies each tied quantizer's grid from its source.
+
+        Where the source is off, uncalibrated or of another kind (a
+        bitwidth changed since), the quantizer keeps its own grid.
+        """
+        for follower, source in self._grid_ties():
+            same_kind = (
+                follower.enabled
+                and source.enabled
+                and source.is_initialized
+                and source.data_type == follower.data_type == "int"
+                and source.bitwidth == follower.bitwidth
+                and source.is_symmetric == follower.is_symmetric
+            )
+            if same_kind:
+                follower.set_encoding(source.encoding)
 
     def _non_finite_message(self, failure, data, active):
         """One line naming where calibration met NaN or inf.

@@ -80,7 +80,13 @@ _KERAS_HUB_LAYERS = {
     (
         "keras_hub.src.models.vit.vit_layers",
         "ViTPatchingAndEmbedding",
-    ): QuantizationRule("Conv"),
+    ): QuantizationRule(
+        "Conv",
+        # Per channel only for the convolution's kernel: the class token
+        # and position table are added as constants, which TFLite takes
+        # per tensor only.
+        channel_axes={"class_token": None, "embeddings": None},
+    ),
 }
 
 

@@ -63,7 +63,29 @@ def is_bias_weight(name):
     return "bias" in name or name in _BIAS_NAMES
 
 
-_PER_CHANNEL_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops whose output values are some of their input's (or zero): an
+# unquantized output stays on the input's grid.
+_GRID_KEEPING_OPS = (
+    "Dropout",
+    "Flatten",
+    "MaxPool",
+    "Pad",
+    "Reshape",
+    "Slice",
+    "Squeeze",
+    "Transpose",
+)
+# A batch norm's gamma per channel: each channel's one value is exact on
+# its own grid, as in the int8 per-channel op a target runs it as (TFLite:
+# a 1x1 depthwise convolution); per tensor, small gammas lost digits that
+# the target keeps.
+_PER_CHANNEL_OPS = (
+    "BatchNormalization",
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +112,9 @@ class LayerSpec:
     ``internals`` holds tensors inside the layer (MultiHeadAttention's
     matmul inputs and outputs and softmax, see
     :mod:`aimet_keras.sim.attention`; a decomposed LayerNormalization's,
-    see :mod:`aimet_keras.sim.layer_norm`).
+    see :mod:`aimet_keras.sim.layer_norm`). ``output_grid_source`` is
+    ``(layer name, "input" or "output", index)``: the quantizer whose grid
+    the output takes (an op type with ``output_on_input_grid``), or None.
     """
 
     op_type: str
@@ -99,6 +123,7 @@ class LayerSpec:
     params: dict
     known: bool = True
     internals: dict = dataclasses.field(default_factory=dict)
+    output_grid_source: tuple = None
 
 
 def weight_channel_axis(layer, weight_name, rule=None):
@@ -358,7 +383,75 @@ def resolve_layer_specs(
                 internals[tensor] = tensor_spec(
                     inner_on, inner_symmetric, default_output_bw
                 )
+        elif op.decomposed_quantization and internals_lib.activation_tensors(
+            layer
+        ):
+            # swish's sigmoid takes a Sigmoid output's grid (TFLite's fixed
+            # 1/256 for int8), hard sigmoid's relu6(x + 3) a Relu's.
+            inner, inner_symmetric, inner_on = activation_settings(
+                internals_lib.activation_grid_op_type(layer)
+            )
+            (tensor,) = internals_lib.activation_tensors(layer)
+            internals[tensor] = tensor_spec(
+                inner_on,
+                inner_symmetric,
+                default_output_bw,
+                fixed=inner.encoding_constraints,
+            )
+        if internals_lib.patch_embedding_tensors(layer):
+            # Flat, the patches are a Concat's output.
+            _, inner_symmetric, inner_on = activation_settings("Concat")
+            internals["tokens"] = tensor_spec(
+                inner_on, inner_symmetric, default_output_bw
+            )
         specs[name] = LayerSpec(
             kind, inputs, outputs, params, rule.known, internals
         )
+    for name, spec in specs.items():
+        op, _, _ = activation_settings(spec.op_type)
+        if op.output_on_input_grid and spec.outputs and spec.outputs[0].enabled:
+            source = _input_grid_source(name, specs, connections)
+            if source is not None:
+                specs[name] = dataclasses.replace(
+                    spec, output_grid_source=source
+                )
     return specs
+
+
+def _input_grid_source(name, specs, connections):
+    """The quantizer whose grid ``name``'s one input is on, or None.
+
+    Its own input quantizer, else the producer's output quantizer, looking
+    through ops whose output is left unquantized and is a selection of
+    their input's values (max pooling, reshapes, padding, dropout).
+    """
+    spec = specs[name]
+    if len(spec.inputs) != 1:
+        return None
+    wanted = spec.outputs[0]
+
+    def matches(quantizer):
+        # One grid means the same bits and the same kind of grid.
+        return quantizer.enabled and (
+            quantizer.bitwidth,
+            quantizer.is_symmetric,
+            quantizer.data_type,
+        ) == (wanted.bitwidth, wanted.is_symmetric, wanted.data_type)
+
+    if spec.inputs[0].enabled:
+        return (name, "input", 0) if matches(spec.inputs[0]) else None
+    producer = connections.producers[name][0]
+    while producer is not None and producer in specs:
+        before = specs[producer]
+        if len(before.outputs) != 1:
+            return None
+        if before.outputs[0].enabled:
+            return (
+                (producer, "output", 0) if matches(before.outputs[0]) else None
+            )
+        if before.op_type not in _GRID_KEEPING_OPS or len(before.inputs) != 1:
+            return None
+        if before.inputs[0].enabled:
+            return (producer, "input", 0) if matches(before.inputs[0]) else None
+        producer = connections.producers[producer][0]
+    return None

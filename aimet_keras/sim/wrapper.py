@@ -175,8 +175,9 @@ class QuantizationWrapper(keras.layers.Layer):
                 raise ValueError(
                     f"Layer {layer.name!r} ({type(layer).__name__}) has no "
                     "inner tensors aimet_keras can quantize; only "
-                    "MultiHeadAttention, LayerNormalization and an Add of "
-                    "three or more inputs take internal_quantizers."
+                    "MultiHeadAttention, LayerNormalization, an Add of "
+                    "three or more inputs and a swish or hard sigmoid "
+                    "Activation take internal_quantizers."
                 )
             unknown = set(self.internal_quantizers) - set(known)
             if unknown:

@@ -301,6 +301,19 @@ def test_onnxruntime_runs_the_kernels_in_integers(resnet_onnx, tmp_path):
     assert {types[n.input[3]] for n in fused} == {onnx.TensorProto.UINT8}
 
 
+def _host_has_vnni():
+    """Whether this CPU has VNNI (onnxruntime's u8s8 kernels are exact)."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return True  # ARM's int8 dot products accumulate in 32 bits
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def test_int8_kernels_on_request_say_where_they_depart(
     gelu_layer_norm_sim, tmp_path
 ):
@@ -315,9 +328,11 @@ def test_int8_kernels_on_request_say_where_they_depart(
     assert [k.dtype for k in kernels] == [np.int8, np.int8]
     (change,) = exported.changes
     assert "without VNNI" in change and "weight_dtype='uint8'" in change
-    # The same values as the default export's.
     default = _run(export_onnx(sim, tmp_path / "u.onnx").qdq_path, data)
-    np.testing.assert_array_equal(_run(exported.qdq_path, data), default)
+    if _host_has_vnni():
+        # The same values as the default export's (without VNNI the int8
+        # kernels depart, as the change says: the onnx_cpus benchmark).
+        np.testing.assert_array_equal(_run(exported.qdq_path, data), default)
     with pytest.raises(ValueError, match="weight_dtype='int4'"):
         export_onnx(sim, tmp_path / "x.onnx", weight_dtype="int4")
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 from aimet_keras import export_tflite
 from aimet_keras import ptq
 from aimet_keras import zoo
+from aimet_keras.export import layer_outputs
 from aimet_keras.export import tflite as tflite_lib
 from aimet_keras.sim import QuantizationSimModel
 from tests.export import run_tflite
@@ -434,3 +435,126 @@ def test_rescaling_and_normalization_run_as_one_integer_op(tmp_path, mode):
     # nearly every output, two at most.
     assert np.mean(np.abs(got - expected) <= step * 1.001) >= 0.98
     assert np.max(np.abs(got - expected)) <= 2.001 * step
+
+
+def _transition_model(concat=True):
+    """DenseNet's transition: an average pool read by a concat and a BN."""
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    pooled = keras.layers.AveragePooling2D(2, name="pool")(x)
+    y = keras.layers.BatchNormalization(name="bn")(pooled)
+    y = keras.layers.ReLU(name="relu")(y)
+    y = keras.layers.Conv2D(4 if concat else 8, 1, name="grow")(y)
+    if concat:
+        y = keras.layers.Concatenate(name="concat")([pooled, y])
+    else:  # TFLite's 16x8 mode has no int16 CONCATENATION
+        y = keras.layers.Add(name="add")([pooled, y])
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+    return keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+
+
+@pytest.mark.parametrize("mode", ["int8", "16x8"])
+def test_average_pool_output_is_on_its_inputs_grid(tmp_path, mode):
+    """TFLite's AVERAGE_POOL_2D keeps its input's scale; the tflite configs
+    put the sim's pool output on that grid (a pool read by two layers
+    otherwise failed to convert: DenseNet)."""
+    keras.utils.set_random_seed(0)
+    images = np.random.default_rng(0).random((64, 16, 16, 3), "float32")
+    model = _transition_model(concat=mode == "int8")
+    ptq.reestimate_bn_stats(model, images, bn_num_batches=2, batch_size=32)
+    folded, _ = ptq.fold_all_batch_norms(model)
+    options = (
+        {"config_file": "tflite_16x8", "default_output_bw": 16}
+        if mode == "16x8"
+        else {"config_file": "tflite_int8"}
+    )
+    sim = QuantizationSimModel(folded, **options)
+    sim.compute_encodings(images)
+    conv = sim.model.get_layer("conv").output_quantizers[0].encoding
+    pool = sim.model.get_layer("pool").output_quantizers[0].encoding
+    assert (pool.min, pool.max, pool.delta) == (conv.min, conv.max, conv.delta)
+    exported = export_tflite(
+        sim, tmp_path / "m.tflite", mode=mode, allow_changes=False
+    )
+    report = layer_outputs.compare_layer_outputs(
+        layer_outputs.sim_layer_outputs(sim, images[:16]),
+        layer_outputs.tflite_layer_outputs(exported, images[:16]),
+        layer_outputs.output_steps(sim),
+    )
+    (pool_row,) = [row for row in report.rows if row.layer == "pool"]
+    # TFLite rounds the average to the grid as the sim does.
+    assert pool_row.max_steps <= 1.001 and pool_row.off_fraction == 0
+
+
+def test_average_pool_keeps_its_own_grid_under_the_default_config():
+    images = np.random.default_rng(0).random((32, 16, 16, 3), "float32")
+    sim = QuantizationSimModel(_transition_model())
+    sim.compute_encodings(images)
+    conv = sim.model.get_layer("conv").output_quantizers[0].encoding
+    pool = sim.model.get_layer("pool").output_quantizers[0].encoding
+    assert pool.max < conv.max  # averaging narrows the range
+
+
+def _activation_model(activation):
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.Activation(activation, name="act")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="fc")(x))
+
+
+@pytest.mark.parametrize(
+    "activation, inner, ops",
+    [
+        ("swish", "sigmoid", ("LOGISTIC", "MUL")),
+        ("hard_sigmoid", "shifted", ("ADD", "MUL")),
+    ],
+)
+def test_activations_tflite_runs_as_two_ops_follow_the_sim(
+    tmp_path, activation, inner, ops
+):
+    """TFLite has no swish or hard sigmoid op: it computes x * sigmoid(x)
+    with the sigmoid on its 1/256 grid, and relu6(x + 3) / 6 with a grid
+    for relu6(x + 3). The tflite config quantizes the sim's inner tensor
+    there too (EfficientNet's TFLite export disagreed with its sim on 4% of
+    top-1 without it; keras-hub MobileNet's hard sigmoid ran in float)."""
+    images = 2 * np.random.default_rng(0).normal(size=(64, 8, 8, 3))
+    images = images.astype("float32")
+    sim = QuantizationSimModel(
+        _activation_model(activation), config_file="tflite_int8"
+    )
+    sim.compute_encodings(images)
+    quantizer = sim.model.get_layer("act").internal_quantizers[inner]
+    if activation == "swish":
+        assert float(quantizer.encoding.delta) == 1 / 256
+    exported = export_tflite(sim, tmp_path / "m.tflite", allow_changes=False)
+    interpreter = _interpreter(exported.path)
+    names = [op for op, _, _ in tflite_lib.tflite_ops(interpreter)]
+    assert all(names.count(op) == 1 for op in ops), names
+    got = run_tflite(exported.path, images)
+    expected = sim.model.predict(images, verbose=0)
+    step = float(sim.model.get_layer("fc").output_quantizers[0].encoding.delta)
+    assert np.mean(np.abs(got - expected) <= step * 1.001) >= 0.98
+    # Other configs keep the activation one op.
+    default = QuantizationSimModel(_activation_model(activation))
+    assert not default.model.get_layer("act").internal_quantizers
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "swish"])
+def test_16x8_logistic_and_tanh_load_and_follow_the_sim(tmp_path, activation):
+    """TFLite's int16 LOGISTIC and TANH kernels take only a 1/32768 output
+    step; the converter wrote 1/65536 for LOGISTIC and the file failed to
+    load."""
+    images = 2 * np.random.default_rng(0).normal(size=(64, 8, 8, 3))
+    images = images.astype("float32")
+    sim = QuantizationSimModel(
+        _activation_model(activation),
+        config_file="tflite_16x8",
+        default_output_bw=16,
+    )
+    sim.compute_encodings(images)
+    exported = export_tflite(sim, tmp_path / "m.tflite", mode="16x8")
+    got = run_tflite(exported.path, images)
+    expected = sim.model.predict(images, verbose=0)
+    step = float(sim.model.get_layer("fc").output_quantizers[0].encoding.delta)
+    assert np.max(np.abs(got - expected)) <= 8 * step

@@ -178,3 +178,43 @@ def test_split_activations_computes_the_same_and_keeps_relu_fused():
     # The caller's model keeps its layers and activations.
     assert model.get_layer("fc").activation.__name__ == "softmax"
     assert len(model.layers) == 5
+
+
+class _SavesDerivedSizes(keras.layers.Layer):
+    """Saves a size its constructor does not take (as keras-hub's
+    ViTPatchingAndEmbedding saves num_patches)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(self.units,), name="scale")
+
+    def call(self, inputs):
+        return inputs * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "derived": 4}
+
+
+class _ForgetsAnArgument(_SavesDerivedSizes):
+    def get_config(self):
+        config = super().get_config()
+        del config["units"]
+        return config
+
+
+def test_copy_drops_config_keys_the_constructor_does_not_take():
+    from aimet_keras.graph import prepare
+
+    layer = _SavesDerivedSizes(3, name="scaled")
+    layer.build((None, 3))
+    layer.scale.assign([1.0, 2.0, 3.0])
+    copy = prepare.copy_operation(layer)
+    assert copy.units == 3
+    np.testing.assert_array_equal(copy.scale.numpy(), [1.0, 2.0, 3.0])
+    missing = _ForgetsAnArgument(3, name="forgets")
+    missing.build((None, 3))
+    with pytest.raises(ValueError, match=r"(?s)'forgets'.*get_config"):
+        prepare.copy_operation(missing)

@@ -187,9 +187,8 @@ def test_bert_tflite_export_with_a_fixed_sequence_length(tflite_bert, tmp_path):
         )
 
 
-def test_vit_builds_a_strict_sim_and_calibrates():
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.ViTBackbone(
+def _vit():
+    return keras_hub.models.ViTBackbone(
         image_shape=(32, 32, 3),
         patch_size=8,
         num_layers=2,
@@ -197,6 +196,11 @@ def test_vit_builds_a_strict_sim_and_calibrates():
         hidden_dim=32,
         mlp_dim=64,
     )
+
+
+def test_vit_builds_a_strict_sim_and_calibrates():
+    keras.utils.set_random_seed(0)
+    backbone = _vit()
     sim = _strict_sim(backbone)
     images = np.random.default_rng(0).normal(size=(32, 32, 32, 3))
     sim.compute_encodings(images.astype("float32"))
@@ -211,6 +215,72 @@ def test_vit_builds_a_strict_sim_and_calibrates():
     expected = backbone.predict(images[:8], verbose=0)
     got = sim.model.predict(images[:8], verbose=0)
     assert np.abs(got - expected).max() <= 0.2 * np.abs(expected).max()
+
+
+def _resnet():
+    return keras_hub.models.ResNetBackbone(
+        input_conv_filters=[16],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 32],  # keras-hub fixes the first at 64
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="bottleneck_block",
+        image_shape=(32, 32, 3),
+    )
+
+
+def _mobilenet():
+    return keras_hub.models.MobileNetBackbone(
+        stackwise_expansion=[[16], [72, 88]],
+        stackwise_num_blocks=[1, 2],
+        stackwise_num_filters=[[16], [24, 24]],
+        stackwise_kernel_size=[[3], [3, 3]],
+        stackwise_num_strides=[[2], [2, 1]],
+        stackwise_se_ratio=[[0.25], [None, None]],
+        stackwise_activation=[["relu"], ["relu", "hard_swish"]],
+        stackwise_padding=[[1], [1, 1]],
+        output_num_filters=48,
+        depthwise_filters=8,
+        depthwise_stride=2,
+        depthwise_residual=False,
+        last_layer_filter=48,
+        image_shape=(32, 32, 3),
+    )
+
+
+# keras-hub vision backbones from configs, 32x32, small.
+_VISION = {"ResNet": _resnet, "MobileNet": _mobilenet, "ViT": _vit}
+
+
+def _classifier(backbone):
+    inputs = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(inputs))
+    outputs = keras.layers.Dense(10, activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("name", ["ResNet", "MobileNet", "ViT"])
+def test_vision_backbone_runs_end_to_end(name, tmp_path):
+    """Sim (strict), BN fold, CLE, AdaRound, int8 TFLite, ONNX and
+    sim.export on keras-hub's ResNet, MobileNet (squeeze-excite with a hard
+    sigmoid) and ViT (its patch embedding's tokens get a grid: without it
+    the TFLite export was tens of steps off)."""
+    from tests.models import end_to_end
+    from tests.models import photo_crops
+
+    keras.utils.set_random_seed(0)
+    backbone = _VISION[name]()
+    model = backbone if name == "ViT" else _classifier(backbone)
+    # AdaRound once (the other families run it in test_applications).
+    result = end_to_end(
+        model, photo_crops(32, 32), tmp_path, adaround=name == "ResNet"
+    )
+    # Outputs within one step of the sim's grid: the classifiers' softmax
+    # exactly, ViT's last LayerNormalization (rounding through two
+    # encoder blocks) on most values.
+    least = 0.8 if name == "ViT" else 0.99
+    assert result.tflite_agreement >= least
+    assert result.onnx_agreement >= 0.95
 
 
 def _decoder_model(**call_options):

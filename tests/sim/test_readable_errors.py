@@ -68,8 +68,10 @@ def _grids(quantizers):
 
 def _assert_same_encoding(got, want):
     assert got is not None and want is not None
-    np.testing.assert_array_equal(got.min, want.min)
-    np.testing.assert_array_equal(got.max, want.max)
+    # Batched differently, a matmul may sum in another order (AVX2 kernels
+    # do): the same range to float32's precision.
+    np.testing.assert_allclose(got.min, want.min, rtol=1e-6)
+    np.testing.assert_allclose(got.max, want.max, rtol=1e-6)
 
 
 def _assert_same_grids(before, after):
