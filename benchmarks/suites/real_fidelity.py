@@ -112,9 +112,15 @@ def _reestimate(model, images):
     average: MobileNetV2/V3's batch norms (momentum 0.999) keep half their
     initial statistics after a few hundred steps, and predict one class.
     """
+    import keras
+
     from aimet_keras import ptq
 
-    ptq.reestimate_bn_stats(model, images[:4096], bn_num_batches=64)
+    if any(
+        isinstance(layer, keras.layers.BatchNormalization)
+        for layer in model.layers
+    ):  # ConvNeXt has none
+        ptq.reestimate_bn_stats(model, images[:4096], bn_num_batches=64)
 
 
 def _agreement(candidate, reference):

@@ -138,7 +138,11 @@ def _model_row(name, size, count, folder):
     model = stock_model(name, size)
     if name == "Xception":
         images = _resized(images, 71) if size < 71 else images
-    ptq.reestimate_bn_stats(model, images, bn_num_batches=4, batch_size=16)
+    if any(
+        isinstance(layer, keras.layers.BatchNormalization)
+        for layer in model.layers
+    ):  # ConvNeXt has none
+        ptq.reestimate_bn_stats(model, images, bn_num_batches=4, batch_size=16)
     fp32 = model.predict(images, batch_size=32, verbose=0)
     start = time.perf_counter()
     model.predict(images, batch_size=32, verbose=0)
