@@ -412,12 +412,28 @@ def _convert(graph, sim, mode, io_dtype):
             ) from None
 
 
+def _fix_int16_unit_grid(output, schema):
+    """An int16 LOGISTIC or TANH output on the grid TFLite's kernels need.
+
+    The kernels refuse any int16 output grid but a step of 1/32768 with
+    zero point 0, yet the converter writes LOGISTIC's as 1/65536 with zero
+    point -32768 (and a requantize to the sim's grid after it): the file
+    failed to load. The sim's grid is the kernels' (the tflite_16x8
+    config's constraints), so the requantize after becomes a copy.
+    """
+    if output.type == schema.TensorType.INT16 and output.quantization:
+        output.quantization.scale = np.array([1 / 32768], np.float32)
+        output.quantization.zeroPoint = np.array([0], np.int64)
+
+
 def _widen_16x8_biases(flatbuffer):
-    """int32 biases of int16 convolutions become int64.
+    """int32 biases of int16 convolutions become int64; int16 LOGISTIC and
+    TANH outputs take the kernels' grid (:func:`_fix_int16_unit_grid`).
 
     The converter writes int32 biases when it reads the grids from
     fake-quant ops, but TFLite's 16x8 kernels read int64 ones (its own
     calibrated path writes those): without this the model computes garbage.
+    One pass over the flatbuffer for both.
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
@@ -434,6 +450,9 @@ def _widen_16x8_biases(flatbuffer):
         for op in subgraph.operators:
             code = model.operatorCodes[op.opcodeIndex]
             kind = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if kind in (builtin.LOGISTIC, builtin.TANH):
+                _fix_int16_unit_grid(subgraph.tensors[op.outputs[0]], schema)
+                continue
             position = bias_input.get(kind)
             if position is None or len(op.inputs) <= position:
                 continue
@@ -454,33 +473,6 @@ def _widen_16x8_biases(flatbuffer):
             model.buffers.append(widened)
             tensor.buffer = len(model.buffers) - 1
             tensor.type = schema.TensorType.INT64
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _int16_fixed_output_grids(flatbuffer):
-    """int16 LOGISTIC and TANH outputs on the grid TFLite's kernels need.
-
-    The kernels refuse any int16 output grid but a step of 1/32768 with
-    zero point 0, yet the converter writes LOGISTIC's as 1/65536 with zero
-    point -32768 (and a requantize to the sim's grid after it): the file
-    failed to load. The sim's grid is the kernels' (the tflite_16x8
-    config's constraints), so the requantize after becomes a copy.
-    """
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    builtin = schema.BuiltinOperator
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
-    for subgraph in model.subgraphs:
-        for op in subgraph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            kind = max(code.builtinCode, code.deprecatedBuiltinCode)
-            if kind not in (builtin.LOGISTIC, builtin.TANH):
-                continue
-            output = subgraph.tensors[op.outputs[0]]
-            if output.type == schema.TensorType.INT16 and output.quantization:
-                output.quantization.scale = np.array([1 / 32768], np.float32)
-                output.quantization.zeroPoint = np.array([0], np.int64)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
@@ -886,7 +878,6 @@ def export_tflite(
     flatbuffer = _convert(graph, sim, mode, io_dtype)
     if mode == "16x8":
         flatbuffer = _widen_16x8_biases(flatbuffer)
-        flatbuffer = _int16_fixed_output_grids(flatbuffer)
     else:
         flatbuffer, prelu_changes = _integer_prelus(flatbuffer, sim, graph)
         changes += prelu_changes
