@@ -5,9 +5,13 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+# Three minutes on two cores: tests/compress covers each step it chains.
+@pytest.mark.slow
 def test_compress_and_finetune_runs_and_halves_the_macs(tmp_path):
     result = subprocess.run(
         [

@@ -12,8 +12,8 @@ def test_w4_runs_every_step_and_keeps_the_best(tmp_path):
     images, labels = zoo.load_fashion_mnist_slice("test")
 
     def top1(m):
-        predictions = m.predict(images[:500], verbose=0).argmax(-1)
-        return float(np.mean(predictions == labels[:500]))
+        predictions = m.predict(images[:300], verbose=0).argmax(-1)
+        return float(np.mean(predictions == labels[:300]))
 
     result = auto_quant(
         model,
@@ -23,7 +23,7 @@ def test_w4_runs_every_step_and_keeps_the_best(tmp_path):
         default_param_bw=4,
         quant_scheme="tf",
         results_dir=tmp_path,
-        adaround_iterations=100,
+        adaround_iterations=30,
         verbose=False,
     )
     steps = [entry["step"] for entry in result.report]

@@ -48,7 +48,7 @@ def test_fitting_lowers_block_errors_and_freezes_grids():
     sim = _sim()
     sim.compute_encodings(IMAGES)
     params = AdaroundParameters(
-        IMAGES, num_batches=4, default_num_iterations=120
+        IMAGES, num_batches=2, default_num_iterations=40
     )
     results = reconstruct_blocks(sim, params, verbose=False)
     rounded = {name for r in results for name in r.layers}
