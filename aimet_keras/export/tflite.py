@@ -426,7 +426,7 @@ def _fix_int16_unit_grid(output, schema):
         output.quantization.zeroPoint = np.array([0], np.int64)
 
 
-def _widen_16x8_biases(flatbuffer):
+def _fix_16x8_flatbuffer(flatbuffer):
     """int32 biases of int16 convolutions become int64; int16 LOGISTIC and
     TANH outputs take the kernels' grid (:func:`_fix_int16_unit_grid`).
 
@@ -877,7 +877,7 @@ def export_tflite(
     )
     flatbuffer = _convert(graph, sim, mode, io_dtype)
     if mode == "16x8":
-        flatbuffer = _widen_16x8_biases(flatbuffer)
+        flatbuffer = _fix_16x8_flatbuffer(flatbuffer)
     else:
         flatbuffer, prelu_changes = _integer_prelus(flatbuffer, sim, graph)
         changes += prelu_changes
