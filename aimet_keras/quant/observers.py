@@ -675,7 +675,11 @@ def _expected_errors(
     return (clip_weight * (clipped_below + clipped_above) + rounding) / width
 
 
-@tf.function(reduce_retracing=True, autograph=False)
+# One fused XLA kernel: op by op, each of the cost's ~40 element-wise steps
+# wrote a (C, K, B) float64 temporary, and a per-channel weight took a second
+# (16x slower). Callers pad the channel count to a power of two so that a
+# handful of shapes are compiled per process.
+@tf.function(jit_compile=True, autograph=False)
 def _best_candidate(
     edges,
     counts,
@@ -705,6 +709,12 @@ def _best_candidate(
     )
     cost = tf.reduce_sum(errors * counts[:, None, :], axis=-1)
     return tf.argmin(cost, axis=-1)
+
+
+def _pad_rows(array, rows):
+    """``array`` with its last row repeated up to ``rows`` rows."""
+    missing = rows - len(array)
+    return np.concatenate([array, np.repeat(array[-1:], missing, 0)])
 
 
 class _SearchObserver(_HistogramObserver):
@@ -744,17 +754,19 @@ class _SearchObserver(_HistogramObserver):
         step = max(1, _SEARCH_ELEMENTS // (cand_lo.shape[1] * NUM_BINS))
         for start in range(0, self.num_channels, step):
             chunk = slice(start, start + step)
+            count = len(edges[chunk])
+            padded = min(step, 1 << (count - 1).bit_length())
             best[chunk] = _best_candidate(
-                edges[chunk],
-                counts[chunk],
-                cand_lo[chunk],
-                cand_hi[chunk],
+                *(
+                    _pad_rows(array[chunk], padded)
+                    for array in (edges, counts, cand_lo, cand_hi)
+                ),
                 self.clip_weight,
                 bitwidth,
                 is_symmetric,
                 strict,
                 unsigned,
-            ).numpy()
+            ).numpy()[:count]
         rows = np.arange(self.num_channels)
         return cand_lo[rows, best], cand_hi[rows, best]
 

@@ -376,9 +376,36 @@ def _fixed_range_kernel(x):
     # passes become one. Tensors of a static shape (weights, whose values
     # a forward pass reads once) use plain ops: compiling a kernel for each
     # weight's shape took longer than every batch of a calibration run.
-    if not x.shape.is_fully_defined():
+    if not x.shape.is_fully_defined() and fusion_pays_off(x.shape):
         return _fixed_range_forward_fused
     return _fixed_range_forward_traced
+
+
+# Per-sample elements from which a batch-dynamic tensor is quantized by a
+# fused XLA kernel. Each kernel compiles per shape, batch size included
+# (about 0.2 s on 2 cores): on small tensors that cost more than the memory
+# passes it saves, and every new batch size (a last partial batch) paid it
+# again for every layer.
+FUSION_MIN_ELEMENTS = 2**16
+
+
+def fusion_pays_off(shape):
+    """Whether a batch-dynamic tensor of ``shape`` is worth an XLA kernel.
+
+    True when one sample holds at least :data:`FUSION_MIN_ELEMENTS` values
+    (or its size is unknown), as in the early layers of a 224x224 network.
+
+    Example:
+
+    >>> fusion_pays_off(tf.TensorShape([None, 112, 112, 64]))
+    True
+    >>> fusion_pays_off(tf.TensorShape([None, 16, 16, 96]))
+    False
+    """
+    per_sample = tf.TensorShape(shape)[1:]
+    if not per_sample.is_fully_defined():
+        return True
+    return per_sample.num_elements() >= FUSION_MIN_ELEMENTS
 
 
 def quantize_dequantize_fixed_range(

@@ -15,6 +15,7 @@ import contextlib
 
 import keras
 
+from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import internals as internals_lib
 from aimet_keras.sim import quantizer as quantizer_lib
 
@@ -283,20 +284,21 @@ class QuantizationWrapper(keras.layers.Layer):
 
     def call(self, *args, training=None, positional_constants=None, **kwargs):
         args = _with_constants(args, positional_constants)
-        fused = self._fused_inference(training)
+        fused = self._fused_inference(training, args, kwargs)
         if fused is not None:
             return fused(*args, **kwargs)
         return self._quantized_call(args, kwargs, training)
 
-    def _fused_inference(self, training):
+    def _fused_inference(self, training, args, kwargs):
         """One XLA kernel for an element-wise layer and its quantizers.
 
         In inference inside a graph, an element-wise layer (ReLU, Add,
         BatchNormalization...) and its calibrated quantizers compile
         together, so the simulation reads and writes the tensor once, as the
-        float layer does. Returns None where that does not apply. The
-        function is kept per quantizer setup, since traced code bakes the
-        switches in.
+        float layer does, where its tensors are large enough to pay for the
+        compile (:func:`~aimet_keras.quant.quantize.fusion_pays_off`).
+        Returns None where that does not apply. The function is kept per
+        quantizer setup, since traced code bakes the switches in.
         """
         import tensorflow as tf
 
@@ -310,6 +312,11 @@ class QuantizationWrapper(keras.layers.Layer):
             # Replaced weights are tensors of the caller's trace: a kept
             # function would hold them past it.
             or self.__dict__.get("_replaced_weights")
+        ):
+            return None
+        if not all(
+            quantize_lib.fusion_pays_off(tensor.shape)
+            for tensor in _tensor_leaves((args, kwargs))
         ):
             return None
         quantizers = self.quantizers
