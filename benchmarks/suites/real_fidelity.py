@@ -22,6 +22,9 @@ Each model trains and is measured in a process of its own (``python -m
 benchmarks.suites.real_fidelity NAME FOLDER``). Trained weights are kept in
 ``$AIMET_KERAS_BENCH_CACHE`` (default ``~/.cache/aimet_keras_bench``), so a
 second run only quantizes. ``--quick`` runs three architectures.
+ConvNeXtTiny's and Xception's weights were trained on a GPU machine with
+the JAX backend and the same recipe (``benchmarks/train_elsewhere.py``);
+without them in the cache the suite trains them here, for hours.
 """
 
 import json
@@ -32,6 +35,7 @@ import time
 import numpy as np
 
 from benchmarks import harness
+from benchmarks import train_elsewhere
 from benchmarks.suites import real_models
 
 __all__ = ["run"]
@@ -52,44 +56,32 @@ def _cache_folder():
     return folder
 
 
-# Models whose first layers rescale 0-255 pixels themselves (Rescaling,
-# Normalization): given [0, 1] images their input would span 1/255 of its
-# range, and the stem's 8-bit grid would hold a few levels of it.
-RAW_PIXELS = (
-    "MobileNetV3Small",
-    "MobileNetV3Large",
-    "EfficientNetB0",
-    "EfficientNetV2B0",
-    "ConvNeXtTiny",
-)
-
-
-def _images(split, count, size, name=None):
-    """Fashion-MNIST as 3-channel ``size`` x ``size`` float images, 0-255
-    for the models of ``RAW_PIXELS``, else 0-1."""
+def _images(split, count, name):
+    """Fashion-MNIST as ``name`` takes it (see ``prepare_images``)."""
     from aimet_keras.zoo.datasets import load_fashion_mnist
 
     images, labels = load_fashion_mnist(split)
-    images, labels = images[:count], labels[:count]
-    if size == 32:
-        # Padding keeps every pixel as it is (a resize would blur them).
-        images = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
-    else:
-        images = real_models._resized(images, size)
-    images = np.repeat(images, 3, axis=-1).astype("float32")
-    return images * (255.0 if name in RAW_PIXELS else 1.0), labels
+    images = train_elsewhere.prepare_images(
+        images[:count], name, real_models._resized
+    )
+    return images, labels[:count]
+
+
+def cached_weights_path(name, size):
+    """Where the trained weights of ``name`` at ``size`` are cached."""
+    return os.path.join(
+        _cache_folder(), f"{name}_{size}_{TRAIN}x{EPOCHS}_v2.weights.h5"
+    )
 
 
 def _trained(name, size):
     """The stock model trained on Fashion-MNIST, from the cache if there."""
     import keras
 
-    path = os.path.join(
-        _cache_folder(), f"{name}_{size}_{TRAIN}x{EPOCHS}_v2.weights.h5"
-    )
+    path = cached_weights_path(name, size)
     keras.utils.set_random_seed(0)
     model = real_models.stock_model(name, size)
-    images, labels = _images("train", TRAIN, size, name)
+    images, labels = _images("train", TRAIN, name)
     if os.path.exists(path):
         model.load_weights(path)
         _reestimate(model, images)
@@ -146,10 +138,10 @@ def _measure(name, folder):
     from aimet_keras import ptq
     from aimet_keras.sim import QuantizationSimModel
 
-    size = 71 if name == "Xception" else SIZE
+    size = train_elsewhere.input_size(name)
     model, train_seconds = _trained(name, size)
-    test_images, test_labels = _images("test", TEST, size, name)
-    calibration, _ = _images("train", CALIBRATION, size, name)
+    test_images, test_labels = _images("test", TEST, name)
+    calibration, _ = _images("train", CALIBRATION, name)
 
     def correct(outputs):
         return real_models._top1(outputs) == test_labels
