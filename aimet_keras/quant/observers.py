@@ -678,8 +678,9 @@ def _expected_errors(
 # One fused XLA kernel: op by op, each of the cost's ~40 element-wise steps
 # wrote a (C, K, B) float64 temporary, and a per-channel weight took a second
 # (16x slower). Callers pad the channel count to a power of two so that a
-# handful of shapes are compiled per process.
-@tf.function(jit_compile=True, autograph=False)
+# handful of shapes are compiled per process; one trace with relaxed shapes
+# serves them all (XLA compiles per shape underneath).
+@tf.function(jit_compile=True, autograph=False, reduce_retracing=True)
 def _best_candidate(
     edges,
     counts,

@@ -115,6 +115,10 @@ class LayerSpec:
     see :mod:`aimet_keras.sim.layer_norm`). ``output_grid_source`` is
     ``(layer name, "input" or "output", index)``: the quantizer whose grid
     the output takes (an op type with ``output_on_input_grid``), or None.
+    ``bias_grid_source`` is the quantizer whose grid the layer's input is
+    on, for a layer with a kernel and a 32-bit bias: the bias then takes
+    the step integer kernels give it, input step x weight step (see
+    :meth:`~aimet_keras.sim.QuantizationSimModel.compute_encodings`).
     """
 
     op_type: str
@@ -124,6 +128,7 @@ class LayerSpec:
     known: bool = True
     internals: dict = dataclasses.field(default_factory=dict)
     output_grid_source: tuple = None
+    bias_grid_source: tuple = None
 
 
 def weight_channel_axis(layer, weight_name, rule=None):
@@ -329,15 +334,18 @@ def resolve_layer_specs(
                 rule.weights is not None and key not in rule.weights
             ):
                 enabled = False
+            bitwidth = settings.get("bitwidth", default_param_bw)
+            # A 32-bit bias goes per channel with its kernel: it takes the
+            # step input step x weight step (see bias_grid_source).
             axis = (
                 weight_channel_axis(layer, weight.name, rule)
-                if per_channel and role == "weight"
+                if per_channel and (role == "weight" or bitwidth == 32)
                 else None
             )
             params[key] = tensor_spec(
                 enabled,
                 settings.get("is_symmetric", False),
-                settings.get("bitwidth", default_param_bw),
+                bitwidth,
                 axis,
             )
         internals = {}
@@ -415,22 +423,51 @@ def resolve_layer_specs(
                 specs[name] = dataclasses.replace(
                     spec, output_grid_source=source
                 )
+        if _has_int32_bias(spec):
+            source = _input_grid_source(name, specs, connections, None)
+            if source is not None:
+                specs[name] = dataclasses.replace(
+                    specs[name], bias_grid_source=source
+                )
     return specs
 
 
-def _input_grid_source(name, specs, connections):
+def _has_int32_bias(spec):
+    """A quantized kernel and a 32-bit integer bias, and no other weight."""
+    kernels = [key for key in spec.params if key != "bias"]
+    return (
+        "bias" in spec.params
+        and len(kernels) == 1
+        and all(
+            spec.params[key].enabled and spec.params[key].data_type == "int"
+            for key in spec.params
+        )
+        and spec.params["bias"].bitwidth == 32
+    )
+
+
+_OUTPUT = object()  # the layer's own output quantizer
+
+
+def _input_grid_source(name, specs, connections, wanted=_OUTPUT):
     """The quantizer whose grid ``name``'s one input is on, or None.
 
     Its own input quantizer, else the producer's output quantizer, looking
     through ops whose output is left unquantized and is a selection of
-    their input's values (max pooling, reshapes, padding, dropout).
+    their input's values (max pooling, reshapes, padding, dropout). The
+    quantizer found must have the bits and kind of grid of ``wanted`` (by
+    default the layer's output quantizer), or be any integer quantizer
+    when ``wanted`` is None.
     """
     spec = specs[name]
     if len(spec.inputs) != 1:
         return None
-    wanted = spec.outputs[0]
+    if wanted is _OUTPUT:
+        wanted = spec.outputs[0]
 
     def matches(quantizer):
+        if wanted is None:
+            return quantizer.enabled and quantizer.data_type == "int"
         # One grid means the same bits and the same kind of grid.
         return quantizer.enabled and (
             quantizer.bitwidth,

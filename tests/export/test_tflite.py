@@ -106,6 +106,37 @@ def test_kernels_and_input_grid_are_the_sims(resnet_int8, resnet_sim):
     assert zero == -int(encoding.offset) - 128
 
 
+def test_biases_are_the_sims_int32_biases(resnet_int8, resnet_sim):
+    """Each int32 bias times its scale is the sim's quantized bias, and the
+    sim's bias step is input step x weight step, as in the file."""
+    interpreter = _interpreter(resnet_int8.path)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    wrappers = {w.name: w for w in resnet_sim.quant_wrappers()}
+    checked = 0
+    for op in interpreter._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "FULLY_CONNECTED"):
+            continue
+        wrapper = wrappers[tensors[op["outputs"][0]]["name"]]
+        if "bias" not in wrapper.param_quantizers:
+            continue  # no bias in Keras: the converter's zeros
+        quantizer = wrapper.param_quantizers["bias"]
+        bias = tensors[op["inputs"][2]]
+        scales = bias["quantization_parameters"]["scales"]
+        input_scale = tensors[op["inputs"][0]]["quantization"][0]
+        weight_scales = tensors[op["inputs"][1]]["quantization_parameters"][
+            "scales"
+        ]
+        np.testing.assert_allclose(
+            quantizer.encoding.delta, input_scale * weight_scales, rtol=1e-6
+        )
+        np.testing.assert_allclose(scales, quantizer.encoding.delta, rtol=1e-6)
+        in_file = interpreter.get_tensor(bias["index"]) * scales
+        in_sim = quantizer(wrapper.layer.bias).numpy()
+        np.testing.assert_allclose(in_file, in_sim, rtol=1e-6, atol=1e-9)
+        checked += 1
+    assert checked >= 6
+
+
 def test_int8_io_takes_integers_on_the_sims_input_grid(
     resnet_sim, resnet_sim_predictions, test_images, tmp_path
 ):
