@@ -158,15 +158,19 @@ def _quantize_dequantize_core(x, delta, offset, steps):
     return y, grad
 
 
-def _compute_dtype(x):
-    # Grids up to 16 bits need more integers than fp16 holds exactly.
+def _compute_dtype(x, steps):
+    # Grids up to 16 bits need more integers than fp16 holds exactly, and
+    # wider ones (32-bit biases) more than float32 holds: its levels near
+    # the offset (-2**31) are 256 apart.
+    if steps > 2**24:
+        return tf.float64
     return tf.float32 if x.dtype in _HALF_TYPES else x.dtype
 
 
 def _apply_grid(x, delta, offset, steps, axis):
     num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
     shape = _broadcast_shape(x, axis, num_channels)
-    dtype = _compute_dtype(x)
+    dtype = _compute_dtype(x, steps)
     y = _quantize_dequantize_core(
         tf.cast(x, dtype),
         tf.reshape(tf.cast(delta, dtype), shape),
@@ -319,8 +323,8 @@ def _broadcast_grid(
     )
     num_channels = int(np.prod(delta.shape)) if delta.shape.rank else 1
     shape = _broadcast_shape(x, axis, num_channels)
-    dtype = _compute_dtype(x)
     steps = encoding_lib.num_steps(bitwidth, is_symmetric, strict)
+    dtype = _compute_dtype(x, steps)
     return (
         tf.reshape(tf.cast(delta, dtype), shape),
         tf.reshape(tf.cast(offset, dtype), shape),

@@ -209,9 +209,7 @@ def test_fp32_model_applies_the_encodings_to_match_the_qdq_model(
     images, _ = test_images
     by_file = _run_model(model, images[:500])
     qdq = _run(resnet_onnx.qdq_path, images[:500])
-    # Kernels and biases stay float here (QNN applies the file's param
-    # grids itself), so near-tied images may differ: 3 of 500 do.
-    assert np.mean(by_file.argmax(1) == qdq.argmax(1)) >= 0.99
+    assert np.mean(by_file.argmax(1) == qdq.argmax(1)) >= 0.995
 
 
 def _run_model(model, images):

@@ -133,6 +133,9 @@ def test_biases_are_the_sims_int32_biases(resnet_int8, resnet_sim):
         in_file = interpreter.get_tensor(bias["index"]) * scales
         in_sim = quantizer(wrapper.layer.bias).numpy()
         np.testing.assert_allclose(in_file, in_sim, rtol=1e-6, atol=1e-9)
+        # Rounded to the nearest level of that fine grid, not coarser.
+        error = np.abs(in_sim - wrapper.layer.bias.numpy())
+        assert np.all(error <= 0.5001 * quantizer.encoding.delta)
         checked += 1
     assert checked >= 6
 

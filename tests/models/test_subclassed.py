@@ -65,9 +65,7 @@ def test_mtcnn_nets_run_end_to_end_and_keep_their_face_scores(
     w8a8 = keras.tree.flatten(result.sim.model.predict(faces, verbose=0))[-1]
     # The trained nets' decisions survive W8A8 on real faces and non-faces.
     assert np.mean(fp32.argmax(-1) == w8a8.argmax(-1)) >= 0.97
-    # No face score moves by more than an eighth (0.108 at most on ONet,
-    # biases on the int32 grid the integer kernels use).
-    assert np.max(np.abs(fp32[:, 1] - w8a8[:, 1])) <= 0.125
+    assert np.max(np.abs(fp32[:, 1] - w8a8[:, 1])) <= 0.1
     # The exports decide as the sim does on every face.
     for outputs in (result.tflite_outputs, result.onnx_outputs):
         scores = outputs[-1]
