@@ -108,6 +108,6 @@ def optimize_activation_ranges(sim, data, candidates=CANDIDATES):
         best = min(errors, key=errors.get)
         quantizer.set_encoding(encodings[name][best])
         chosen[name] = (best, errors[best])
-    sim._follow_input_grids()
+    sim._tie_grids()
     sim._retrace()
     return chosen

@@ -377,7 +377,7 @@ def load_encodings(sim, path, params_only=False):
                     f"{known[:8]}{' ...' if len(known) > 8 else ''}. Export "
                     "the encodings from a sim of the same model."
                 )
-    done = set()
+    done, loaded = set(), []
     for name, (quantizer, kind) in table.items():
         if params_only and kind == "activation":
             continue
@@ -396,9 +396,26 @@ def load_encodings(sim, path, params_only=False):
         except ValueError as error:
             raise ValueError(f"{path}: tensor {name!r}: {error}") from None
         done.add(id(quantizer))
+        loaded.append((quantizer, encoding))
+    # A tied grid the file gives another value is the file's from now on.
+    for quantizer, encoding in loaded:
+        if quantizer.tied and not _same_grid(quantizer.encoding, encoding):
+            quantizer.untie()
     sim._retrace()
     return sorted(
         name for name, (quantizer, _) in table.items() if id(quantizer) in done
+    )
+
+
+def _same_grid(a, b):
+    """Whether two integer encodings describe one grid."""
+    return (
+        a is not None
+        and not a.is_float
+        and not b.is_float
+        and a.bitwidth == b.bitwidth
+        and np.array_equal(np.asarray(a.offset), np.asarray(b.offset))
+        and np.allclose(a.delta, b.delta, rtol=1e-6, atol=0.0)
     )
 
 

@@ -86,7 +86,8 @@ class TensorQuantizer(keras.layers.Layer):
             ``"int"``.
         enabled: quantize (True) or pass values through. Defaults to True.
         range_learning: make ``encoding_min``/``encoding_max`` trainable.
-            Defaults to False.
+            A ``fixed_range`` grid, which the target fixes, is never
+            learned. Defaults to False.
         init_batches: with no encoding set, take the range from the min and
             max of the first ``init_batches`` batches quantized (as tfmot
             does; used by ``quantize_model`` without calibration data).
@@ -148,7 +149,9 @@ class TensorQuantizer(keras.layers.Layer):
         self.quant_scheme = quant_scheme
         self.data_type = data_type
         self.enabled = bool(enabled)
-        self.range_learning = bool(range_learning)
+        # The target fixes a fixed_range grid (TFLite's 1/256 for sigmoid
+        # and softmax): learning it would move the sim off the target.
+        self.range_learning = bool(range_learning) and fixed_range is None
         self.init_batches = int(init_batches)
         self.fixed_range = (
             None
@@ -169,6 +172,7 @@ class TensorQuantizer(keras.layers.Layer):
         # Mirrors the has_encoding variable on the Python side: call() reads
         # it while tracing, when variables have no value to read.
         self._initialized = False
+        self._tie = None
 
     def build(self, input_shape):
         self.observer.build(input_shape)
@@ -218,7 +222,7 @@ class TensorQuantizer(keras.layers.Layer):
         if self.observing:
             self.observer.update(inputs)
             return inputs
-        if not self.is_initialized:
+        if not self.is_initialized:  # (a holding tie counts as one)
             if not self.init_batches:
                 return inputs
             lo, hi = self._range_from_first_batches(inputs)
@@ -231,22 +235,107 @@ class TensorQuantizer(keras.layers.Layer):
                 self.strict_symmetric,
                 self.unsigned_symmetric,
             )
+        lo, hi = self._grid_range()
+        learned = self._tie.learns if self.tied else self.range_learning
         quantize = (
             quantize_lib.quantize_dequantize_range
-            if self.range_learning
+            if learned or (self.tied and self._tie.derived)
             # A fixed range: one fused kernel for activations in graphs.
             else quantize_lib.quantize_dequantize_fixed_range
         )
         return quantize(
             inputs,
-            self.encoding_min,
-            self.encoding_max,
+            lo,
+            hi,
             self.bitwidth,
             self.is_symmetric,
             self.strict_symmetric,
             self.unsigned_symmetric,
             axis=self.axis,
         )
+
+    def _grid_range(self):
+        """``(min, max)`` tensors of the grid calls compute on."""
+        if self.tied:
+            return self._tie.range()
+        return self.encoding_min, self.encoding_max
+
+    def tie_to(self, source):
+        """Takes ``source``'s grid from now on, in every call.
+
+        For an op whose output the target keeps on its input's grid
+        (TFLite's max pooling, reshape, concatenation inputs): under range
+        learning both uses then train one grid, and an export never finds
+        them apart. The tie holds while both quantizers are enabled integer
+        grids of the same kind and ``source`` has an encoding; otherwise
+        this quantizer uses its own grid. Not saved: a saved model holds
+        the tied grid in this quantizer's own variables.
+
+        Args:
+            source: the :class:`TensorQuantizer` whose grid to take.
+
+        Example:
+
+        >>> source, follower = TensorQuantizer(), TensorQuantizer()
+        >>> _ = source(np.zeros(2, "float32")), follower(np.zeros(2, "float32"))
+        >>> source.set_encoding(encoding_lib.compute_encoding(-1.0, 1.0, 8))
+        >>> follower.tie_to(source)
+        >>> follower.tied, round(float(follower.encoding.delta) * 255, 6)
+        (True, 2.0)
+        """
+        self._tie = _SameGrid(self, source)
+
+    def tie_to_product(self, input_quantizer, kernel_quantizer):
+        """Takes the step ``input step x kernel step`` from now on.
+
+        For a 32-bit bias: integer kernels (TFLite, QNN) add the bias to
+        the int32 accumulator as it is, so its step is the product of the
+        input's and the kernel's (per channel). The grid is derived in
+        every call, so it follows ranges and weights as they train. Holds
+        while all three quantizers are enabled, initialized integer grids
+        (and this one is per channel where the kernel is); otherwise this
+        quantizer uses its own grid.
+
+        Args:
+            input_quantizer: the quantizer of the layer's input.
+            kernel_quantizer: the quantizer of the layer's kernel.
+
+        Example:
+
+        >>> x, kernel = TensorQuantizer(), TensorQuantizer(is_symmetric=True)
+        >>> bias = TensorQuantizer(32, is_symmetric=True)
+        >>> for q in (x, kernel, bias):
+        ...     _ = q(np.zeros(2, "float32"))
+        >>> x.set_encoding(encoding_lib.compute_encoding(0.0, 2.55, 8))
+        >>> kernel.set_encoding(
+        ...     encoding_lib.compute_encoding(-1.27, 1.27, 8, True))
+        >>> bias.tie_to_product(x, kernel)
+        >>> round(float(bias.encoding.delta), 8)  # 0.01 x 0.01
+        0.0001
+        """
+        self._tie = _ProductGrid(self, input_quantizer, kernel_quantizer)
+
+    def untie(self):
+        """Uses this quantizer's own grid again (see :meth:`tie_to`)."""
+        self._tie = None
+
+    @property
+    def tied(self):
+        """Whether a tie (:meth:`tie_to`) sets this quantizer's grid now."""
+        return self._tie is not None and self._tie.holds()
+
+    def sync_tied_grid(self):
+        """Copies the tied grid into this quantizer's own variables.
+
+        So that a model saved, or read without the tie, holds the grid the
+        sim computes with.
+        """
+        if self.tied:
+            self.set_encoding(self._tie.encoding())
+
+    def save_own_variables(self, store):
+        self.sync_tied_grid()
+        super().save_own_variables(store)
 
     def _range_from_first_batches(self, inputs):
         """Widens the range over the first batches; returns it."""
@@ -306,6 +395,7 @@ class TensorQuantizer(keras.layers.Layer):
             self.unsigned_symmetric,
             self.range_learning,
             self.init_batches,
+            None if self._tie is None else self._tie.switches(),
         )
 
     @property
@@ -313,6 +403,8 @@ class TensorQuantizer(keras.layers.Layer):
         """Whether an encoding was computed, set, loaded or initialized."""
         import tensorflow as tf
 
+        if self.tied:
+            return True
         # Ranges set inside a compiled function: read the flag back. Only
         # possible eagerly; while tracing, the Python flag holds.
         if (
@@ -356,6 +448,9 @@ class TensorQuantizer(keras.layers.Layer):
 
     def set_encoding(self, encoding):
         """Uses ``encoding`` from now on (for example one read from a file).
+
+        A tied quantizer (:meth:`tie_to`) keeps computing on the grid it is
+        tied to; call :meth:`untie` first to use ``encoding`` instead.
 
         Args:
             encoding: an :class:`~aimet_keras.quant.Encoding` with this
@@ -405,6 +500,8 @@ class TensorQuantizer(keras.layers.Layer):
             )
         if not self.is_initialized:
             return None
+        if self.tied:
+            return self._tie.encoding()
         return encoding_lib.compute_encoding(
             self.encoding_min.numpy().astype("float64"),
             self.encoding_max.numpy().astype("float64"),
@@ -430,3 +527,129 @@ class TensorQuantizer(keras.layers.Layer):
             fixed_range=self.fixed_range,
         )
         return config
+
+
+def _same_int_grid_kind(a, b):
+    return (
+        a.enabled
+        and b.enabled
+        and a.data_type == b.data_type == "int"
+        and a.bitwidth == b.bitwidth
+        and a.is_symmetric == b.is_symmetric
+        and a.strict_symmetric == b.strict_symmetric
+        and a.unsigned_symmetric == b.unsigned_symmetric
+    )
+
+
+class _SameGrid:
+    """``follower`` computes on ``source``'s grid (see ``tie_to``)."""
+
+    derived = False
+
+    def __init__(self, follower, source):
+        self.follower, self.source = follower, source
+
+    def holds(self):
+        return (
+            _same_int_grid_kind(self.follower, self.source)
+            and self.source.axis is None
+            and self.follower.axis is None
+            and self.source.built
+            and self.source.is_initialized
+        )
+
+    @property
+    def learns(self):
+        source = self.source
+        return source.range_learning or (source.tied and source._tie.learns)
+
+    def switches(self):
+        return ("same", self.source.name, self.source.switches)
+
+    def range(self):
+        return self.source._grid_range()
+
+    def encoding(self):
+        return self.source.encoding
+
+
+class _ProductGrid:
+    """A 32-bit bias on the step input step x kernel step (see
+    ``tie_to_product``)."""
+
+    derived = True
+    learns = False
+
+    def __init__(self, bias, input_quantizer, kernel_quantizer):
+        self.bias = bias
+        self.input, self.kernel = input_quantizer, kernel_quantizer
+
+    def holds(self):
+        quantizers = (self.bias, self.input, self.kernel)
+        return (
+            all(
+                q.enabled and q.data_type == "int" and q.built
+                for q in quantizers
+            )
+            and self.bias.is_symmetric
+            and not self.bias.unsigned_symmetric
+            and self.input.axis is None
+            and (self.kernel.axis is None or self.bias.axis is not None)
+            and self.input.is_initialized
+            and self.kernel.is_initialized
+        )
+
+    def switches(self):
+        return (
+            "product",
+            self.input.name,
+            self.input.switches,
+            self.kernel.name,
+            self.kernel.switches,
+        )
+
+    def _largest_level(self):
+        # A signed symmetric grid spans -M..M with M = (N // 2) steps.
+        steps = encoding_lib.num_steps(
+            self.bias.bitwidth, True, self.bias.strict_symmetric
+        )
+        return steps // 2
+
+    def range(self):
+        import tensorflow as tf
+
+        def step(quantizer):
+            lo, hi = quantizer._grid_range()
+            lo, hi = tf.cast(lo, tf.float64), tf.cast(hi, tf.float64)
+            delta, _ = encoding_lib.grid_from_range(
+                lo,
+                hi,
+                quantizer.bitwidth,
+                quantizer.is_symmetric,
+                quantizer.strict_symmetric,
+                quantizer.unsigned_symmetric,
+                bounds=False,
+            )
+            return delta
+
+        # The bias grid follows the others; it is not learned itself.
+        hi = tf.stop_gradient(
+            step(self.input) * step(self.kernel) * self._largest_level()
+        )
+        return -hi, hi
+
+    def encoding(self):
+        step = np.asarray(self.input.encoding.delta, np.float64) * np.asarray(
+            self.kernel.encoding.delta, np.float64
+        )
+        if self.bias.axis is not None:
+            step = np.broadcast_to(step, (self.bias.observer.num_channels,))
+        largest = self._largest_level()
+        return encoding_lib.compute_encoding(
+            -largest * step,
+            largest * step,
+            self.bias.bitwidth,
+            True,
+            self.bias.strict_symmetric,
+            False,
+        )
