@@ -122,3 +122,32 @@ def test_saved_model_keeps_the_tied_grids(trained, tmp_path):
         sim.model.predict(images[:32], verbose=0),
         atol=1e-6,
     )
+
+
+def test_a_file_keeps_ties_it_agrees_with_and_breaks_the_others(tmp_path):
+    from aimet_keras.export import encodings as encodings_lib
+    from aimet_keras.sim import export as export_lib
+
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(32, 12, 12, 3)).astype("float32")
+    sim = QuantizationSimModel(_model(), config_file="tflite_int8")
+    sim.compute_encodings(images)
+    pool = sim.model.get_layer("pool").output_quantizers[0]
+    data = export_lib.sim_encodings(sim)
+    path = encodings_lib.write_encodings(tmp_path / "same.encodings", data)
+    sim.load_encodings_to_sim(path)
+    assert pool.tied
+    # Another grid for the pool's output: the file's wins.
+    (name,) = [
+        n for n, (q, _) in export_lib._quantizer_table(sim).items() if q is pool
+    ]
+    entry = data["activation_encodings"][name][0]
+    entry["max"], entry["min"] = 2 * entry["max"], 2 * entry["min"]
+    entry["scale"] *= 2
+    path = encodings_lib.write_encodings(tmp_path / "other.encodings", data)
+    sim.load_encodings_to_sim(path)
+    assert not pool.tied
+    source = sim.model.get_layer("swish").output_quantizers[0]
+    assert float(pool.encoding.delta) == pytest.approx(
+        2 * float(source.encoding.delta), rel=1e-6
+    )
