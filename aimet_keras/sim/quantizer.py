@@ -264,7 +264,8 @@ class TensorQuantizer(keras.layers.Layer):
         """Takes ``source``'s grid from now on, in every call.
 
         For an op whose output the target keeps on its input's grid
-        (TFLite's max pooling, reshape, concatenation inputs): under range
+        (TFLite's average pooling, ``output_on_input_grid`` in a config):
+        under range
         learning both uses then train one grid, and an export never finds
         them apart. The tie holds while both quantizers are enabled integer
         grids of the same kind and ``source`` has an encoding; otherwise
