@@ -446,6 +446,56 @@ def _clone_from_config(model):
     return clone
 
 
+# Weightless Keras layers that compute the same output from the same input
+# every time: two calls of equal ones on one tensor are one computation.
+_PURE_LAYERS = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.Softmax,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.ZeroPadding3D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping2D,
+    keras.layers.Cropping3D,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.MaxPooling3D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Permute,
+    keras.layers.UpSampling2D,
+)
+
+
+def _repeated_call_key(operation, args, kwargs):
+    """What identifies a call of a pure layer, or None for other calls.
+
+    The TFLite converter merges equal operations on the same tensor
+    (NASNet applies two ReLUs to its stem's output): merged here too, the
+    convolution before them has one consumer and fuses its activation as
+    the converter does, instead of being rounded on a grid of its own.
+    """
+    if type(operation) not in _PURE_LAYERS or operation.weights:
+        return None
+    config = dict(operation.get_config())
+    config.pop("name", None)
+    arguments = keras.tree.map_structure(
+        lambda x: ("tensor", id(x)) if isinstance(x, keras.KerasTensor) else x,
+        (args, kwargs),
+    )
+    return repr((type(operation), sorted(config.items()), arguments))
+
+
 def _prepare(model, input_shape, copy, inline_layers):
     """:func:`prepare_model`; ``copy="owned"`` uses (and may rename) the
     model's own layers."""
@@ -478,6 +528,8 @@ def _prepare(model, input_shape, copy, inline_layers):
             )
         return copies[id(operation)]
 
+    computed_once = {}
+
     def inline(graph, inputs, prefix):
         def call(site, args, kwargs):
             operation = site.operation
@@ -489,7 +541,13 @@ def _prepare(model, input_shape, copy, inline_layers):
                     if isinstance(x, keras.KerasTensor)
                 ]
                 return inline(inner, tensors, operation.name)
-            return copy_of(operation, prefix)(*args, **kwargs)
+            key = _repeated_call_key(operation, args, kwargs)
+            if key is not None and key in computed_once:
+                return computed_once[key]
+            outputs = copy_of(operation, prefix)(*args, **kwargs)
+            if key is not None:
+                computed_once[key] = outputs
+            return outputs
 
         return _run_sites(graph, inputs, call)
 

@@ -21,7 +21,16 @@ and an op type entry
 ``"output_on_input_grid": "True"`` puts the op's output on the grid of the
 tensor it reads, calibrated or not (TFLite's int8 ``AVERAGE_POOL_2D``
 must keep its input's scale: the shipped TFLite configs set it for
-``AveragePool``).
+``AveragePool``); and ``"inputs_on_output_grid": "True"`` rounds each
+input whose producer feeds only this op straight onto the op's output grid
+(TFLite's converter gives the producers of a ``CONCATENATION`` its output
+scale, so their outputs are rounded once, not once on a grid of their own
+and again by the concatenation: the shipped TFLite configs set it for
+``Concat``); and ``"output_ties_away_from_zero": "True"`` rounds an
+output exactly between two levels away from the zero of the signed integer
+the target stores, where AIMET rounds it up a level (TFLite's int8
+``AVERAGE_POOL_2D`` rounds its integer mean so: a 2x2 window's mean is a
+tie on a quarter of the values).
 
 Shipped configs, by name: ``"default"`` (AIMET's default), ``"tflite_int8"``
 (TFLite's int8 spec: symmetric per-channel int8 conv weights with the
@@ -75,6 +84,8 @@ class OpTypeSettings:
     supported_kernels: tuple = ()
     decomposed_quantization: bool = None
     output_on_input_grid: bool = None
+    inputs_on_output_grid: bool = None
+    output_ties_away_from_zero: bool = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +216,8 @@ class _Reader:
                 "supported_kernels",
                 "decomposed_quantization",
                 "output_on_input_grid",
+                "inputs_on_output_grid",
+                "output_ties_away_from_zero",
             ),
         )
         params = {
@@ -246,6 +259,12 @@ class _Reader:
             ),
             output_on_input_grid=self.optional_bool(
                 obj, "output_on_input_grid", path
+            ),
+            inputs_on_output_grid=self.optional_bool(
+                obj, "inputs_on_output_grid", path
+            ),
+            output_ties_away_from_zero=self.optional_bool(
+                obj, "output_ties_away_from_zero", path
             ),
         )
 

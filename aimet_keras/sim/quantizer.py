@@ -97,6 +97,10 @@ class TensorQuantizer(keras.layers.Layer):
             range, not from the data (AIMET's ``encoding_constraints``, for
             outputs whose grid the target fixes, such as TFLite's softmax
             at 1/256). Defaults to None.
+        ties_away_from_zero: round a value exactly between two levels away
+            from the zero of the signed integer the target stores (TFLite's
+            int8 average pooling), not up a level as AIMET does. Per-tensor
+            quantizers only. Defaults to False.
 
     Input shape:
         Any float tensor; the channel axes must keep their size.
@@ -129,6 +133,7 @@ class TensorQuantizer(keras.layers.Layer):
         range_learning=False,
         init_batches=0,
         fixed_range=None,
+        ties_away_from_zero=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -158,10 +163,14 @@ class TensorQuantizer(keras.layers.Layer):
             if fixed_range is None
             else (float(fixed_range[0]), float(fixed_range[1]))
         )
-        if self.init_batches and self.axis is not None:
+        self.ties_away_from_zero = bool(ties_away_from_zero)
+        if (self.init_batches or self.ties_away_from_zero) and (
+            self.axis is not None
+        ):
             raise ValueError(
-                f"TensorQuantizer {self.name}: init_batches needs a per-tensor "
-                f"quantizer (axis=None); got axis={self.axis!r}."
+                f"TensorQuantizer {self.name}: init_batches and "
+                "ties_away_from_zero need a per-tensor quantizer (axis=None); "
+                f"got axis={self.axis!r}."
             )
         self.observing = False
         # The statistics (a 512-bin histogram per channel for tf_enhanced)
@@ -227,15 +236,11 @@ class TensorQuantizer(keras.layers.Layer):
                 return inputs
             lo, hi = self._range_from_first_batches(inputs)
             return quantize_lib.quantize_dequantize_range(
-                inputs,
-                lo,
-                hi,
-                self.bitwidth,
-                self.is_symmetric,
-                self.strict_symmetric,
-                self.unsigned_symmetric,
+                inputs, lo, hi, *self._grid_settings
             )
         lo, hi = self._grid_range()
+        if self.ties_away_from_zero:
+            inputs = self._ties_toward_signed_zero(inputs, lo, hi)
         learned = self._tie.learns if self.tied else self.range_learning
         quantize = (
             quantize_lib.quantize_dequantize_range
@@ -243,15 +248,38 @@ class TensorQuantizer(keras.layers.Layer):
             # A fixed range: one fused kernel for activations in graphs.
             else quantize_lib.quantize_dequantize_fixed_range
         )
-        return quantize(
-            inputs,
-            lo,
-            hi,
+        return quantize(inputs, lo, hi, *self._grid_settings, axis=self.axis)
+
+    def _ties_toward_signed_zero(self, inputs, lo, hi):
+        """``inputs``, a thousandth of a step lower where the stored signed
+        integer would be negative: a tie there then rounds down a level
+        (away from zero), where AIMET's rounding takes it up. Averages of
+        integers are at least ``1 / (2 * count)`` of a step from a tie
+        unless they are one, so up to 500 values a window are rounded right.
+        """
+        delta, offset = encoding_lib.grid_from_range(
+            lo, hi, *self._grid_settings, bounds=False
+        )
+        ops = keras.ops
+        delta = ops.stop_gradient(ops.cast(delta, inputs.dtype))
+        offset = ops.cast(offset, inputs.dtype)
+        scaled = inputs / delta
+        signed = (
+            scaled
+            if self.is_symmetric
+            else scaled - offset - 2.0 ** (self.bitwidth - 1)
+        )
+        return inputs - ops.where(signed < 0, 1e-3 * delta, 0.0)
+
+    @property
+    def _grid_settings(self):
+        """The grid arguments after ``(min, max)``, in the quant functions'
+        order."""
+        return (
             self.bitwidth,
             self.is_symmetric,
             self.strict_symmetric,
             self.unsigned_symmetric,
-            axis=self.axis,
         )
 
     def _grid_range(self):
@@ -503,9 +531,12 @@ class TensorQuantizer(keras.layers.Layer):
             return None
         if self.tied:
             return self._tie.encoding()
+        # Range learning can cross min and max; calls compute on the grid
+        # of the range widened to hold zero (grid_from_range), which is
+        # then a valid range.
         return encoding_lib.compute_encoding(
-            self.encoding_min.numpy().astype("float64"),
-            self.encoding_max.numpy().astype("float64"),
+            np.minimum(self.encoding_min.numpy().astype("float64"), 0.0),
+            np.maximum(self.encoding_max.numpy().astype("float64"), 0.0),
             self.bitwidth,
             self.is_symmetric,
             self.strict_symmetric,
@@ -526,6 +557,7 @@ class TensorQuantizer(keras.layers.Layer):
             range_learning=self.range_learning,
             init_batches=self.init_batches,
             fixed_range=self.fixed_range,
+            ties_away_from_zero=self.ties_away_from_zero,
         )
         return config
 

@@ -404,8 +404,10 @@ class QuantizationSimModel:
     def _tie_grids(self):
         """Ties the grids the target derives from others, then syncs them.
 
-        An op type with ``output_on_input_grid`` (max pooling, reshape...)
-        computes on its input's grid (:meth:`TensorQuantizer.tie_to`); a
+        An op type with ``output_on_input_grid`` (average pooling)
+        computes on its input's grid (:meth:`TensorQuantizer.tie_to`), the
+        producers of one with ``inputs_on_output_grid`` (concatenation) on
+        its output grid; a
         32-bit bias on the step input step x weight step, as TFLite, QNN
         and AIMET store it, so it adds to the int32 accumulator as it is
         (:meth:`TensorQuantizer.tie_to_product`). A bias on a grid of its

@@ -100,6 +100,7 @@ class QuantizerSpec:
     axis: object = None
     data_type: str = "int"
     fixed_range: tuple = None
+    ties_away_from_zero: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +115,8 @@ class LayerSpec:
     :mod:`aimet_keras.sim.attention`; a decomposed LayerNormalization's,
     see :mod:`aimet_keras.sim.layer_norm`). ``output_grid_source`` is
     ``(layer name, "input" or "output", index)``: the quantizer whose grid
-    the output takes (an op type with ``output_on_input_grid``), or None.
+    the output takes (an op type with ``output_on_input_grid``, or the
+    producer of one with ``inputs_on_output_grid``), or None.
     ``bias_grid_source`` is the quantizer whose grid the layer's input is
     on, for a layer with a kernel and a 32-bit bias: the bias then takes
     the step integer kernels give it, input step x weight step (see
@@ -417,12 +419,27 @@ def resolve_layer_specs(
         )
     for name, spec in specs.items():
         op, _, _ = activation_settings(spec.op_type)
+        if op.output_ties_away_from_zero and spec.outputs:
+            first = dataclasses.replace(
+                spec.outputs[0], ties_away_from_zero=True
+            )
+            spec = specs[name] = dataclasses.replace(
+                spec, outputs=(first, *spec.outputs[1:])
+            )
         if op.output_on_input_grid and spec.outputs and spec.outputs[0].enabled:
             source = _input_grid_source(name, specs, connections)
             if source is not None:
                 specs[name] = dataclasses.replace(
                     spec, output_grid_source=source
                 )
+    for name in list(specs):
+        op, _, _ = activation_settings(specs[name].op_type)
+        if op.inputs_on_output_grid:
+            for producer in _producers_on_output_grid(name, specs, connections):
+                specs[producer] = dataclasses.replace(
+                    specs[producer], output_grid_source=(name, "output", 0)
+                )
+    for name, spec in specs.items():
         if _has_int32_bias(spec):
             source = _input_grid_source(name, specs, connections, None)
             if source is not None:
@@ -449,6 +466,47 @@ def _has_int32_bias(spec):
 _OUTPUT = object()  # the layer's own output quantizer
 
 
+def _grid_kind(quantizer):
+    """What two quantizers on one grid share: bits and kind of grid."""
+    return quantizer.bitwidth, quantizer.is_symmetric, quantizer.data_type
+
+
+def _producers_on_output_grid(name, specs, connections):
+    """The producers of ``name`` that can round onto its output grid.
+
+    Each feeds ``name`` alone (not a model output), has one enabled output
+    quantizer of the same kind as ``name``'s, on a grid of its own (not a
+    fixed one, not tied to another). ``name``'s inputs are left unquantized.
+    """
+    spec = specs[name]
+    if len(spec.outputs) != 1 or not spec.outputs[0].enabled:
+        return []
+    wanted = spec.outputs[0]
+    found = []
+    for index, producer in enumerate(connections.producers[name]):
+        if index < len(spec.inputs) and spec.inputs[index].enabled:
+            continue
+        if (
+            producer is None
+            or producer not in specs
+            or producer in found
+            or producer in connections.model_output_layers
+            or connections.sole_consumer(producer) != name
+        ):
+            continue
+        before = specs[producer]
+        if len(before.outputs) != 1 or before.output_grid_source is not None:
+            continue
+        quantizer = before.outputs[0]
+        if (
+            quantizer.enabled
+            and quantizer.fixed_range is None
+            and _grid_kind(quantizer) == _grid_kind(wanted)
+        ):
+            found.append(producer)
+    return found
+
+
 def _input_grid_source(name, specs, connections, wanted=_OUTPUT):
     """The quantizer whose grid ``name``'s one input is on, or None.
 
@@ -468,12 +526,7 @@ def _input_grid_source(name, specs, connections, wanted=_OUTPUT):
     def matches(quantizer):
         if wanted is None:
             return quantizer.enabled and quantizer.data_type == "int"
-        # One grid means the same bits and the same kind of grid.
-        return quantizer.enabled and (
-            quantizer.bitwidth,
-            quantizer.is_symmetric,
-            quantizer.data_type,
-        ) == (wanted.bitwidth, wanted.is_symmetric, wanted.data_type)
+        return quantizer.enabled and _grid_kind(quantizer) == _grid_kind(wanted)
 
     if spec.inputs[0].enabled:
         return (name, "input", 0) if matches(spec.inputs[0]) else None

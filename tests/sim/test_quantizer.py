@@ -144,6 +144,37 @@ def test_range_learning_makes_the_range_trainable():
     assert all(g is not None and float(tf.abs(g)) > 0 for g in grads)
 
 
+def test_a_learned_range_that_crossed_gives_the_grid_calls_use():
+    # Large range-learning steps can push min above max (a QAT run with a
+    # large learning rate did); the export must still read the encoding.
+    learned = _calibrated(ACTIVATIONS, bitwidth=8, range_learning=True)
+    learned.encoding_min.assign(0.13)
+    learned.encoding_max.assign(-0.15)
+    encoding = learned.encoding
+    assert float(encoding.min) <= 0.0 < float(encoding.max)
+    np.testing.assert_array_equal(
+        learned(ACTIVATIONS).numpy(),
+        quantize_dequantize(ACTIVATIONS, encoding).numpy(),
+    )
+
+
+def test_ties_away_from_zero_rounds_a_tie_down_below_the_signed_zero():
+    quantizer = TensorQuantizer(bitwidth=8, ties_away_from_zero=True)
+    quantizer.build((4,))
+    quantizer.set_encoding(compute_encoding(-1.28, 1.27, bitwidth=8))
+    step = float(quantizer.encoding.delta)
+    # Levels -1.5, -0.5, 0.5 and 1.5 of the signed integer (zero point 0).
+    ties = np.array([-1.5, -0.5, 0.5, 1.5], "float32") * step
+    levels = quantizer(ties).numpy() / step
+    np.testing.assert_allclose(levels, [-2, -1, 1, 2], atol=1e-4)
+    plain = TensorQuantizer(bitwidth=8)
+    plain.build((4,))
+    plain.set_encoding(quantizer.encoding)
+    np.testing.assert_allclose(
+        plain(ties).numpy() / step, [-1, 0, 1, 2], atol=1e-4
+    )
+
+
 def test_config_round_trip_and_keras_file(tmp_path):
     quantizer = TensorQuantizer(
         bitwidth=6, is_symmetric=True, axis=-1, quant_scheme="tf", name="q"
