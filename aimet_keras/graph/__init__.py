@@ -1,5 +1,7 @@
 """Model walking and surgery, in one place."""
 
+from aimet_keras.graph.affine import channel_affine
+from aimet_keras.graph.affine import channel_affines_as_depthwise
 from aimet_keras.graph.connections import Connections
 from aimet_keras.graph.connections import layer_connections
 from aimet_keras.graph.depthwise import depthwise_from_grouped
@@ -18,6 +20,8 @@ from aimet_keras.graph.prepare import walk
 __all__ = [
     "CallSite",
     "Connections",
+    "channel_affine",
+    "channel_affines_as_depthwise",
     "composite_sublayers",
     "copy_operation",
     "depthwise_from_grouped",

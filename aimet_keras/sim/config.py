@@ -30,7 +30,10 @@ and again by the concatenation: the shipped TFLite configs set it for
 output exactly between two levels away from the zero of the signed integer
 the target stores, where AIMET rounds it up a level (TFLite's int8
 ``AVERAGE_POOL_2D`` rounds its integer mean so: a 2x2 window's mean is a
-tie on a quarter of the values).
+tie on a quarter of the values); and ``"as_depthwise_conv": "True"``
+simulates the per-channel affine layers of the op type (``Normalization``,
+and ``Rescaling`` under ``Mul``) as the 1x1 depthwise convolution TFLite
+runs them as (:func:`aimet_keras.graph.channel_affines_as_depthwise`).
 
 Shipped configs, by name: ``"default"`` (AIMET's default), ``"tflite_int8"``
 (TFLite's int8 spec: symmetric per-channel int8 conv weights with the
@@ -86,6 +89,7 @@ class OpTypeSettings:
     output_on_input_grid: bool = None
     inputs_on_output_grid: bool = None
     output_ties_away_from_zero: bool = None
+    as_depthwise_conv: bool = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +222,7 @@ class _Reader:
                 "output_on_input_grid",
                 "inputs_on_output_grid",
                 "output_ties_away_from_zero",
+                "as_depthwise_conv",
             ),
         )
         params = {
@@ -265,6 +270,9 @@ class _Reader:
             ),
             output_ties_away_from_zero=self.optional_bool(
                 obj, "output_ties_away_from_zero", path
+            ),
+            as_depthwise_conv=self.optional_bool(
+                obj, "as_depthwise_conv", path
             ),
         )
 

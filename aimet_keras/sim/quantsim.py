@@ -21,11 +21,13 @@ import warnings
 import keras
 import numpy as np
 
+from aimet_keras.graph import affine as affine_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import config as config_lib
 from aimet_keras.sim import export as export_lib
 from aimet_keras.sim import inputs as inputs_lib
 from aimet_keras.sim import quantizer as quantizer_lib
+from aimet_keras.sim import rules as rules_lib
 from aimet_keras.sim import spec as spec_lib
 from aimet_keras.sim import wrapper as wrapper_lib
 
@@ -209,6 +211,9 @@ class QuantizationSimModel:
             model, input_shape=input_shape, copy=not in_place
         )
         self.config = config_lib.load_quantsim_config(config_file)
+        self._prepared = affine_lib.channel_affines_as_depthwise(
+            self._prepared, where=self._runs_as_depthwise
+        )
         self.specs = spec_lib.resolve_layer_specs(
             self._prepared,
             self.config,
@@ -233,6 +238,13 @@ class QuantizationSimModel:
             warnings.warn(message, stacklevel=2)
         self.model = prepare_lib.rebuild(self._prepared, self._wrap_layer)
         self._tie_grids()
+
+    def _runs_as_depthwise(self, layer):
+        """Whether the config has ``layer``'s op type run as a depthwise
+        convolution (``as_depthwise_conv``)."""
+        kind = rules_lib.rule_for(layer).op_type
+        settings = self.config.op_types.get(kind)
+        return bool(settings and settings.as_depthwise_conv)
 
     def _quantizer(self, spec, name, tied=False):
         # QuantizerSpec's fields are TensorQuantizer's arguments.

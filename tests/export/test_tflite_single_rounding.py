@@ -9,7 +9,9 @@ rounded once or the other way round (98.5% top-1 agreement):
   concatenation's output scale, so they round once, onto its grid.
 
 And TFLite's int8 average pooling rounds a tie (a quarter of the means of a
-2x2 window) away from the signed integer zero, where AIMET rounds it up.
+2x2 window) away from the signed integer zero, where AIMET rounds it up;
+``Normalization`` and ``Rescaling`` run as 1x1 depthwise convolutions whose
+int32 bias is rounded (EfficientNet's preprocessing).
 """
 
 import keras
@@ -126,3 +128,35 @@ def test_average_pooling_rounds_ties_as_tflite_does(images, tmp_path):
         got = np.reshape(target[layer], reference[layer].shape)
         # Integer means: the same level everywhere, ties included.
         np.testing.assert_array_less(np.abs(got - reference[layer]), step / 2)
+
+
+def test_preprocessing_layers_round_their_bias_as_tflite_does(tmp_path):
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+    x = keras.layers.Normalization(
+        mean=[0.485, 0.456, 0.406],
+        variance=[0.229**2, 0.224**2, 0.225**2],
+        name="normalize",
+    )(x)
+    x = keras.layers.Rescaling(0.5, offset=0.1, name="shift")(x)
+    x = keras.layers.Conv2D(4, 3, name="conv")(x)
+    images = np.random.default_rng(2).integers(0, 256, (64, 12, 12, 3))
+    images = images.astype("float32")
+    keras.utils.set_random_seed(2)
+    sim = QuantizationSimModel(
+        keras.Model(inputs, x), config_file="tflite_int8"
+    )
+    sim.compute_encodings(images)
+    for name in ("normalize", "shift"):
+        layer = sim.model.get_layer(name)
+        assert type(layer.layer).__name__ == "DepthwiseConv2D"
+        assert layer.param_quantizers["bias"].tied
+    exported = export_tflite(sim, tmp_path / "preprocess.tflite")
+    reference = lo.sim_layer_outputs(sim, images)
+    target = lo.tflite_layer_outputs(exported, images)
+    steps = lo.output_steps(sim)
+    for layer in ("normalize", "shift"):
+        got = np.reshape(target[layer], reference[layer].shape)
+        np.testing.assert_array_less(
+            np.abs(got - reference[layer]), steps[layer] / 2
+        )
