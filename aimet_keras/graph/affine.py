@@ -59,7 +59,7 @@ def channel_affine(layer):
         scale = _per_channel(layer.scale, channels)
         bias = _per_channel(layer.offset, channels)
     else:
-        if layer.invert or tuple(layer.axis) not in ((3,), (-1,)):
+        if layer.invert or tuple(layer.axis) not in ((), (3,), (-1,)):
             return None
         mean = _per_channel(layer.mean, channels)
         variance = _per_channel(layer.variance, channels)
