@@ -44,9 +44,10 @@ QUICK_ARCHITECTURES = ("MobileNetV3Small", "ResNet50", "DenseNet121")
 # Architectures whose post-training W8A8 misses the 0.5-point target get a
 # second row: AIMET's next step, quantization-aware training, as a user
 # would run it (range learning from min/max ranges, a small learning rate,
-# one epoch on the training images).
+# two epochs on the training images: EfficientNetB0 was 0.54 points short
+# of FP32 after one, 0.15 above after two).
 QAT_ARCHITECTURES = ("EfficientNetB0",)
-QAT_EPOCHS, QAT_LEARNING_RATE = 1, 1e-5
+QAT_EPOCHS, QAT_LEARNING_RATE = 2, 1e-5
 SIZE = 32
 TRAIN, EPOCHS, BATCH = 12000, 3, 64
 CALIBRATION = 512
