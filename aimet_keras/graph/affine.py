@@ -39,14 +39,8 @@ def channel_affine(layer):
     >>> scale.round(5).tolist(), bias.tolist()
     ([0.00784, 0.00784, 0.00784], [-1.0, -1.0, -1.0])
     """
-    if (
-        type(layer)
-        not in (
-            keras.layers.Normalization,
-            keras.layers.Rescaling,
-        )
-        or not layer.built
-    ):
+    affine_layers = (keras.layers.Normalization, keras.layers.Rescaling)
+    if type(layer) not in affine_layers or not layer.built:
         return None
     try:
         shape = layer.input.shape
@@ -68,9 +62,7 @@ def channel_affine(layer):
         # Keras divides by max(sqrt(variance), epsilon).
         scale = 1.0 / np.maximum(np.sqrt(variance), keras.config.epsilon())
         bias = -mean * scale
-    if scale is None or bias is None:
-        return None
-    return scale, bias
+    return None if scale is None or bias is None else (scale, bias)
 
 
 def _as_depthwise(layer, scale, bias):

@@ -293,12 +293,11 @@ class TensorQuantizer(keras.layers.Layer):
 
         For an op whose output the target keeps on its input's grid
         (TFLite's average pooling, ``output_on_input_grid`` in a config):
-        under range
-        learning both uses then train one grid, and an export never finds
-        them apart. The tie holds while both quantizers are enabled integer
-        grids of the same kind and ``source`` has an encoding; otherwise
-        this quantizer uses its own grid. Not saved: a saved model holds
-        the tied grid in this quantizer's own variables.
+        under range learning both uses then train one grid, and an export
+        never finds them apart. The tie holds while both quantizers are
+        enabled integer grids of the same kind and ``source`` has an
+        encoding; otherwise this quantizer uses its own grid. Not saved: a
+        saved model holds the tied grid in this quantizer's own variables.
 
         Args:
             source: the :class:`TensorQuantizer` whose grid to take.
@@ -459,19 +458,13 @@ class TensorQuantizer(keras.layers.Layer):
             self.set_encoding(
                 encoding_lib.compute_encoding(
                     *self.fixed_range,
-                    self.bitwidth,
-                    self.is_symmetric,
-                    self.strict_symmetric,
-                    self.unsigned_symmetric,
+                    *self._grid_settings,
                 )
             )
             return
         self.set_encoding(
             self.observer.compute_encoding(
-                self.bitwidth,
-                self.is_symmetric,
-                self.strict_symmetric,
-                self.unsigned_symmetric,
+                *self._grid_settings,
             )
         )
 
@@ -537,10 +530,7 @@ class TensorQuantizer(keras.layers.Layer):
         return encoding_lib.compute_encoding(
             np.minimum(self.encoding_min.numpy().astype("float64"), 0.0),
             np.maximum(self.encoding_max.numpy().astype("float64"), 0.0),
-            self.bitwidth,
-            self.is_symmetric,
-            self.strict_symmetric,
-            self.unsigned_symmetric,
+            *self._grid_settings,
         )
 
     def get_config(self):

@@ -419,9 +419,9 @@ class QuantizationSimModel:
         An op type with ``output_on_input_grid`` (average pooling)
         computes on its input's grid (:meth:`TensorQuantizer.tie_to`), the
         producers of one with ``inputs_on_output_grid`` (concatenation) on
-        its output grid; a
-        32-bit bias on the step input step x weight step, as TFLite, QNN
-        and AIMET store it, so it adds to the int32 accumulator as it is
+        its output grid; a 32-bit bias on the step input step x weight
+        step, as TFLite, QNN and AIMET store it, so it adds to the int32
+        accumulator as it is
         (:meth:`TensorQuantizer.tie_to_product`). A bias on a grid of its
         own is rounded again there, and the output differs from the sim's
         by a step wherever that rounding tips it: EfficientNetB0's TFLite
