@@ -21,14 +21,16 @@ and an op type entry
 ``"output_on_input_grid": "True"`` puts the op's output on the grid of the
 tensor it reads, calibrated or not (TFLite's int8 ``AVERAGE_POOL_2D``
 must keep its input's scale: the shipped TFLite configs set it for
-``AveragePool``); and ``"inputs_on_output_grid": "True"`` rounds each
-input whose producer feeds only this op straight onto the op's output grid
-(TFLite's converter gives the producers of a ``CONCATENATION`` its output
-scale, so their outputs are rounded once, not once on a grid of their own
-and again by the concatenation: the shipped TFLite configs set it for
-``Concat``); and ``"output_ties_away_from_zero": "True"`` rounds an
-output exactly between two levels away from the zero of the signed integer
-the target stores, where AIMET rounds it up a level (TFLite's int8
+``AveragePool``); and ``"inputs_on_output_grid": "True"`` puts each
+producer of the op on the op's output grid, unless that producer's grid is
+already fixed or taken (TFLite's int8 ``CONCATENATION`` keeps one scale on
+its inputs and output: the converter gives a producer that feeds only the
+concatenation its scale and requantizes any other producer, which XNNPACK
+computes with an 8-bit multiplier, a step off on a few percent of the
+values; the shipped TFLite configs set it for ``Concat``); and
+``"output_ties_away_from_zero": "True"`` rounds an output exactly
+between two levels away from the zero of the signed integer the target
+stores, where AIMET rounds it up a level (TFLite's int8
 ``AVERAGE_POOL_2D`` rounds its integer mean so: a 2x2 window's mean is a
 tie on a quarter of the values); and ``"as_depthwise_conv": "True"``
 simulates the per-channel affine layers of the op type (``Normalization``,

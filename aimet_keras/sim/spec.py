@@ -474,9 +474,12 @@ def _grid_kind(quantizer):
 def _producers_on_output_grid(name, specs, connections):
     """The producers of ``name`` that can round onto its output grid.
 
-    Each feeds ``name`` alone (not a model output), has one enabled output
-    quantizer of the same kind as ``name``'s, on a grid of its own (not a
-    fixed one, not tied to another). ``name``'s inputs are left unquantized.
+    Each is not a model output, has one enabled output quantizer of the
+    same kind as ``name``'s, on a grid of its own (not a fixed one, not
+    tied to another). ``name``'s inputs are left unquantized. A producer
+    that also feeds other layers takes the grid too: TFLite would
+    requantize it into the concatenation otherwise, and the sim cannot
+    round as XNNPACK's 8-bit requantization multiplier does.
     """
     spec = specs[name]
     if len(spec.outputs) != 1 or not spec.outputs[0].enabled:
@@ -491,7 +494,6 @@ def _producers_on_output_grid(name, specs, connections):
             or producer not in specs
             or producer in found
             or producer in connections.model_output_layers
-            or connections.sole_consumer(producer) != name
         ):
             continue
         before = specs[producer]
