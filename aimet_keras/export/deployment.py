@@ -261,6 +261,17 @@ def zero_centred(encoding, bits):
     )
 
 
+def _off_ties(x, encoding):
+    """``x`` a thousandth of a step away from the zero of the signed
+    integer it is stored in, so that a tie rounds that way under any
+    rounding (see ``TensorQuantizer(ties_away_from_zero=True)``)."""
+    delta = float(encoding.delta)
+    level = x / delta
+    if not encoding.is_symmetric:
+        level = level - float(encoding.offset) - 2.0 ** (encoding.bitwidth - 1)
+    return x + tf.where(level < 0, -1e-3 * delta, 1e-3 * delta)
+
+
 def _fp16_round_trip(x):
     return tf.cast(tf.cast(x, tf.float16), x.dtype)
 
@@ -668,6 +679,7 @@ def deployment_graph(
     zero_centred_activations=False,
     integer_affine_layers=False,
     input_shapes=None,
+    explicit_ties=False,
 ):
     """Traces the sim's model with TF fake-quant ops carrying its grids.
 
@@ -693,6 +705,12 @@ def deployment_graph(
         input_shapes: ``{input name: shape without the batch axis}`` to
             trace with instead of the model's (see :func:`input_signature`);
             the batch axis stays unknown. Defaults to None (the model's).
+        explicit_ties: the target rounds ties to even (ONNX's
+            ``QuantizeLinear``, and ONNX Runtime's fused average pooling):
+            an output whose quantizer rounds ties away from the signed
+            integer zero (``ties_away_from_zero``) is moved a thousandth of
+            a step that way first, so the target rounds it as the sim does.
+            Defaults to False (TFLite's kernels round so themselves).
 
     Returns:
         A :class:`DeploymentGraph`.
@@ -847,6 +865,9 @@ def deployment_graph(
                 # only beyond the calibrated range, as above): converters
                 # take no narrow-range activation op (tf2onnx refuses one).
                 encoding, narrow = zero_centred(own, bits), False
+
+        if explicit_ties and quantizer.ties_away_from_zero:
+            inputs = _off_ties(inputs, own)
 
         def emit(x):
             name = f"aimet_fake_quant_{len(fake_quant_ops)}"

@@ -444,7 +444,7 @@ def export_onnx(
         path.name[: -len(".onnx")] if path.name.endswith(".onnx") else path.name
     )
     graph = deployment_lib.deployment_graph(
-        sim, activation_bits=8, weight_bits=8
+        sim, activation_bits=8, weight_bits=8, explicit_ties=True
     )
     model = _convert(graph, sim, opset)
     kernels, changes = _quantize_kernels(model, sim, graph, weight_dtype)

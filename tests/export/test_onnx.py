@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -429,3 +430,37 @@ def test_kernels_of_ops_tf2onnx_renames_are_quantized_too(tmp_path):
     ]
     assert len(constant) == 15
     assert exported.changes == ()
+
+
+@pytest.mark.parametrize("level", [_LEVELS[0], _LEVELS[-1]])
+def test_average_pooling_rounds_ties_as_the_sim_does(tmp_path, level):
+    # TFLite's int8 average pooling rounds a tie away from the signed
+    # integer zero, and the tflite_int8 sim with it; ONNX Runtime rounds
+    # ties to even, fused (QLinearAveragePool) or not: an eighth of a 2x2
+    # window's means a step apart without the export's nudge. The pools
+    # read the quantized input, which every runtime holds alike (a
+    # convolution's own roundings would put some windows a step apart).
+    inputs = keras.Input((12, 12, 6), name="x")
+    pooled = keras.layers.AveragePooling2D(2, name="pool")(inputs)
+    same = keras.layers.AveragePooling2D(
+        3, strides=1, padding="same", name="pool_same"
+    )(inputs)
+    sim = QuantizationSimModel(
+        keras.Model(inputs, [pooled, same]), config_file="tflite_int8"
+    )
+    images = np.random.default_rng(0).normal(size=(32, 12, 12, 6))
+    images = images.astype("float32")
+    sim.compute_encodings(images)
+    exported = export_onnx(sim, tmp_path / "pool.onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    session = ort.InferenceSession(
+        str(exported.qdq_path), options, providers=["CPUExecutionProvider"]
+    )
+    got = session.run(None, {session.get_inputs()[0].name: images})
+    expected = sim.model.predict(images, verbose=0)
+    pool = sim.model.get_layer("pool").output_quantizers[0]
+    step = float(pool.encoding.delta)
+    for name, a, b in zip(("pool", "pool_same"), got, expected):
+        # Integer means: the same level everywhere, ties included.
+        assert np.max(np.abs(a - b)) < step / 2, name

@@ -112,6 +112,7 @@ def test_tflite_rounds_where_the_sim_rounds(sim, images, tmp_path):
 
 
 def test_average_pooling_rounds_ties_as_tflite_does(images, tmp_path):
+    keras.utils.set_random_seed(1)
     inputs = keras.Input((12, 12, 3))
     x = keras.layers.Conv2D(8, 1, name="conv")(inputs)
     pooled = keras.layers.AveragePooling2D(2, name="pool")(x)
@@ -121,7 +122,6 @@ def test_average_pooling_rounds_ties_as_tflite_does(images, tmp_path):
     x = keras.layers.Concatenate(name="concat")(
         [keras.layers.Flatten()(pooled), keras.layers.Flatten()(same)]
     )
-    keras.utils.set_random_seed(1)
     sim = QuantizationSimModel(
         keras.Model(inputs, x), config_file="tflite_int8"
     )
