@@ -42,6 +42,7 @@ from aimet_keras.export import deployment as deployment_lib
 from aimet_keras.export import encodings as encodings_lib
 from aimet_keras.export import staging as staging_lib
 from aimet_keras.sim import export as sim_export
+from aimet_keras.sim import quantsim as quantsim_lib
 
 __all__ = ["OnnxExport", "export_onnx"]
 
@@ -389,7 +390,8 @@ def export_onnx(
 
     Args:
         sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`
-            with grids of at most 8 bits (32-bit biases are kept float).
+            with grids of at most 8 bits (32-bit biases are kept float), or
+            the model :func:`~aimet_keras.quantize_model` returned.
         path: the QDQ model's ``.onnx`` path; the FP32 model and its
             encodings go beside it as ``<stem>.fp32.onnx`` and
             ``<stem>.fp32.encodings``.
@@ -438,6 +440,7 @@ def export_onnx(
         raise ValueError(
             f"weight_dtype={weight_dtype!r}; use one of {_WEIGHT_DTYPES}."
         )
+    sim = quantsim_lib.as_simulation(sim)
     _check_sim(sim)
     path = pathlib.Path(path)
     stem = (

@@ -72,6 +72,7 @@ from aimet_keras.export import staging as staging_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import export as sim_export
 from aimet_keras.sim import layer_norm as layer_norm_lib
+from aimet_keras.sim import quantsim as quantsim_lib
 
 __all__ = ["TFLiteExport", "export_tflite", "load_interpreter", "tflite_ops"]
 
@@ -815,7 +816,8 @@ def export_tflite(
     """Writes an integer TFLite model computing on the sim's grids.
 
     Args:
-        sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`.
+        sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`, or
+            the model :func:`~aimet_keras.quantize_model` returned.
             Fold batch norms first (``ptq.fold_all_batch_norms``) so that
             the sim's kernel grids are the deployed kernels' grids.
         path: the ``.tflite`` file to write; its folder is created.
@@ -865,6 +867,7 @@ def export_tflite(
             f"io_dtype={io_dtype!r} in {mode} mode; use one of "
             f"{sorted(_IO_DTYPES[mode])}."
         )
+    sim = quantsim_lib.as_simulation(sim)
     path = pathlib.Path(path)
     changes = _check_sim(sim, mode)
     graph = deployment_lib.deployment_graph(

@@ -964,13 +964,18 @@ class QuantizationSimModel:
             )
 
 
-def quantize_model(model, calibration_data=None, **options):
+def quantize_model(
+    model, calibration_data=None, fold_batch_norms=True, **options
+):
     """Returns a Keras model that simulates quantized inference of ``model``.
 
-    The one-liner over :class:`QuantizationSimModel`: builds the
-    simulation, calibrates it on ``calibration_data`` and returns
-    ``sim.model``, a plain Keras model (predict, evaluate, fit, save). The
-    caller's model is left unchanged. Without calibration data, like
+    The one-liner over :class:`QuantizationSimModel`: folds batch norms
+    into the layers before them (as every integer runtime computes them),
+    builds the simulation, calibrates it on ``calibration_data`` and
+    returns ``sim.model``, a plain Keras model (predict, evaluate, fit,
+    save) that :func:`~aimet_keras.export_tflite` and
+    :func:`~aimet_keras.export_onnx` take as it is. The caller's model is
+    left unchanged. Without calibration data, like
     tfmot's ``quantize_model(model)``, weight grids come from the weights
     and activation ranges from the first batch the model runs (see
     :meth:`QuantizationSimModel.initialize_from_first_batches`): ready for
@@ -983,6 +988,12 @@ def quantize_model(model, calibration_data=None, **options):
             list or dict of arrays for several inputs (see
             :meth:`QuantizationSimModel.compute_encodings`), used to
             calibrate. Defaults to None (ranges from the first batch).
+        fold_batch_norms: fold each foldable ``BatchNormalization`` first
+            (:func:`~aimet_keras.ptq.fold_all_batch_norms`). A batch norm
+            left unfolded is simulated as a layer of its own, which the
+            exporters refuse. Defaults to True; False keeps them, for
+            quantization-aware training that folds them later
+            (:func:`~aimet_keras.ptq.fold_all_batch_norms_to_scale`).
         **options: :class:`QuantizationSimModel` arguments
             (``quant_scheme``, ``default_output_bw``, ``default_param_bw``,
             ``config_file``, ``default_data_type``).
@@ -1005,10 +1016,56 @@ def quantize_model(model, calibration_data=None, **options):
     >>> quantized = quantize_model(model, images[:200])
     >>> quantized.predict(images[:2], verbose=0).shape
     (2, 10)
+    >>> any(isinstance(layer.layer, keras.layers.BatchNormalization)
+    ...     for layer in quantized.layers if hasattr(layer, "layer"))
+    False
     """
+    if fold_batch_norms:
+        # Here: the ptq package imports this module.
+        from aimet_keras.ptq import batch_norm_fold
+
+        prepared = prepare_lib.prepare_model(
+            inputs_lib.resolve_model(model),
+            input_shape=options.pop("input_shape", None),
+        )
+        model, _ = batch_norm_fold.fold_all_batch_norms(prepared)
+        options.setdefault("in_place", True)  # already a copy
     sim = QuantizationSimModel(model, **options)
     if calibration_data is None:
         sim.initialize_from_first_batches()
     else:
         sim.compute_encodings(calibration_data)
+    # So that the exporters take the model as they take its sim.
+    sim.model._aimet_simulation = sim
     return sim.model
+
+
+def as_simulation(sim):
+    """The :class:`QuantizationSimModel` that ``sim`` is or came from.
+
+    The exporters take a sim, or the Keras model :func:`quantize_model`
+    returned (which keeps its sim).
+
+    Raises:
+        TypeError: for anything else, naming what was given and the fix.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> quantized = quantize_model(model, np.ones((4, 3), "float32"))
+    >>> isinstance(as_simulation(quantized), QuantizationSimModel)
+    True
+    """
+    if isinstance(sim, QuantizationSimModel):
+        return sim
+    found = getattr(sim, "_aimet_simulation", None)
+    if isinstance(found, QuantizationSimModel) and found.model is sim:
+        return found
+    raise TypeError(
+        f"Expected a QuantizationSimModel or the model quantize_model "
+        f"returned, got {type(sim).__name__} "
+        f"{getattr(sim, 'name', '')!r}. A simulated model loaded from a file "
+        "has lost its sim: export the QuantizationSimModel (or the "
+        "quantize_model result) before saving, or build the sim again "
+        "and load its encodings (load_encodings_to_sim)."
+    )

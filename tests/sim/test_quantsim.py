@@ -141,6 +141,32 @@ def test_quantize_model_one_liner(resnet, data):
     assert agreement >= 0.9
 
 
+def test_quantize_model_folds_batch_norms_so_it_exports(resnet, data, tmp_path):
+    import aimet_keras
+
+    calibration, (images, _) = data
+    bn_names = {
+        layer.name
+        for layer in resnet.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
+    quantized = aimet_keras.quantize_model(resnet, calibration[:64])
+    assert not bn_names & {layer.name for layer in quantized.layers}
+    exported = aimet_keras.export_tflite(quantized, tmp_path / "r.tflite")
+    assert exported.path.exists()
+    # The caller's model keeps its batch norms.
+    assert bn_names <= {layer.name for layer in resnet.layers}
+    quantized.save(tmp_path / "q.keras")  # the sim it keeps is not saved
+    with pytest.raises(TypeError, match="QuantizationSimModel or the model"):
+        aimet_keras.export_tflite(resnet, tmp_path / "fp32.tflite")
+    kept = aimet_keras.quantize_model(
+        resnet, calibration[:64], fold_batch_norms=False
+    )
+    assert bn_names <= {layer.name for layer in kept.layers}
+    with pytest.raises(ValueError, match="BatchNormalization|batch norm"):
+        aimet_keras.export_tflite(kept, tmp_path / "kept.tflite")
+
+
 def test_quantize_model_without_data_is_ready_for_qat(resnet, data, tmp_path):
     import aimet_keras
 
