@@ -4,6 +4,7 @@ from aimet_keras.graph.affine import channel_affine
 from aimet_keras.graph.affine import channel_affines_as_depthwise
 from aimet_keras.graph.connections import Connections
 from aimet_keras.graph.connections import layer_connections
+from aimet_keras.graph.deployment import split_for_deployment
 from aimet_keras.graph.depthwise import depthwise_from_grouped
 from aimet_keras.graph.depthwise import is_depthwise_grouped
 from aimet_keras.graph.inline import composite_sublayers
@@ -31,6 +32,7 @@ __all__ = [
     "prepare_model",
     "rebuild",
     "split_activations",
+    "split_for_deployment",
     "split_separable_convolutions",
     "unfused_activation",
     "walk",

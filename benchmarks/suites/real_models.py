@@ -69,9 +69,7 @@ def stock_model(name, size, classes=CLASSES):
 def _prepared(model):
     from aimet_keras import graph
 
-    model = graph.split_activations(model)
-    model = graph.split_separable_convolutions(model)
-    return graph.depthwise_from_grouped(model)
+    return graph.split_for_deployment(model)
 
 
 def _top1(outputs):

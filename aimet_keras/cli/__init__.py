@@ -1,0 +1,535 @@
+"""``aimet-keras``: quantize and export a Keras model from the shell.
+
+Usage::
+
+    aimet-keras quantize --model model.keras --data calibration.npz \\
+        [--eval-data test.npz] [--weight-bits 8] [--activation-bits 8] \\
+        [--config tflite_int8] [--scheme tf_enhanced] [--per-channel] \\
+        [--cle] [--bias-correction] [--adaround] [--range-search] \\
+        [--export tflite,onnx] [--out artifacts] [--json summary.json]
+    aimet-keras demo [--zoo-model resnet]   # the whole pipeline, offline
+    aimet-keras zoo                         # the shipped models
+
+``--model`` takes a ``.keras`` or ``.h5`` file or ``zoo:<name>``;
+``--data`` and ``--eval-data`` a ``.npz``/``.npy`` file, a folder of images
+(resized to the model's input; one subfolder per class gives labels) or a
+TFRecord of examples with an encoded image feature. With labels, the
+summary has FP32 and quantized top-1.
+
+Exit codes: 0 done, 1 failed (a model that does not load, data that does
+not fit it, a failed export), 2 bad usage (an unknown command or flag, a
+missing file). ``--help`` lists every flag without loading TensorFlow.
+"""
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import re
+import sys
+import tempfile
+import time
+
+from absl import flags
+
+COMMANDS = ("quantize", "demo", "zoo")
+_EXPORTS = ("tflite", "onnx")
+
+
+class UsageError(Exception):
+    """Bad usage: exit code 2."""
+
+
+def _define_flags():
+    """A fresh set of the command's flags (one per call of :func:`main`)."""
+    values = flags.FlagValues()
+
+    def define(kind, name, default, help_text, enum_values=None, **kwargs):
+        if kind == "enum":
+            flags.DEFINE_enum(
+                name, default, enum_values, help_text, flag_values=values
+            )
+            return
+        getattr(flags, f"DEFINE_{kind}")(
+            name, default, help_text, flag_values=values, **kwargs
+        )
+
+    define("boolean", "help", False, "Show this help and exit.", short_name="h")
+    define("string", "model", None, "A .keras or .h5 model, or zoo:<name>.")
+    define(
+        "string",
+        "data",
+        None,
+        "Calibration data: .npz, .npy, image folder or .tfrecord.",
+    )
+    define("string", "eval-data", None, "Labelled data to measure top-1 on.")
+    define("integer", "calibration-size", 1000, "Calibration samples used.")
+    define("integer", "weight-bits", 8, "Weight bit width (2-16).")
+    define("integer", "activation-bits", 8, "Activation bit width (4-16).")
+    define(
+        "string",
+        "config",
+        "tflite_int8",
+        "Quantsim config: a shipped name "
+        "(default, tflite_int8, tflite_16x8, ...) or a JSON file.",
+    )
+    define(
+        "enum",
+        "scheme",
+        "tf_enhanced",
+        "Calibration scheme.",
+        enum_values=["tf", "tf_enhanced", "percentile", "mse"],
+    )
+    define(
+        "boolean",
+        "per-channel",
+        None,
+        "Per-channel weight grids (default: as the config says).",
+    )
+    define("boolean", "cle", False, "Cross-layer equalization first.")
+    define("boolean", "bias-correction", False, "Empirical bias correction.")
+    define("boolean", "adaround", False, "AdaRound the weights.")
+    define("integer", "adaround-iterations", 2000, "AdaRound steps a layer.")
+    define(
+        "boolean",
+        "range-search",
+        False,
+        "Pick each activation's range scheme by output MSE.",
+    )
+    define(
+        "list",
+        "export",
+        list(_EXPORTS),
+        "Exports besides the SavedModel and encodings: tflite, onnx (or none).",
+    )
+    define("string", "out", "artifacts/aimet_keras", "Folder for artifacts.")
+    define("string", "json", None, "Write the summary as JSON here too.")
+    define(
+        "enum",
+        "pixel-range",
+        "0-1",
+        "What image pixels 0..255 become.",
+        enum_values=["0-1", "0-255", "-1-1"],
+    )
+    define("string", "image-feature", "image", "TFRecord image feature.")
+    define("string", "label-feature", "label", "TFRecord label feature.")
+    define("string", "zoo-model", "resnet", "demo: the shipped model to use.")
+    define("boolean", "quiet", False, "Print nothing but errors.")
+    define(
+        "boolean", "verbose", False, "Show TensorFlow's start-up notices too."
+    )
+    return values
+
+
+def _help(values):
+    return f"{__doc__}\nFlags:\n{values.get_help(include_special_flags=False)}"
+
+
+def main(argv=None):
+    """Runs the command line; returns the exit code.
+
+    Args:
+        argv: the arguments, program name first. Defaults to ``sys.argv``.
+
+    Example:
+
+    >>> main(["aimet-keras", "zoo"])  # doctest: +ELLIPSIS
+    resnet
+    ...
+    0
+    """
+    argv = list(sys.argv if argv is None else argv)
+    values = _define_flags()
+    try:
+        rest = values(argv)
+    except flags.Error as error:
+        return _fail(f"{error} (--help lists the flags).", 2)
+    if values.help:
+        print(_help(values))
+        return 0
+    if len(rest) != 2 or rest[1] not in COMMANDS:
+        given = " ".join(rest[1:]) or "none"
+        return _fail(
+            f"unknown command {given!r}; use one of {', '.join(COMMANDS)} "
+            "(--help lists the flags).",
+            2,
+        )
+    try:
+        return _COMMANDS[rest[1]](values)
+    except UsageError as error:
+        return _fail(str(error), 2)
+    except FileNotFoundError as error:
+        return _fail(str(error).strip("'\""), 2)
+    except ImportError as error:
+        return _fail(
+            f"{error.name or error} is not installed: the ONNX export needs "
+            "pip install 'aimet-keras[onnx]' (or pass --export tflite).",
+            1,
+        )
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
+        return _fail(str(error).splitlines()[0], 1)
+
+
+def run(argv=None):
+    """The ``aimet-keras`` console script: :func:`main` with TensorFlow's
+    start-up notices held back (``--verbose`` shows them)."""
+    argv = list(sys.argv if argv is None else argv)
+    # TensorFlow reads its C++ log level once, as it loads.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    verbose = "--verbose" in argv[1:]
+    with contextlib.nullcontext() if verbose else startup_notices_hidden():
+        code = main(argv)
+    sys.exit(code)
+
+
+# What TensorFlow's and TFLite's C++ side print as they start on a machine
+# without a GPU, before any log level applies: nothing to act on.
+_STARTUP_NOTICES = re.compile(
+    r"absl::InitializeLog\(\) is called"
+    r"|port\.cc:\d+\] oneDNN custom operations are on"
+    r"|cudart_stub\.cc:\d+\] Could not find cuda drivers"
+    r"|cuda_platform\.cc:\d+\] failed call to cuInit"
+    r"|cpu_feature_guard\.cc:\d+\]|^To enable the following instructions"
+    r"|Created TensorFlow Lite XNNPACK delegate for CPU"
+)
+
+
+@contextlib.contextmanager
+def startup_notices_hidden():
+    """Holds back the process's stderr; replays it without start-up notices.
+
+    The notices come from C++ (file descriptor 2), so ``sys.stderr`` alone
+    cannot filter them. Everything else written meanwhile is replayed when
+    the block ends, and on an error all of it is.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = True
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines()
+            kept = [
+                line
+                for line in lines
+                if failed or not _STARTUP_NOTICES.search(line)
+            ]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+def _fail(message, code):
+    print(f"aimet-keras: {message}", file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def _zoo(values):
+    from aimet_keras import zoo
+
+    for name in zoo.MODEL_NAMES:
+        print(name)
+    return 0
+
+
+def _demo(values):
+    """The shipped model, calibrated on the shipped training slice and
+    measured on the shipped test slice, exported to every format."""
+    values["model"].value = f"zoo:{values['zoo-model'].value}"
+    if not values["out"].present:
+        values["out"].value = "artifacts/quickstart"
+    if not values["json"].present:
+        values["json"].value = str(
+            pathlib.Path(values["out"].value) / "summary.json"
+        )
+    return _quantize(values, demo=True)
+
+
+def _load_model(spec):
+    from aimet_keras import zoo
+    from aimet_keras.sim import inputs as inputs_lib
+
+    if spec is None:
+        raise UsageError(
+            "quantize needs --model (a .keras/.h5 file or zoo:<name>)."
+        )
+    if spec.startswith("zoo:"):
+        name = spec[len("zoo:") :]
+        if name not in zoo.MODEL_NAMES:
+            raise UsageError(
+                f"--model {spec}: no such zoo model; use one of "
+                f"{', '.join(zoo.MODEL_NAMES)}."
+            )
+        return zoo.load_model(name, compile=False)
+    return inputs_lib.resolve_model(spec)
+
+
+def _data(values, key, model, demo, part):
+    from aimet_keras import zoo
+    from aimet_keras.cli import data as data_lib
+
+    path = values[key].value
+    if path is None:
+        if demo:
+            return zoo.load_fashion_mnist_slice(part)
+        return None, None
+    return data_lib.load_data(
+        path,
+        tuple(model.inputs[0].shape[1:]),
+        pixel_range=values["pixel-range"].value,
+        image_feature=values["image-feature"].value,
+        label_feature=values["label-feature"].value,
+    )
+
+
+def _top1(predictions, labels):
+    import numpy as np
+
+    return float(np.mean(np.argmax(predictions, -1) == labels))
+
+
+@dataclasses.dataclass
+class _Step:
+    name: str
+    seconds: float
+
+
+def _quantize(values, demo=False):
+    import numpy as np
+
+    exports = [e for e in values["export"].value if e != "none"]
+    unknown = sorted(set(exports) - set(_EXPORTS))
+    if unknown:
+        raise UsageError(f"--export {unknown}: use tflite, onnx or none.")
+    if values["data"].value is None and not demo:
+        raise UsageError("quantize needs --data (calibration inputs).")
+    say = (lambda *a: None) if values["quiet"].value else print
+    steps, started = [], time.perf_counter()
+
+    def step(name, since):
+        steps.append(_Step(name, time.perf_counter() - since))
+        say(f"{name}: {steps[-1].seconds:.1f} s")
+
+    since = time.perf_counter()
+    model = _load_model(values["model"].value)
+    if len(model.inputs) != 1:
+        raise ValueError(
+            f"Model {model.name!r} has {len(model.inputs)} inputs; the "
+            "command takes one-input models (use the Python API for more)."
+        )
+    calibration, _ = _data(values, "data", model, demo, "calibration")
+    evaluation, labels = _data(values, "eval-data", model, demo, "test")
+    calibration = calibration[: values["calibration-size"].value]
+    step("load", since)
+
+    from aimet_keras import export_onnx
+    from aimet_keras import export_tflite
+    from aimet_keras import ptq
+    from aimet_keras.sim import QuantizationSimModel
+    from aimet_keras.sim import config as config_lib
+
+    since = time.perf_counter()
+    from aimet_keras import graph
+
+    prepared = graph.split_for_deployment(model)
+    prepared, _ = ptq.fold_all_batch_norms(prepared)
+    if values["cle"].value:
+        prepared = ptq.equalize_model(prepared)
+    settings = dict(
+        quant_scheme=values["scheme"].value,
+        default_param_bw=values["weight-bits"].value,
+        default_output_bw=values["activation-bits"].value,
+    )
+    config = config_lib.load_quantsim_config(values["config"].value)
+    if values["per-channel"].value is not None:
+        config = dataclasses.replace(
+            config, per_channel_quantization=values["per-channel"].value
+        )
+    if values["bias-correction"].value:
+        prepared, _ = ptq.correct_bias(
+            prepared, calibration, config_file=config, **settings
+        )
+    out = pathlib.Path(values["out"].value)
+    encodings = None
+    if values["adaround"].value:
+        params = ptq.AdaroundParameters(
+            calibration,
+            num_batches=max(1, len(calibration) // 32),
+            default_num_iterations=values["adaround-iterations"].value,
+        )
+        prepared = ptq.Adaround.apply_adaround(
+            prepared,
+            params,
+            out,
+            "adaround",
+            default_param_bw=settings["default_param_bw"],
+            default_quant_scheme=settings["quant_scheme"],
+            config_file=config,
+            verbose=not values["quiet"].value,
+        )
+        encodings = out / "adaround.encodings"
+    sim = QuantizationSimModel(prepared, config_file=config, **settings)
+    if encodings is not None:
+        sim.set_and_freeze_param_encodings(str(encodings))
+    sim.compute_encodings(calibration)
+    if values["range-search"].value:
+        ptq.optimize_activation_ranges(sim, calibration)
+    step("quantize", since)
+
+    fp32_bytes, quantized_bytes = weight_bytes(sim)
+    summary = {
+        "model": values["model"].value,
+        "parameters": int(model.count_params()),
+        "fp32_weights_bytes": fp32_bytes,
+        "quantized_weights_bytes": quantized_bytes,
+        "calibration_samples": int(len(calibration)),
+        "weight_bits": settings["default_param_bw"],
+        "activation_bits": settings["default_output_bw"],
+    }
+    if labels is not None:
+        since = time.perf_counter()
+        fp32 = model.predict(evaluation, batch_size=256, verbose=0)
+        simulated = sim.model.predict(evaluation, batch_size=256, verbose=0)
+        summary["eval_samples"] = int(len(labels))
+        summary["fp32_top1"] = _top1(fp32, labels)
+        summary["quantized_top1"] = _top1(simulated, labels)
+        simulated_top1 = np.argmax(simulated, -1)
+        step("evaluate", since)
+
+    since = time.perf_counter()
+    prefix = model.name
+    paths = sim.export(out, prefix)
+    if "tflite" in exports:
+        mode = "16x8" if settings["default_output_bw"] == 16 else "int8"
+        tflite = export_tflite(sim, out / f"{prefix}_{mode}.tflite", mode=mode)
+        paths["tflite"] = tflite.path
+        if labels is not None:
+            outputs = _tflite_outputs(tflite.path, evaluation)
+            summary["tflite_top1"] = _top1(outputs, labels)
+            summary["tflite_agrees_with_sim"] = _top1(outputs, simulated_top1)
+    if "onnx" in exports:
+        onnx = export_onnx(sim, out / f"{prefix}_qdq.onnx")
+        paths.update(
+            onnx_qdq=onnx.qdq_path,
+            onnx_fp32=onnx.fp32_path,
+            onnx_encodings=onnx.encodings_path,
+        )
+        if labels is not None:
+            outputs = _onnx_outputs(onnx.qdq_path, evaluation)
+            summary["onnx_top1"] = _top1(outputs, labels)
+            summary["onnx_agrees_with_sim"] = _top1(outputs, simulated_top1)
+    step("export", since)
+    summary["artifacts"] = {k: str(p) for k, p in paths.items()}
+    summary["sizes_bytes"] = {
+        k: _size(p) for k, p in paths.items() if pathlib.Path(p).exists()
+    }
+    summary["seconds"] = {s.name: round(s.seconds, 2) for s in steps}
+    summary["seconds"]["total"] = round(time.perf_counter() - started, 2)
+    _report(summary, say)
+    if values["json"].value:
+        path = pathlib.Path(values["json"].value)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def weight_bytes(sim):
+    """``(fp32 bytes, quantized bytes)`` of the sim's weights.
+
+    A quantized weight takes its bitwidth per value (int32 biases 4
+    bytes), a float one 4 bytes.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from aimet_keras.sim import QuantizationSimModel
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> weight_bytes(QuantizationSimModel(model))  # 6 weights, 2 biases
+    (32, 14)
+    """
+    from aimet_keras.sim import weight_key
+
+    fp32 = quantized = 0
+    for wrapper in sim.quant_wrappers():
+        for weight in wrapper.layer.weights:
+            count = int(math.prod(weight.shape))
+            key = weight_key(wrapper.layer, weight)
+            quantizer = wrapper.param_quantizers.get(key)
+            bits = quantizer.bitwidth if quantizer and quantizer.enabled else 32
+            fp32 += 4 * count
+            quantized += count * bits // 8
+    return fp32, quantized
+
+
+def _size(path):
+    path = pathlib.Path(path)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def _report(summary, say):
+    say(
+        f"model {summary['model']} ({summary['parameters']:,} parameters), "
+        f"W{summary['weight_bits']}A{summary['activation_bits']}, "
+        f"calibrated on {summary['calibration_samples']} samples"
+    )
+    say(
+        f"weights: {summary['fp32_weights_bytes'] / 1024:,.1f} KiB FP32, "
+        f"{summary['quantized_weights_bytes'] / 1024:,.1f} KiB quantized"
+    )
+    if "fp32_top1" in summary:
+        say(f"top-1 on {summary['eval_samples']} samples:")
+        for key, label in (
+            ("fp32_top1", "FP32"),
+            ("quantized_top1", "quantized (simulated)"),
+            ("tflite_top1", "integer TFLite"),
+            ("onnx_top1", "ONNX QDQ (onnxruntime)"),
+        ):
+            if key in summary:
+                agrees = summary.get(key.replace("top1", "agrees_with_sim"))
+                same = f"  (top-1 = sim's on {agrees:.2%})" if agrees else ""
+                say(f"  {label:24s} {summary[key]:.2%}{same}")
+    say("artifacts:")
+    for key, path in summary["artifacts"].items():
+        size = summary["sizes_bytes"].get(key)
+        shown = f"{size / 1024:,.1f} KiB" if size is not None else ""
+        say(f"  {key:16s} {path}  {shown}")
+
+
+def _tflite_outputs(path, inputs):
+    from aimet_keras.export.tflite import load_interpreter
+
+    interpreter = load_interpreter(model_path=str(path), num_threads=2)
+    (inp,), (out,) = (
+        interpreter.get_input_details(),
+        interpreter.get_output_details(),
+    )
+    interpreter.resize_tensor_input(inp["index"], inputs.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], inputs)
+    interpreter.invoke()
+    return interpreter.get_tensor(out["index"])
+
+
+def _onnx_outputs(path, inputs):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: inputs})[0]
+
+
+_COMMANDS = {"quantize": _quantize, "demo": _demo, "zoo": _zoo}

@@ -1,0 +1,153 @@
+"""The ``aimet-keras`` command: usage, exit codes, data loaders, a run."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from aimet_keras import cli
+from aimet_keras.cli import data as data_lib
+
+
+def test_help_lists_every_flag_without_loading_tensorflow():
+    code = (
+        "import io, contextlib, sys\n"
+        "from aimet_keras import cli\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    code = cli.main(['aimet-keras', '--help'])\n"
+        "listed = '--adaround' in out.getvalue()\n"
+        "print(code, 'tensorflow' in sys.modules, listed)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True
+    )
+    assert result.stdout.split() == ["0", "False", "True"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["no-such-command"], "unknown command 'no-such-command'"),
+        (["quantize", "--no-such-flag"], "no-such-flag"),
+        (["quantize", "--data", "x.npz"], "needs --model"),
+        (["quantize", "--model", "missing.keras", "--data", "x"], "missing"),
+        (["quantize", "--model", "zoo:nope", "--data", "x"], "no such zoo"),
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(argv, message, capsys):
+    assert cli.main(["aimet-keras", *argv]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(x)
+    model = keras.Model(inputs, outputs, name="tiny")
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model.save(path)
+    return path
+
+
+def test_quantize_runs_end_to_end_and_writes_a_summary(model_file, tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
+    np.savez(tmp_path / "data.npz", x=images, y=np.arange(64) % 3)
+    summary_path = tmp_path / "summary.json"
+    argv = ["aimet-keras", "quantize", "--model", str(model_file)]
+    argv += ["--data", str(tmp_path / "data.npz")]
+    argv += ["--eval-data", str(tmp_path / "data.npz"), "--export", "tflite"]
+    argv += ["--out", str(tmp_path / "out"), "--json", str(summary_path)]
+    assert cli.main(argv + ["--quiet"]) == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["calibration_samples"] == 64
+    reference = keras.saving.load_model(model_file)
+    expected = np.mean(
+        reference.predict(images, verbose=0).argmax(-1) == np.arange(64) % 3
+    )
+    assert summary["fp32_top1"] == pytest.approx(expected)
+    assert 0.0 <= summary["quantized_top1"] <= 1.0
+    assert summary["tflite_agrees_with_sim"] >= 0.95
+    for key in ("tflite", "keras", "encodings", "saved_model"):
+        assert (tmp_path / "out").exists()
+        assert summary["sizes_bytes"][key] > 0, key
+    assert "onnx_qdq" not in summary["artifacts"]
+
+
+def test_data_that_does_not_fit_the_model_fails_with_1(
+    model_file, tmp_path, capsys
+):
+    np.save(tmp_path / "wrong.npy", np.zeros((4, 9, 9, 1), "float32"))
+    argv = ["aimet-keras", "quantize", "--model", str(model_file)]
+    argv += ["--data", str(tmp_path / "wrong.npy"), "--export", "none"]
+    assert cli.main(argv) == 1
+    error = capsys.readouterr().err
+    assert "(4, 9, 9, 1)" in error and "(batch, 8, 8, 1)" in error
+
+
+def _png(pixels):
+    return tf.io.encode_png(pixels[..., None]).numpy()
+
+
+def test_image_folder_gives_resized_images_and_class_labels(tmp_path):
+    for label, name in enumerate(("cat", "dog")):
+        (tmp_path / name).mkdir()
+        for index in range(2):
+            pixels = np.full((10, 12), 255 * label, "uint8")
+            (tmp_path / name / f"{index}.png").write_bytes(_png(pixels))
+    images, labels = data_lib.load_data(tmp_path, (8, 8, 3))
+    assert images.shape == (4, 8, 8, 3)
+    assert labels.tolist() == [0, 0, 1, 1]
+    np.testing.assert_allclose(images[2:], 1.0)  # 255 -> 1 in "0-1"
+    scaled, _ = data_lib.load_data(tmp_path, (8, 8, 3), pixel_range="-1-1")
+    np.testing.assert_allclose(scaled[:2], -1.0)
+
+
+def test_tfrecord_of_encoded_images_with_labels(tmp_path):
+    path = tmp_path / "d.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for label in range(3):
+            feature = {
+                "img": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(
+                        value=[_png(np.zeros((6, 6), "uint8"))]
+                    )
+                ),
+                "label": tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[label])
+                ),
+            }
+            example = tf.train.Example(
+                features=tf.train.Features(feature=feature)
+            )
+            writer.write(example.SerializeToString())
+    images, labels = data_lib.load_data(path, (4, 4, 1), image_feature="img")
+    assert images.shape == (3, 4, 4, 1) and labels.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="no feature 'image'.*image-feature"):
+        data_lib.load_data(path, (4, 4, 1))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"a": np.zeros((2, 3)), "b": np.zeros(2)}, "name the inputs"),
+        ({"x": np.zeros((2, 3)), "y": np.zeros(3)}, "2 inputs but 3 labels"),
+    ],
+)
+def test_npz_problems_name_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **content)
+    with pytest.raises(ValueError, match=message) as error:
+        data_lib.load_data(path, (3,))
+    assert "bad.npz" in str(error.value)
