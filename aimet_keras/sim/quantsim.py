@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from aimet_keras.graph import affine as affine_lib
+from aimet_keras.graph import deployment as deployment_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import config as config_lib
 from aimet_keras.sim import export as export_lib
@@ -969,17 +970,19 @@ def quantize_model(
 ):
     """Returns a Keras model that simulates quantized inference of ``model``.
 
-    The one-liner over :class:`QuantizationSimModel`: folds batch norms
-    into the layers before them (as every integer runtime computes them),
-    builds the simulation, calibrates it on ``calibration_data`` and
-    returns ``sim.model``, a plain Keras model (predict, evaluate, fit,
-    save) that :func:`~aimet_keras.export_tflite` and
-    :func:`~aimet_keras.export_onnx` take as it is. The caller's model is
-    left unchanged. Without calibration data, like
-    tfmot's ``quantize_model(model)``, weight grids come from the weights
-    and activation ranges from the first batch the model runs (see
-    :meth:`QuantizationSimModel.initialize_from_first_batches`): ready for
-    quantization-aware training with ``fit``.
+    The one-liner over :class:`QuantizationSimModel`: rewrites the model
+    into the layers integer runtimes compute
+    (:func:`~aimet_keras.graph.split_for_deployment`, exact), folds batch
+    norms into the layers before them, builds the simulation, calibrates
+    it on ``calibration_data`` and returns ``sim.model``, a plain Keras
+    model (predict, evaluate, fit, save) that
+    :func:`~aimet_keras.export_tflite` and :func:`~aimet_keras.export_onnx`
+    take as it is. The caller's model is left unchanged. Without
+    calibration data, like tfmot's ``quantize_model(model)``, weight grids
+    come from the weights and activation ranges from the first batch the
+    model runs (see
+    :meth:`QuantizationSimModel.initialize_from_first_batches`): ready
+    for quantization-aware training with ``fit``.
 
     Args:
         model: a built Functional or Sequential ``keras.Model``, or the
@@ -1020,16 +1023,18 @@ def quantize_model(
     ...     for layer in quantized.layers if hasattr(layer, "layer"))
     False
     """
-    if fold_batch_norms:
-        # Here: the ptq package imports this module.
-        from aimet_keras.ptq import batch_norm_fold
+    # Here: the ptq package imports this module.
+    from aimet_keras.ptq import batch_norm_fold
 
-        prepared = prepare_lib.prepare_model(
+    model = deployment_lib.split_for_deployment(
+        prepare_lib.prepare_model(
             inputs_lib.resolve_model(model),
             input_shape=options.pop("input_shape", None),
         )
-        model, _ = batch_norm_fold.fold_all_batch_norms(prepared)
-        options.setdefault("in_place", True)  # already a copy
+    )
+    if fold_batch_norms:
+        model, _ = batch_norm_fold.fold_all_batch_norms(model)
+    options.setdefault("in_place", True)  # already a copy
     sim = QuantizationSimModel(model, **options)
     if calibration_data is None:
         sim.initialize_from_first_batches()

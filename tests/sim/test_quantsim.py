@@ -167,6 +167,24 @@ def test_quantize_model_folds_batch_norms_so_it_exports(resnet, data, tmp_path):
         aimet_keras.export_tflite(kept, tmp_path / "kept.tflite")
 
 
+def test_quantize_model_exports_a_stock_softmax_head(tmp_path):
+    import aimet_keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(4, 3, name="separable")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax", name="head")(x)
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).uniform(size=(16, 8, 8, 3))
+    quantized = aimet_keras.quantize_model(model, images.astype("float32"))
+    exported = aimet_keras.export_tflite(quantized, tmp_path / "m.tflite")
+    assert exported.path.exists()
+    # The caller's model is as it was.
+    assert model.get_layer("head").activation.__name__ == "softmax"
+
+
 def test_quantize_model_without_data_is_ready_for_qat(resnet, data, tmp_path):
     import aimet_keras
 
