@@ -379,7 +379,7 @@ def _quantize(values, demo=False):
     sim = QuantizationSimModel(prepared, config_file=config, **settings)
     if encodings is not None:
         sim.set_and_freeze_param_encodings(str(encodings))
-    sim.compute_encodings(calibration)
+    sim.compute_encodings(calibration, verbose=int(not values["quiet"].value))
     if values["range-search"].value:
         ptq.optimize_activation_ranges(sim, calibration)
     step("quantize", since)

@@ -554,6 +554,14 @@ class CalibrationData:
 
     # Batches.
 
+    @property
+    def num_batches(self):
+        """How many batches :meth:`batches` yields, or None if unknown."""
+        if not self.is_dataset:
+            return -(-len(self.arrays[0]) // self.batch_size)
+        count = int(self._dataset.cardinality())
+        return count if count >= 0 else None
+
     def batches(self):
         """Yields each batch as a list of inputs, in input order, cast."""
         import tensorflow as tf

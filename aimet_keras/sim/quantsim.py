@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import sys
 import warnings
 
 import keras
@@ -308,7 +309,10 @@ class QuantizationSimModel:
             yield from wrapper.internal_quantizers.values()
 
     def compute_encodings(
-        self, forward_pass_callback, forward_pass_callback_args=None
+        self,
+        forward_pass_callback,
+        forward_pass_callback_args=None,
+        verbose="auto",
     ):
         """Calibrates every enabled quantizer.
 
@@ -335,6 +339,10 @@ class QuantizationSimModel:
                 list of arrays in input order or a dict keyed by input name.
             forward_pass_callback_args: passed to the callback. Defaults to
                 None.
+            verbose: 1 shows a progress bar over the calibration batches
+                (``keras.utils.Progbar``, as ``fit`` does), 0 nothing;
+                ``"auto"`` shows it when standard output is a terminal.
+                A forward-pass callback reports its own progress.
 
         Raises:
             ValueError: for data that does not fit the model's inputs, for
@@ -386,7 +394,7 @@ class QuantizationSimModel:
                         raise
                     failure = _NonFiniteBatch(error)
             else:
-                batches = self._observe(data)
+                batches = self._observe(data, verbose=verbose)
         except _NonFiniteBatch as error:
             failure = error
         finally:
@@ -696,7 +704,7 @@ class QuantizationSimModel:
             if hasattr(self.model, attribute):
                 setattr(self.model, attribute, None)
 
-    def _observe(self, data, batch_size=32):
+    def _observe(self, data, batch_size=32, verbose=0):
         """Runs ``data`` through the observing model, traced once per setup.
 
         A function of its own (not ``predict``), kept per quantizer setup and
@@ -707,6 +715,7 @@ class QuantizationSimModel:
             data: a :class:`~aimet_keras.sim.inputs.CalibrationData`, or
                 data it takes.
             batch_size: batch size for arrays. Defaults to 32.
+            verbose: as :meth:`compute_encodings` takes it. Defaults to 0.
 
         Returns:
             The number of batches run.
@@ -760,6 +769,7 @@ class QuantizationSimModel:
         # pass takes the values as arguments (so a cached pass never holds
         # stale weights).
         quantized = [quantizer(weight) for _, _, weight, quantizer in weights]
+        progress = _progress_bar(verbose, data.num_batches, "Calibrating")
         count = 0
         for batch in data.batches():
             # Checked here, not only by the observers' assertion, which
@@ -773,6 +783,8 @@ class QuantizationSimModel:
                     raise
                 raise _NonFiniteBatch(error, count, batch) from None
             count += 1
+            if progress is not None:
+                progress.update(count, finalize=count == data.num_batches)
         return count
 
     def _constant_quantized_weights(self):
@@ -963,6 +975,18 @@ class QuantizationSimModel:
                 f"  {wrapper.name} ({spec.op_type}) in [{ins}] out [{outs}]"
                 + (f" params {{{params}}}" if params else "")
             )
+
+
+def _progress_bar(verbose, target, title):
+    """A ``keras.utils.Progbar`` over ``target`` steps, or None when
+    ``verbose`` says to be silent (``"auto"``: unless stdout is a
+    terminal)."""
+    if verbose == "auto":
+        verbose = int(sys.stdout.isatty())
+    if not verbose:
+        return None
+    print(title)
+    return keras.utils.Progbar(target, unit_name="batch")
 
 
 def quantize_model(

@@ -127,6 +127,19 @@ def test_bad_input():
         )
 
 
+def test_calibration_shows_progress_when_asked(capsys):
+    inputs = keras.Input((8,))
+    sim = QuantizationSimModel(
+        keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    )
+    data = np.random.default_rng(0).random((100, 8)).astype("float32")
+    sim.compute_encodings(data, verbose=1)
+    shown = capsys.readouterr().out
+    assert "Calibrating" in shown and "4/4" in shown  # 100 samples, 32 a batch
+    sim.compute_encodings(data)  # "auto": not a terminal here
+    assert capsys.readouterr().out == ""
+
+
 def test_quantize_model_one_liner(resnet, data):
     import aimet_keras
 
