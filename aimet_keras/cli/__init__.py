@@ -379,7 +379,10 @@ def _quantize(values, demo=False):
     sim = QuantizationSimModel(prepared, config_file=config, **settings)
     if encodings is not None:
         sim.set_and_freeze_param_encodings(str(encodings))
-    sim.compute_encodings(calibration, verbose=int(not values["quiet"].value))
+    # A progress bar in a terminal; none in a log or a pipe.
+    sim.compute_encodings(
+        calibration, verbose=0 if values["quiet"].value else "auto"
+    )
     if values["range-search"].value:
         ptq.optimize_activation_ranges(sim, calibration)
     step("quantize", since)
