@@ -5,13 +5,21 @@ Examples::
     python -m benchmarks list
     python -m benchmarks run --suite grid
     python -m benchmarks run --suite zoo --quick
+    python -m benchmarks run --suite grid --update-results
+
+A run writes its tables to ``artifacts/benchmark_results/``;
+``--update-results`` replaces the committed ones in ``benchmarks/results/``.
 """
 
 import argparse
+import pathlib
 import sys
 
 from benchmarks import harness
 from benchmarks import suites
+
+# Runs land here unless asked to replace the committed results.
+SCRATCH_DIR = pathlib.Path("artifacts") / "benchmark_results"
 
 
 def _parser():
@@ -37,7 +45,14 @@ def _parser():
     run.add_argument(
         "--results-dir",
         default=None,
-        help=f"where to write results (default: {harness.RESULTS_DIR})",
+        help=f"where to write results (default: {SCRATCH_DIR}, or "
+        f"{harness.RESULTS_DIR} with --update-results)",
+    )
+    run.add_argument(
+        "--update-results",
+        action="store_true",
+        help="replace the committed results in "
+        f"{harness.RESULTS_DIR} (a run writes to {SCRATCH_DIR} otherwise)",
     )
     return parser
 
@@ -53,9 +68,10 @@ def main(argv=None):
     report = module.run(quick=args.quick)
     machine = harness.machine_info()
     print(report.to_markdown(machine))
-    md_path, json_path = harness.write_results(
-        report, args.results_dir, machine
+    directory = args.results_dir or (
+        harness.RESULTS_DIR if args.update_results else SCRATCH_DIR
     )
+    md_path, json_path = harness.write_results(report, directory, machine)
     print(f"Wrote {md_path} and {json_path}")
     return 0
 

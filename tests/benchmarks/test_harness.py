@@ -121,3 +121,20 @@ def test_cli_lists_every_suite(capsys):
 def test_unknown_suite_names_the_known_ones():
     with pytest.raises(ValueError, match="grid"):
         suites.get_suite("nope")
+
+
+def test_a_run_writes_to_scratch_unless_asked_to_update(tmp_path, monkeypatch):
+    class Suite:
+        @staticmethod
+        def run(quick=False):
+            return harness.Report("grid")
+
+    committed = tmp_path / "committed"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(suites, "get_suite", lambda name: Suite)
+    monkeypatch.setattr(harness, "RESULTS_DIR", committed)
+    assert main(["run", "--suite", "grid"]) == 0
+    assert (tmp_path / "artifacts/benchmark_results/grid.md").is_file()
+    assert not committed.exists()
+    assert main(["run", "--suite", "grid", "--update-results"]) == 0
+    assert (committed / "grid.md").is_file()
