@@ -358,31 +358,21 @@ def _quantize(values, demo=False):
             prepared, calibration, config_file=config, **settings
         )
     out = pathlib.Path(values["out"].value)
-    encodings = None
+    quiet = values["quiet"].value
     if values["adaround"].value:
-        params = ptq.AdaroundParameters(
-            calibration,
-            num_batches=max(1, len(calibration) // 32),
-            default_num_iterations=values["adaround-iterations"].value,
-        )
-        prepared = ptq.Adaround.apply_adaround(
+        sim = ptq.adarounded_sim(
             prepared,
-            params,
+            calibration,
             out,
-            "adaround",
-            default_param_bw=settings["default_param_bw"],
-            default_quant_scheme=settings["quant_scheme"],
             config_file=config,
-            verbose=not values["quiet"].value,
+            num_iterations=values["adaround-iterations"].value,
+            verbose=not quiet,
+            **settings,
         )
-        encodings = out / "adaround.encodings"
-    sim = QuantizationSimModel(prepared, config_file=config, **settings)
-    if encodings is not None:
-        sim.set_and_freeze_param_encodings(str(encodings))
-    # A progress bar in a terminal; none in a log or a pipe.
-    sim.compute_encodings(
-        calibration, verbose=0 if values["quiet"].value else "auto"
-    )
+    else:
+        sim = QuantizationSimModel(prepared, config_file=config, **settings)
+        # A progress bar in a terminal; none in a log or a pipe.
+        sim.compute_encodings(calibration, verbose=0 if quiet else "auto")
     if values["range-search"].value:
         ptq.optimize_activation_ranges(sim, calibration)
     step("quantize", since)

@@ -19,16 +19,20 @@ from aimet_keras.ptq.block_reconstruction import find_blocks
 from aimet_keras.ptq.block_reconstruction import reconstruct_blocks
 from aimet_keras.ptq.bn_reestimation import BnReestimationHandle
 from aimet_keras.ptq.bn_reestimation import reestimate_bn_stats
+from aimet_keras.ptq.callbacks import AdaroundAtTrainEnd
+from aimet_keras.ptq.callbacks import adarounded_sim
 from aimet_keras.ptq.cross_layer_equalization import equalize_model
 from aimet_keras.ptq.cross_layer_equalization import find_cls_sets
 from aimet_keras.ptq.mixed_precision import set_precision
 
 __all__ = [
     "Adaround",
+    "AdaroundAtTrainEnd",
     "AdaroundParameters",
     "AutoQuantResult",
     "BlockResult",
     "BnReestimationHandle",
+    "adarounded_sim",
     "auto_quant",
     "bn_output_stats",
     "correct_bias",

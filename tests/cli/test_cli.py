@@ -60,7 +60,18 @@ def model_file(tmp_path_factory):
     return path
 
 
-def test_quantize_runs_end_to_end_and_writes_a_summary(model_file, tmp_path):
+@pytest.mark.parametrize(
+    "techniques",
+    [
+        [],
+        ["--cle", "--bias-correction", "--adaround", "--range-search"]
+        + ["--adaround-iterations", "5", "--weight-bits", "4"],
+    ],
+    ids=["plain", "techniques"],
+)
+def test_quantize_runs_end_to_end_and_writes_a_summary(
+    model_file, tmp_path, techniques
+):
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
     np.savez(tmp_path / "data.npz", x=images, y=np.arange(64) % 3)
@@ -69,8 +80,10 @@ def test_quantize_runs_end_to_end_and_writes_a_summary(model_file, tmp_path):
     argv += ["--data", str(tmp_path / "data.npz")]
     argv += ["--eval-data", str(tmp_path / "data.npz"), "--export", "tflite"]
     argv += ["--out", str(tmp_path / "out"), "--json", str(summary_path)]
-    assert cli.main(argv + ["--quiet"]) == 0
+    assert cli.main(argv + techniques + ["--quiet"]) == 0
     summary = json.loads(summary_path.read_text())
+    rounded = (tmp_path / "out" / "adaround.encodings").is_file()
+    assert rounded == ("--adaround" in techniques)
     assert summary["calibration_samples"] == 64
     reference = keras.saving.load_model(model_file)
     expected = np.mean(
