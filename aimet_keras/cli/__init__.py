@@ -7,6 +7,10 @@ Usage::
         [--config tflite_int8] [--scheme tf_enhanced] [--per-channel] \\
         [--cle] [--bias-correction] [--adaround] [--range-search] \\
         [--export tflite,onnx] [--out artifacts] [--json summary.json]
+    aimet-keras autoquant --model m.keras --data cal.npz --eval-data test.npz \\
+        [--allowed-drop 0.01]   # BN fold, CLE, AdaRound: the first that holds
+    aimet-keras qat --model m.keras --data train.npz [--epochs 1] \\
+        [--learning-rate 1e-5] [--scheme training_range_learning_with_tf_init]
     aimet-keras demo [--zoo-model resnet]   # the whole pipeline, offline
     aimet-keras zoo                         # the shipped models
 
@@ -34,7 +38,7 @@ import time
 
 from absl import flags
 
-COMMANDS = ("quantize", "demo", "zoo")
+COMMANDS = ("quantize", "autoquant", "qat", "demo", "zoo")
 _EXPORTS = ("tflite", "onnx")
 
 
@@ -80,7 +84,14 @@ def _define_flags():
         "scheme",
         "tf_enhanced",
         "Calibration scheme.",
-        enum_values=["tf", "tf_enhanced", "percentile", "mse"],
+        enum_values=[
+            "tf",
+            "tf_enhanced",
+            "percentile",
+            "mse",
+            "training_range_learning_with_tf_init",
+            "training_range_learning_with_tf_enhanced_init",
+        ],
     )
     define(
         "boolean",
@@ -115,6 +126,12 @@ def _define_flags():
     )
     define("string", "image-feature", "image", "TFRecord image feature.")
     define("string", "label-feature", "label", "TFRecord label feature.")
+    define(
+        "float", "allowed-drop", 0.01, "autoquant: the top-1 drop to stop at."
+    )
+    define("integer", "epochs", 1, "qat: epochs of training on --data.")
+    define("float", "learning-rate", 1e-5, "qat: Adam's learning rate.")
+    define("integer", "batch-size", 32, "qat: batch size.")
     define("string", "zoo-model", "resnet", "demo: the shipped model to use.")
     define("boolean", "quiet", False, "Print nothing but errors.")
     define(
@@ -302,7 +319,7 @@ class _Step:
     seconds: float
 
 
-def _quantize(values, demo=False):
+def _quantize(values, demo=False, command="quantize"):
     import numpy as np
 
     exports = [e for e in values["export"].value if e != "none"]
@@ -310,7 +327,9 @@ def _quantize(values, demo=False):
     if unknown:
         raise UsageError(f"--export {unknown}: use tflite, onnx or none.")
     if values["data"].value is None and not demo:
-        raise UsageError("quantize needs --data (calibration inputs).")
+        raise UsageError(f"{command} needs --data (its inputs).")
+    if command == "autoquant" and values["eval-data"].value is None:
+        raise UsageError("autoquant needs --eval-data with labels to score.")
     say = (lambda *a: None) if values["quiet"].value else print
     steps, started = [], time.perf_counter()
 
@@ -325,24 +344,26 @@ def _quantize(values, demo=False):
             f"Model {model.name!r} has {len(model.inputs)} inputs; the "
             "command takes one-input models (use the Python API for more)."
         )
-    calibration, _ = _data(values, "data", model, demo, "calibration")
+    inputs, input_labels = _data(values, "data", model, demo, "calibration")
     evaluation, labels = _data(values, "eval-data", model, demo, "test")
-    calibration = calibration[: values["calibration-size"].value]
+    if command == "autoquant" and labels is None:
+        raise ValueError(
+            f"--eval-data {values['eval-data'].value} has no labels; "
+            "autoquant scores top-1 on them."
+        )
+    if command == "qat" and input_labels is None:
+        raise ValueError(
+            f"--data {values['data'].value} has no labels; qat trains on "
+            "labelled data."
+        )
+    calibration = inputs[: values["calibration-size"].value]
     step("load", since)
 
     from aimet_keras import export_onnx
     from aimet_keras import export_tflite
-    from aimet_keras import ptq
-    from aimet_keras.sim import QuantizationSimModel
     from aimet_keras.sim import config as config_lib
 
     since = time.perf_counter()
-    from aimet_keras import graph
-
-    prepared = graph.split_for_deployment(model)
-    prepared, _ = ptq.fold_all_batch_norms(prepared)
-    if values["cle"].value:
-        prepared = ptq.equalize_model(prepared)
     settings = dict(
         quant_scheme=values["scheme"].value,
         default_param_bw=values["weight-bits"].value,
@@ -353,32 +374,27 @@ def _quantize(values, demo=False):
         config = dataclasses.replace(
             config, per_channel_quantization=values["per-channel"].value
         )
-    if values["bias-correction"].value:
-        prepared, _ = ptq.correct_bias(
-            prepared, calibration, config_file=config, **settings
-        )
     out = pathlib.Path(values["out"].value)
-    quiet = values["quiet"].value
-    if values["adaround"].value:
-        sim = ptq.adarounded_sim(
-            prepared,
-            calibration,
-            out,
-            config_file=config,
-            num_iterations=values["adaround-iterations"].value,
-            verbose=not quiet,
-            **settings,
+    summary = {}
+    if command == "autoquant":
+        sim = _autoquant_sim(
+            values, model, calibration, evaluation, labels, config, settings
         )
+        summary["autoquant"] = sim.report
+        sim = sim.sim
     else:
-        sim = QuantizationSimModel(prepared, config_file=config, **settings)
-        # A progress bar in a terminal; none in a log or a pipe.
-        sim.compute_encodings(calibration, verbose=0 if quiet else "auto")
-    if values["range-search"].value:
-        ptq.optimize_activation_ranges(sim, calibration)
+        sim = _sim(values, model, calibration, config, settings, out)
     step("quantize", since)
+    if command == "qat":
+        since = time.perf_counter()
+        _train(values, sim, inputs, input_labels)
+        summary["qat_epochs"] = values["epochs"].value
+        step("qat", since)
 
     fp32_bytes, quantized_bytes = weight_bytes(sim)
     summary = {
+        **summary,
+        "command": command,
         "model": values["model"].value,
         "parameters": int(model.count_params()),
         "fp32_weights_bytes": fp32_bytes,
@@ -430,7 +446,7 @@ def _quantize(values, demo=False):
     if values["json"].value:
         path = pathlib.Path(values["json"].value)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=1))
+        path.write_text(json.dumps(summary, indent=1, default=_plain))
     return 0
 
 
@@ -460,6 +476,86 @@ def weight_bytes(sim):
             fp32 += 4 * count
             quantized += count * bits // 8
     return fp32, quantized
+
+
+def _sim(values, model, calibration, config, settings, out):
+    """The calibrated sim, after the techniques the flags ask for."""
+    from aimet_keras import graph
+    from aimet_keras import ptq
+    from aimet_keras.sim import QuantizationSimModel
+
+    quiet = values["quiet"].value
+    prepared = graph.split_for_deployment(model)
+    prepared, _ = ptq.fold_all_batch_norms(prepared)
+    if values["cle"].value:
+        prepared = ptq.equalize_model(prepared)
+    if values["bias-correction"].value:
+        prepared, _ = ptq.correct_bias(
+            prepared, calibration, config_file=config, **settings
+        )
+    if values["adaround"].value:
+        sim = ptq.adarounded_sim(
+            prepared,
+            calibration,
+            out,
+            config_file=config,
+            num_iterations=values["adaround-iterations"].value,
+            verbose=not quiet,
+            **settings,
+        )
+    else:
+        sim = QuantizationSimModel(prepared, config_file=config, **settings)
+        # A progress bar in a terminal; none in a log or a pipe.
+        sim.compute_encodings(calibration, verbose=0 if quiet else "auto")
+    if values["range-search"].value:
+        ptq.optimize_activation_ranges(sim, calibration)
+    return sim
+
+
+def _autoquant_sim(
+    values, model, calibration, evaluation, labels, config, settings
+):
+    """AutoQuant's result: the first step within --allowed-drop."""
+    from aimet_keras import graph
+    from aimet_keras import ptq
+
+    def top1(candidate):
+        outputs = candidate.predict(evaluation, batch_size=256, verbose=0)
+        return _top1(outputs, labels)
+
+    return ptq.auto_quant(
+        graph.split_for_deployment(model),
+        calibration,
+        top1,
+        allowed_accuracy_drop=values["allowed-drop"].value,
+        config_file=config,
+        results_dir=str(pathlib.Path(values["out"].value) / "autoquant"),
+        adaround_iterations=values["adaround-iterations"].value,
+        verbose=not values["quiet"].value,
+        **settings,
+    )
+
+
+def _train(values, sim, inputs, labels):
+    """Quantization-aware training of ``sim.model`` on labelled inputs."""
+    import keras
+
+    sim.model.compile(
+        optimizer=keras.optimizers.Adam(values["learning-rate"].value),
+        loss="sparse_categorical_crossentropy",
+    )
+    sim.model.fit(
+        inputs,
+        labels,
+        batch_size=values["batch-size"].value,
+        epochs=values["epochs"].value,
+        verbose=0 if values["quiet"].value else "auto",
+    )
+
+
+def _plain(value):
+    """A JSON value for a numpy scalar (or the text of anything else)."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _size(path):
@@ -525,4 +621,10 @@ def _onnx_outputs(path, inputs):
     return session.run(None, {name: inputs})[0]
 
 
-_COMMANDS = {"quantize": _quantize, "demo": _demo, "zoo": _zoo}
+_COMMANDS = {
+    "quantize": _quantize,
+    "autoquant": lambda values: _quantize(values, command="autoquant"),
+    "qat": lambda values: _quantize(values, command="qat"),
+    "demo": _demo,
+    "zoo": _zoo,
+}

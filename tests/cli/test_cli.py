@@ -164,3 +164,53 @@ def test_npz_problems_name_the_file(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as error:
         data_lib.load_data(path, (3,))
     assert "bad.npz" in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    rng = np.random.default_rng(1)
+    images = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
+    path = tmp_path_factory.mktemp("data") / "labelled.npz"
+    np.savez(path, x=images, y=np.arange(64) % 3)
+    unlabelled = path.with_name("unlabelled.npy")
+    np.save(unlabelled, images)
+    return path, unlabelled
+
+
+def test_autoquant_reports_the_steps_it_tried(model_file, labelled, tmp_path):
+    data, _ = labelled
+    summary_path = tmp_path / "s.json"
+    argv = ["aimet-keras", "autoquant", "--model", str(model_file)]
+    argv += ["--data", str(data), "--eval-data", str(data), "--quiet"]
+    argv += ["--export", "none", "--out", str(tmp_path / "out")]
+    assert cli.main(argv + ["--json", str(summary_path)]) == 0
+    summary = json.loads(summary_path.read_text())
+    steps = [entry["step"] for entry in summary["autoquant"]]
+    assert steps and steps[0] == "batch_norm_fold"
+    # A 1-point allowance: either the first step held or later ones ran.
+    first = summary["autoquant"][0]
+    assert (first["drop"] <= 0.01) == (len(steps) == 1)
+
+
+def test_qat_trains_the_sim_and_needs_labels(
+    model_file, labelled, tmp_path, capsys
+):
+    data, unlabelled = labelled
+    summary_path = tmp_path / "s.json"
+    argv = ["aimet-keras", "qat", "--model", str(model_file), "--quiet"]
+    argv += ["--export", "tflite", "--out", str(tmp_path / "out")]
+    argv += ["--scheme", "training_range_learning_with_tf_init"]
+    assert (
+        cli.main(
+            argv
+            + ["--data", str(data), "--eval-data", str(data)]
+            + ["--epochs", "2", "--learning-rate", "1e-3"]
+            + ["--json", str(summary_path)]
+        )
+        == 0
+    )
+    summary = json.loads(summary_path.read_text())
+    assert summary["qat_epochs"] == 2 and "qat" in summary["seconds"]
+    assert summary["tflite_agrees_with_sim"] >= 0.95
+    assert cli.main(argv + ["--data", str(unlabelled)]) == 1
+    assert "has no labels" in capsys.readouterr().err
