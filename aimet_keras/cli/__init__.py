@@ -25,6 +25,8 @@ not fit it, a failed export), 2 bad usage (an unknown command or flag, a
 missing file). ``--help`` lists every flag without loading TensorFlow.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import json
@@ -144,7 +146,7 @@ def _help(values):
     return f"{__doc__}\nFlags:\n{values.get_help(include_special_flags=False)}"
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit code.
 
     Args:

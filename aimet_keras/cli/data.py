@@ -6,6 +6,8 @@ Errors are ``ValueError`` or ``FileNotFoundError`` naming the file and the
 fix; nothing loads TensorFlow until a folder or TFRecord needs it.
 """
 
+from __future__ import annotations
+
 import os
 import pathlib
 
@@ -19,12 +21,12 @@ PIXEL_RANGES = {"0-1": (0.0, 1.0), "0-255": (0.0, 255.0), "-1-1": (-1.0, 1.0)}
 
 
 def load_data(
-    path,
-    input_shape,
-    pixel_range="0-1",
-    image_feature="image",
-    label_feature="label",
-):
+    path: str | os.PathLike,
+    input_shape: tuple,
+    pixel_range: str = "0-1",
+    image_feature: str = "image",
+    label_feature: str = "label",
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``(inputs, labels or None)`` from ``path``, shaped for the model.
 
     Args:

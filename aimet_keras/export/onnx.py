@@ -31,8 +31,12 @@ fewer bits is stored in 8 bits with the same step and clipped to its range,
 wider grids are refused.
 """
 
+from __future__ import annotations
+
 import dataclasses
+import os
 import pathlib
+import typing
 
 import numpy as np
 
@@ -43,6 +47,11 @@ from aimet_keras.export import encodings as encodings_lib
 from aimet_keras.export import staging as staging_lib
 from aimet_keras.sim import export as sim_export
 from aimet_keras.sim import quantsim as quantsim_lib
+
+if typing.TYPE_CHECKING:
+    import keras
+
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = ["OnnxExport", "export_onnx"]
 
@@ -384,8 +393,12 @@ _INT8_SATURATION = (
 
 
 def export_onnx(
-    sim, path, opset=13, encoding_version="0.6.1", weight_dtype="uint8"
-):
+    sim: QuantizationSimModel | keras.Model,
+    path: str | os.PathLike,
+    opset: int = 13,
+    encoding_version: str = "0.6.1",
+    weight_dtype: str = "uint8",
+) -> OnnxExport:
     """Writes the sim as a QDQ ONNX model, and as FP32 ONNX + encodings.
 
     Args:

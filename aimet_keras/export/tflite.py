@@ -59,9 +59,13 @@ softmax, logistic, tanh outputs        TFLite fixes their output grids
 =====================================  =====================================
 """
 
+from __future__ import annotations
+
 import dataclasses
 import logging
+import os
 import pathlib
+import typing
 
 import numpy as np
 import tensorflow as tf
@@ -73,6 +77,11 @@ from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import export as sim_export
 from aimet_keras.sim import layer_norm as layer_norm_lib
 from aimet_keras.sim import quantsim as quantsim_lib
+
+if typing.TYPE_CHECKING:
+    import keras
+
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = ["TFLiteExport", "export_tflite", "load_interpreter", "tflite_ops"]
 
@@ -806,13 +815,13 @@ def _requantizations(interpreter, graph):
 
 
 def export_tflite(
-    sim,
-    path,
-    io_dtype="float32",
-    mode="int8",
-    allow_changes=True,
-    input_shapes=None,
-):
+    sim: QuantizationSimModel | keras.Model,
+    path: str | os.PathLike,
+    io_dtype: str = "float32",
+    mode: str = "int8",
+    allow_changes: bool = True,
+    input_shapes: dict | None = None,
+) -> TFLiteExport:
     """Writes an integer TFLite model computing on the sim's grids.
 
     Args:

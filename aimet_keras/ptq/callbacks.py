@@ -8,8 +8,12 @@ training script ends with a rounded sim and, if asked, its integer TFLite
 model.
 """
 
+from __future__ import annotations
+
+import os
 import pathlib
 import tempfile
+import typing
 
 import keras
 
@@ -17,22 +21,25 @@ from aimet_keras.graph import deployment as deployment_lib
 from aimet_keras.ptq import adaround as adaround_lib
 from aimet_keras.ptq import batch_norm_fold
 
+if typing.TYPE_CHECKING:
+    from aimet_keras.sim.quantsim import QuantizationSimModel
+
 __all__ = ["AdaroundAtTrainEnd", "adarounded_sim"]
 
 
 def adarounded_sim(
-    model,
-    data,
-    path,
-    filename_prefix="adaround",
-    default_param_bw=4,
-    default_output_bw=8,
-    quant_scheme="tf_enhanced",
-    config_file=None,
-    num_iterations=10000,
-    batch_size=32,
-    verbose=True,
-):
+    model: keras.Model,
+    data: object,
+    path: str | os.PathLike,
+    filename_prefix: str = "adaround",
+    default_param_bw: int = 4,
+    default_output_bw: int = 8,
+    quant_scheme: str = "tf_enhanced",
+    config_file: str | os.PathLike | dict | None = None,
+    num_iterations: int = 10000,
+    batch_size: int = 32,
+    verbose: bool = True,
+) -> QuantizationSimModel:
     """A calibrated sim whose weights AdaRound rounded.
 
     The model is rewritten for deployment

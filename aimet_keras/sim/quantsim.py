@@ -12,9 +12,12 @@ shared layer keeps one wrapper (so one set of quantizers) for all its calls,
 and subclassed models are traced.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import sys
 import warnings
@@ -162,17 +165,17 @@ class QuantizationSimModel:
 
     def __init__(
         self,
-        model,
-        quant_scheme="tf_enhanced",
-        rounding_mode="nearest",
-        default_output_bw=8,
-        default_param_bw=8,
-        config_file=None,
-        default_data_type="int",
-        in_place=False,
-        strict=False,
-        input_shape=None,
-    ):
+        model: keras.Model | str | os.PathLike,
+        quant_scheme: str = "tf_enhanced",
+        rounding_mode: str = "nearest",
+        default_output_bw: int = 8,
+        default_param_bw: int = 8,
+        config_file: str | os.PathLike | dict | None = None,
+        default_data_type: str = "int",
+        in_place: bool = False,
+        strict: bool = False,
+        input_shape: tuple | None = None,
+    ) -> None:
         if quant_scheme not in _SCHEMES:
             raise ValueError(
                 f"quant_scheme={quant_scheme!r} is not supported; use one of "
@@ -310,10 +313,10 @@ class QuantizationSimModel:
 
     def compute_encodings(
         self,
-        forward_pass_callback,
-        forward_pass_callback_args=None,
-        verbose="auto",
-    ):
+        forward_pass_callback: object,
+        forward_pass_callback_args: object = None,
+        verbose: int | str = "auto",
+    ) -> None:
         """Calibrates every enabled quantizer.
 
         Weights are calibrated from their values; activations from the
@@ -990,8 +993,11 @@ def _progress_bar(verbose, target, title):
 
 
 def quantize_model(
-    model, calibration_data=None, fold_batch_norms=True, **options
-):
+    model: keras.Model | str | os.PathLike,
+    calibration_data: object = None,
+    fold_batch_norms: bool = True,
+    **options,
+) -> keras.Model:
     """Returns a Keras model that simulates quantized inference of ``model``.
 
     The one-liner over :class:`QuantizationSimModel`: rewrites the model
@@ -1069,7 +1075,9 @@ def quantize_model(
     return sim.model
 
 
-def as_simulation(sim):
+def as_simulation(
+    sim: QuantizationSimModel | keras.Model,
+) -> QuantizationSimModel:
     """The :class:`QuantizationSimModel` that ``sim`` is or came from.
 
     The exporters take a sim, or the Keras model :func:`quantize_model`
