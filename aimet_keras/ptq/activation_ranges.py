@@ -12,6 +12,7 @@ the grid.
 
 import numpy as np
 
+from aimet_keras import _progress as progress_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import export as export_lib
@@ -39,7 +40,9 @@ def _fp32_tensors(sim, data, names):
     return dict(zip(wanted, values))
 
 
-def optimize_activation_ranges(sim, data, candidates=CANDIDATES):
+def optimize_activation_ranges(
+    sim, data, candidates=CANDIDATES, verbose="auto"
+):
     """Gives each activation quantizer the candidate range with least error.
 
     Args:
@@ -48,6 +51,8 @@ def optimize_activation_ranges(sim, data, candidates=CANDIDATES):
         data: calibration inputs (an array, as ``compute_encodings`` takes).
         candidates: the schemes to try. Defaults to ``("tf",
             "tf_enhanced", "percentile", "mse")``.
+        verbose: a progress bar over the schemes: 1 always, 0 never,
+            ``"auto"`` in a terminal. Defaults to ``"auto"``.
 
     Returns:
         ``{tensor name: (scheme chosen, mse)}``.
@@ -74,7 +79,10 @@ def optimize_activation_ranges(sim, data, candidates=CANDIDATES):
         and quantizer.fixed_range is None  # the config fixes these grids
     }
     encodings = {name: {} for name in table}
-    for scheme in candidates:
+    progress = progress_lib.progress_bar(
+        verbose, len(candidates), "Calibrating each scheme", "scheme"
+    )
+    for done, scheme in enumerate(candidates, 1):
         candidate = QuantizationSimModel(
             sim._prepared,
             quant_scheme=scheme,
@@ -82,11 +90,13 @@ def optimize_activation_ranges(sim, data, candidates=CANDIDATES):
             default_param_bw=sim._args["param_bitwidth"],
             config_file=sim.config,
         )
-        candidate.compute_encodings(data)
+        candidate.compute_encodings(data, verbose=0)
         other = export_lib._quantizer_table(candidate)
         for name in table:
             if name in other and other[name][0].is_initialized:
                 encodings[name][scheme] = other[name][0].encoding
+        if progress is not None:
+            progress.update(done)
     values = _fp32_tensors(sim, data, list(table))
     chosen = {}
     for name, quantizer in table.items():

@@ -23,6 +23,7 @@ import math
 import keras
 import numpy as np
 
+from aimet_keras import _progress as progress_lib
 from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.ptq import batch_norm_fold
@@ -179,6 +180,7 @@ def correct_bias(
     config_file=None,
     batch_size=64,
     bn_stats=None,
+    verbose="auto",
 ):
     """Corrects the biases for the mean shift weight quantization causes.
 
@@ -203,6 +205,8 @@ def correct_bias(
             :func:`~aimet_keras.ptq.bn_output_stats` (scaled as CLE scaled
             them). Defaults to None (read from the model's own batch
             norms).
+        verbose: a progress bar over the corrected layers: 1 always, 0
+            never, ``"auto"`` in a terminal. Defaults to ``"auto"``.
 
     Returns:
         ``(corrected_model, corrections)``: the new float model and
@@ -248,7 +252,7 @@ def correct_bias(
             shift = _analytical_shift(wrapper.layer, error, means[wrapper.name])
             corrections[wrapper.name] = _shift_bias(wrapper.layer, -shift)
         return sim._prepared, corrections
-    sim.compute_encodings(data)
+    sim.compute_encodings(data, verbose=verbose)
     outputs = {s.operation.name: s.outputs[0] for s in prepare_lib.walk(folded)}
     fp32_means = _channel_means(
         keras.Model(folded.inputs, [outputs[w.name] for w in targets]),
@@ -258,11 +262,16 @@ def correct_bias(
     # In graph order, each layer measured with the ones before corrected;
     # one probe of every target output, compiled once, run per layer.
     probe = keras.Model(sim.model.inputs, [w.output for w in targets])
+    progress = progress_lib.progress_bar(
+        verbose, len(targets), "Correcting biases", "layer"
+    )
     for index, (wrapper, fp32_mean) in enumerate(zip(targets, fp32_means)):
         sim_mean = _channel_means(probe, data, batch_size)[index]
         corrections[wrapper.name] = _shift_bias(
             wrapper.layer, fp32_mean - sim_mean
         )
+        if progress is not None:
+            progress.update(index + 1)
     return sim._prepared, corrections
 
 

@@ -19,12 +19,12 @@ import dataclasses
 import logging
 import os
 import re
-import sys
 import warnings
 
 import keras
 import numpy as np
 
+from aimet_keras import _progress as progress_lib
 from aimet_keras.graph import affine as affine_lib
 from aimet_keras.graph import deployment as deployment_lib
 from aimet_keras.graph import prepare as prepare_lib
@@ -772,7 +772,9 @@ class QuantizationSimModel:
         # pass takes the values as arguments (so a cached pass never holds
         # stale weights).
         quantized = [quantizer(weight) for _, _, weight, quantizer in weights]
-        progress = _progress_bar(verbose, data.num_batches, "Calibrating")
+        progress = progress_lib.progress_bar(
+            verbose, data.num_batches, "Calibrating", "batch"
+        )
         count = 0
         for batch in data.batches():
             # Checked here, not only by the observers' assertion, which
@@ -978,18 +980,6 @@ class QuantizationSimModel:
                 f"  {wrapper.name} ({spec.op_type}) in [{ins}] out [{outs}]"
                 + (f" params {{{params}}}" if params else "")
             )
-
-
-def _progress_bar(verbose, target, title):
-    """A ``keras.utils.Progbar`` over ``target`` steps, or None when
-    ``verbose`` says to be silent (``"auto"``: unless stdout is a
-    terminal)."""
-    if verbose == "auto":
-        verbose = int(sys.stdout.isatty())
-    if not verbose:
-        return None
-    print(title)
-    return keras.utils.Progbar(target, unit_name="batch")
 
 
 def quantize_model(
