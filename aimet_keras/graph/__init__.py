@@ -9,6 +9,7 @@ from aimet_keras.graph.depthwise import depthwise_from_grouped
 from aimet_keras.graph.depthwise import is_depthwise_grouped
 from aimet_keras.graph.inline import composite_sublayers
 from aimet_keras.graph.inline import inline_composite_layers
+from aimet_keras.graph.legacy import from_tf_keras
 from aimet_keras.graph.prepare import CallSite
 from aimet_keras.graph.prepare import copy_operation
 from aimet_keras.graph.prepare import prepare_model
@@ -26,6 +27,7 @@ __all__ = [
     "composite_sublayers",
     "copy_operation",
     "depthwise_from_grouped",
+    "from_tf_keras",
     "inline_composite_layers",
     "is_depthwise_grouped",
     "layer_connections",

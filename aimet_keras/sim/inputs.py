@@ -69,6 +69,11 @@ def _load_model_file(given):
             "archive); save the model again with model.save('model.keras')."
         )
     try:
+        if path.suffix.lower() in (".h5", ".hdf5"):
+            # Keras 2 (tf_keras) files too: arguments Keras 3 dropped go.
+            from aimet_keras.graph import legacy
+
+            return legacy.from_tf_keras(path)
         return keras.saving.load_model(path, compile=False)
     except Exception as error:
         raise ValueError(_load_error(given, error)) from error
@@ -111,6 +116,10 @@ def resolve_model(model):
     """
     if isinstance(model, keras.Model):
         return model
+    if type(model).__module__.startswith("tf_keras"):
+        from aimet_keras.graph import legacy
+
+        return legacy.from_tf_keras(model)
     if isinstance(model, (str, os.PathLike)):
         return _load_model_file(model)
     if hasattr(model, "layers") and callable(model):
