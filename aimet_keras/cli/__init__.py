@@ -11,6 +11,8 @@ Usage::
         [--allowed-drop 0.01]   # BN fold, CLE, AdaRound: the first that holds
     aimet-keras qat --model m.keras --data train.npz [--epochs 1] \\
         [--learning-rate 1e-5] [--scheme training_range_learning_with_tf_init]
+    aimet-keras compress --model m.keras --eval-data test.npz \\
+        [--compression spatial_svd] [--target-ratio 0.5] [--cost-metric mac]
     aimet-keras demo [--zoo-model resnet]   # the whole pipeline, offline
     aimet-keras zoo                         # the shipped models
 
@@ -40,7 +42,7 @@ import time
 
 from absl import flags
 
-COMMANDS = ("quantize", "autoquant", "qat", "demo", "zoo")
+COMMANDS = ("quantize", "autoquant", "qat", "compress", "demo", "zoo")
 _EXPORTS = ("tflite", "onnx")
 
 
@@ -134,6 +136,22 @@ def _define_flags():
     define("integer", "epochs", 1, "qat: epochs of training on --data.")
     define("float", "learning-rate", 1e-5, "qat: Adam's learning rate.")
     define("integer", "batch-size", 32, "qat: batch size.")
+    define(
+        "enum",
+        "compression",
+        "spatial_svd",
+        "compress: the scheme.",
+        enum_values=["spatial_svd", "weight_svd", "channel_pruning"],
+    )
+    define("float", "target-ratio", 0.5, "compress: the cost kept, in (0, 1).")
+    define(
+        "enum",
+        "cost-metric",
+        "mac",
+        "compress: the cost to cut.",
+        enum_values=["mac", "memory", "latency"],
+    )
+    define("integer", "candidates", 10, "compress: ratios tried per layer.")
     define("string", "zoo-model", "resnet", "demo: the shipped model to use.")
     define("boolean", "quiet", False, "Print nothing but errors.")
     define(
@@ -623,10 +641,79 @@ def _onnx_outputs(path, inputs):
     return session.run(None, {name: inputs})[0]
 
 
+def _compress(values):
+    """Greedy per-layer compression ratios scored by top-1 on --eval-data."""
+    if values["eval-data"].value is None:
+        raise UsageError("compress needs --eval-data with labels to score.")
+    say = (lambda *a: None) if values["quiet"].value else print
+    started = time.perf_counter()
+    model = _load_model(values["model"].value)
+    evaluation, labels = _data(values, "eval-data", model, False, "test")
+    if labels is None:
+        raise ValueError(
+            f"--eval-data {values['eval-data'].value} has no labels; "
+            "compress scores top-1 on them."
+        )
+    data = None
+    if values["data"].value is not None:
+        data, _ = _data(values, "data", model, False, "calibration")
+    from aimet_keras import compress
+
+    target = values["target-ratio"].value
+    if not 0 < target < 1:
+        raise UsageError(f"--target-ratio {target}: use a fraction in (0, 1).")
+    compressed, stats = compress.compress_model(
+        model,
+        compress.accuracy_evaluator((evaluation, labels)),
+        None,
+        target,
+        scheme=values["compression"].value,
+        cost_metric=values["cost-metric"].value,
+        num_comp_ratio_candidates=values["candidates"].value,
+        data=data,
+    )
+    out = pathlib.Path(values["out"].value)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{model.name}_{values['compression'].value}.keras"
+    compressed.save(path)
+    summary = {
+        "command": "compress",
+        "model": values["model"].value,
+        "scheme": values["compression"].value,
+        "cost_metric": values["cost-metric"].value,
+        "target_ratio": target,
+        "achieved_ratio": float(stats.achieved_comp_ratio),
+        "macs": [int(stats.original_cost[0]), int(stats.compressed_cost[0])],
+        "fp32_top1": _top1(model.predict(evaluation, verbose=0), labels),
+        "compressed_top1": _top1(
+            compressed.predict(evaluation, verbose=0), labels
+        ),
+        "ratios": {k: float(v) for k, v in stats.ratios.items()},
+        "artifacts": {"keras": str(path)},
+        "seconds": {"total": round(time.perf_counter() - started, 2)},
+    }
+    say(
+        f"{summary['scheme']}: {summary['achieved_ratio']:.1%} of the "
+        f"{summary['cost_metric']} cost kept (target {target:.0%}); MACs "
+        f"{summary['macs'][0]:,} -> {summary['macs'][1]:,}"
+    )
+    say(
+        f"top-1 on {len(labels)} samples: FP32 {summary['fp32_top1']:.2%}, "
+        f"compressed {summary['compressed_top1']:.2%} (fine-tune it with fit)"
+    )
+    say(f"compressed model: {path}")
+    if values["json"].value:
+        pathlib.Path(values["json"].value).write_text(
+            json.dumps(summary, indent=1, default=_plain)
+        )
+    return 0
+
+
 _COMMANDS = {
     "quantize": _quantize,
     "autoquant": lambda values: _quantize(values, command="autoquant"),
     "qat": lambda values: _quantize(values, command="qat"),
+    "compress": _compress,
     "demo": _demo,
     "zoo": _zoo,
 }

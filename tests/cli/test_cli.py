@@ -214,3 +214,26 @@ def test_qat_trains_the_sim_and_needs_labels(
     assert summary["tflite_agrees_with_sim"] >= 0.95
     assert cli.main(argv + ["--data", str(unlabelled)]) == 1
     assert "has no labels" in capsys.readouterr().err
+
+
+def test_compress_keeps_the_target_cost_and_saves_the_model(labelled, tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(x)
+    path = tmp_path / "wide.keras"
+    keras.Model(inputs, outputs, name="wide").save(path)
+    data, _ = labelled
+    summary_path = tmp_path / "s.json"
+    argv = ["aimet-keras", "compress", "--model", str(path), "--quiet"]
+    argv += ["--eval-data", str(data), "--target-ratio", "0.6"]
+    argv += ["--candidates", "4", "--out", str(tmp_path / "out")]
+    assert cli.main(argv + ["--json", str(summary_path)]) == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["achieved_ratio"] <= 0.6 + 1e-6
+    assert summary["macs"][1] < summary["macs"][0]
+    saved = keras.saving.load_model(summary["artifacts"]["keras"])
+    assert saved.count_params() < keras.saving.load_model(path).count_params()
+    assert cli.main(argv[:-2] + ["--target-ratio", "1.5"]) == 2
