@@ -671,6 +671,7 @@ def _compress(values):
         cost_metric=values["cost-metric"].value,
         num_comp_ratio_candidates=values["candidates"].value,
         data=data,
+        verbose=0 if values["quiet"].value else "auto",
     )
     out = pathlib.Path(values["out"].value)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from aimet_keras import _progress as progress_lib
 from aimet_keras.compress import cost as cost_lib
 from aimet_keras.compress import latency as latency_lib
 from aimet_keras.compress import plot as plot_lib
@@ -345,6 +346,7 @@ def compress_model(
     data=None,
     num_reconstruction_samples=5000,
     latency_table=None,
+    verbose="auto",
 ):
     """Compresses ``model`` to ``target_comp_ratio`` of its cost, greedily.
 
@@ -389,6 +391,8 @@ def compress_model(
             timing layers for ``cost_metric="latency"`` (its batch size,
             threads and cache file). Defaults to None: a new
             ``LatencyTable()`` (batch 32, 2 threads).
+        verbose: a progress bar over the candidates scored: 1 always, 0
+            never, ``"auto"`` in a terminal. Defaults to ``"auto"``.
 
     Returns:
         ``(compressed model, CompressionStats)``. The achieved ratio is at
@@ -514,6 +518,12 @@ def compress_model(
     if saved is None:
         baseline = evaluate(prepared, "the original model")
         scores = {}
+        progress = progress_lib.progress_bar(
+            verbose,
+            len(selected) * len(candidates),
+            f"Scoring {len(selected)} layers x {len(candidates)} ratios",
+            "candidate",
+        )
         for name in selected:
             scores[name] = {}
             for ratio, units in zip(candidates, candidate_units[name]):
@@ -521,6 +531,8 @@ def compress_model(
                     method.build_one(name, units),
                     f"layer {name!r} at ratio {ratio:g}",
                 )
+                if progress is not None:
+                    progress.add(1)
         _write_scores(eval_scores_path, key, baseline, scores)
     else:
         baseline, scores = saved

@@ -288,22 +288,3 @@ def test_calibration_then_predict_with_a_fused_batch_norm():
     sim.compute_encodings(data)
     traced = sim.model.predict(data, verbose=0)
     np.testing.assert_allclose(traced, sim.model(data), atol=1e-6)
-
-
-def test_long_post_training_steps_show_progress_when_asked(capsys):
-    from aimet_keras import ptq
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8,))
-    x = keras.layers.Dense(8, activation="relu", name="a")(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(2, name="b")(x))
-    data = np.random.default_rng(0).random((64, 8)).astype("float32")
-    ptq.correct_bias(model, data, verbose=1)
-    assert "Correcting biases" in capsys.readouterr().out
-    sim = QuantizationSimModel(model)
-    sim.compute_encodings(data, verbose=0)
-    ptq.optimize_activation_ranges(sim, data, ("tf", "mse"), verbose=1)
-    shown = capsys.readouterr().out
-    assert "Calibrating each scheme" in shown and "2/2" in shown
-    ptq.optimize_activation_ranges(sim, data, ("tf", "mse"))  # "auto"
-    assert capsys.readouterr().out == ""
