@@ -13,6 +13,8 @@ Usage::
         [--learning-rate 1e-5] [--scheme training_range_learning_with_tf_init]
     aimet-keras compress --model m.keras --eval-data test.npz \\
         [--compression spatial_svd] [--target-ratio 0.5] [--cost-metric mac]
+    aimet-keras export --model m.keras --encodings out/m.encodings \\
+        [--config tflite_int8] [--export tflite,onnx]   # no data needed
     aimet-keras demo [--zoo-model resnet]   # the whole pipeline, offline
     aimet-keras zoo                         # the shipped models
 
@@ -42,7 +44,15 @@ import time
 
 from absl import flags
 
-COMMANDS = ("quantize", "autoquant", "qat", "compress", "demo", "zoo")
+COMMANDS = (
+    "quantize",
+    "autoquant",
+    "qat",
+    "compress",
+    "export",
+    "demo",
+    "zoo",
+)
 _EXPORTS = ("tflite", "onnx")
 
 
@@ -152,6 +162,13 @@ def _define_flags():
         enum_values=["mac", "memory", "latency"],
     )
     define("integer", "candidates", 10, "compress: ratios tried per layer.")
+    define(
+        "string",
+        "encodings",
+        None,
+        "export: the encodings file quantize "
+        "wrote for --model (with the same --config and bits).",
+    )
     define("string", "zoo-model", "resnet", "demo: the shipped model to use.")
     define("boolean", "quiet", False, "Print nothing but errors.")
     define(
@@ -346,7 +363,9 @@ def _quantize(values, demo=False, command="quantize"):
     unknown = sorted(set(exports) - set(_EXPORTS))
     if unknown:
         raise UsageError(f"--export {unknown}: use tflite, onnx or none.")
-    if values["data"].value is None and not demo:
+    if command == "export" and values["encodings"].value is None:
+        raise UsageError("export needs --encodings (a file quantize wrote).")
+    if values["data"].value is None and not demo and command != "export":
         raise UsageError(f"{command} needs --data (its inputs).")
     if command == "autoquant" and values["eval-data"].value is None:
         raise UsageError("autoquant needs --eval-data with labels to score.")
@@ -376,7 +395,9 @@ def _quantize(values, demo=False, command="quantize"):
             f"--data {values['data'].value} has no labels; qat trains on "
             "labelled data."
         )
-    calibration = inputs[: values["calibration-size"].value]
+    calibration = None
+    if inputs is not None:
+        calibration = inputs[: values["calibration-size"].value]
     step("load", since)
 
     from aimet_keras import export_onnx
@@ -402,6 +423,9 @@ def _quantize(values, demo=False, command="quantize"):
         )
         summary["autoquant"] = sim.report
         sim = sim.sim
+    elif command == "export":
+        sim = _sim_from_encodings(values, model, config, settings)
+        summary["encodings_from"] = values["encodings"].value
     else:
         sim = _sim(values, model, calibration, config, settings, out)
     step("quantize", since)
@@ -419,7 +443,7 @@ def _quantize(values, demo=False, command="quantize"):
         "parameters": int(model.count_params()),
         "fp32_weights_bytes": fp32_bytes,
         "quantized_weights_bytes": quantized_bytes,
-        "calibration_samples": int(len(calibration)),
+        "calibration_samples": 0 if calibration is None else len(calibration),
         "weight_bits": settings["default_param_bw"],
         "activation_bits": settings["default_output_bw"],
     }
@@ -532,6 +556,18 @@ def _sim(values, model, calibration, config, settings, out):
     return sim
 
 
+def _sim_from_encodings(values, model, config, settings):
+    """The sim ``quantize`` built, its grids read from its encodings file."""
+    from aimet_keras import graph
+    from aimet_keras import ptq
+    from aimet_keras.sim import QuantizationSimModel
+
+    prepared, _ = ptq.fold_all_batch_norms(graph.split_for_deployment(model))
+    sim = QuantizationSimModel(prepared, config_file=config, **settings)
+    sim.load_encodings_to_sim(values["encodings"].value)
+    return sim
+
+
 def _autoquant_sim(
     values, model, calibration, evaluation, labels, config, settings
 ):
@@ -589,7 +625,11 @@ def _report(summary, say):
     say(
         f"model {summary['model']} ({summary['parameters']:,} parameters), "
         f"W{summary['weight_bits']}A{summary['activation_bits']}, "
-        f"calibrated on {summary['calibration_samples']} samples"
+        + (
+            f"grids from {summary['encodings_from']}"
+            if "encodings_from" in summary
+            else f"calibrated on {summary['calibration_samples']} samples"
+        )
     )
     say(
         f"weights: {summary['fp32_weights_bytes'] / 1024:,.1f} KiB FP32, "
@@ -715,6 +755,7 @@ _COMMANDS = {
     "autoquant": lambda values: _quantize(values, command="autoquant"),
     "qat": lambda values: _quantize(values, command="qat"),
     "compress": _compress,
+    "export": lambda values: _quantize(values, command="export"),
     "demo": _demo,
     "zoo": _zoo,
 }

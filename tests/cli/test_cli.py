@@ -237,3 +237,22 @@ def test_compress_keeps_the_target_cost_and_saves_the_model(labelled, tmp_path):
     saved = keras.saving.load_model(summary["artifacts"]["keras"])
     assert saved.count_params() < keras.saving.load_model(path).count_params()
     assert cli.main(argv[:-2] + ["--target-ratio", "1.5"]) == 2
+
+
+def test_export_rebuilds_the_sim_from_its_encodings(
+    model_file, labelled, tmp_path
+):
+    data, unlabelled = labelled
+    common = ["--model", str(model_file), "--quiet", "--export", "tflite"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    argv = ["aimet-keras", "quantize", *common, "--data", str(data)]
+    assert cli.main(argv + ["--out", str(first)]) == 0
+    argv = ["aimet-keras", "export", *common]
+    argv += ["--encodings", str(first / "tiny.encodings")]
+    assert cli.main(argv + ["--out", str(second)]) == 0
+    images = np.load(unlabelled)
+    np.testing.assert_array_equal(
+        cli._tflite_outputs(second / "tiny_int8.tflite", images),
+        cli._tflite_outputs(first / "tiny_int8.tflite", images),
+    )
+    assert cli.main(["aimet-keras", "export", *common]) == 2  # no encodings
