@@ -15,6 +15,8 @@ Usage::
         [--compression spatial_svd] [--target-ratio 0.5] [--cost-metric mac]
     aimet-keras export --model m.keras --encodings out/m.encodings \\
         [--config tflite_int8] [--export tflite,onnx]   # no data needed
+    aimet-keras compare --model m.keras --encodings out/m.encodings \\
+        --data d.npz   # which layer of the TFLite model departs first
     aimet-keras demo [--zoo-model resnet]   # the whole pipeline, offline
     aimet-keras zoo                         # the shipped models
 
@@ -50,6 +52,7 @@ COMMANDS = (
     "qat",
     "compress",
     "export",
+    "compare",
     "demo",
     "zoo",
 )
@@ -168,6 +171,9 @@ def _define_flags():
         None,
         "export: the encodings file quantize "
         "wrote for --model (with the same --config and bits).",
+    )
+    define(
+        "integer", "compare-samples", 64, "compare: samples run layer by layer."
     )
     define("string", "zoo-model", "resnet", "demo: the shipped model to use.")
     define("boolean", "quiet", False, "Print nothing but errors.")
@@ -367,6 +373,8 @@ def _quantize(values, demo=False, command="quantize"):
         raise UsageError("export needs --encodings (a file quantize wrote).")
     if values["data"].value is None and not demo and command != "export":
         raise UsageError(f"{command} needs --data (its inputs).")
+    if command == "compare" and values["encodings"].value is None:
+        raise UsageError("compare needs --encodings (a file quantize wrote).")
     if command == "autoquant" and values["eval-data"].value is None:
         raise UsageError("autoquant needs --eval-data with labels to score.")
     say = (lambda *a: None) if values["quiet"].value else print
@@ -423,12 +431,14 @@ def _quantize(values, demo=False, command="quantize"):
         )
         summary["autoquant"] = sim.report
         sim = sim.sim
-    elif command == "export":
+    elif command == "export" or values["encodings"].value is not None:
         sim = _sim_from_encodings(values, model, config, settings)
         summary["encodings_from"] = values["encodings"].value
     else:
         sim = _sim(values, model, calibration, config, settings, out)
     step("quantize", since)
+    if command == "compare":
+        return _compare(values, sim, calibration, evaluation, out, say)
     if command == "qat":
         since = time.perf_counter()
         _train(values, sim, inputs, input_labels)
@@ -554,6 +564,40 @@ def _sim(values, model, calibration, config, settings, out):
     if values["range-search"].value:
         ptq.optimize_activation_ranges(sim, calibration)
     return sim
+
+
+def _compare(values, sim, inputs, evaluation, out, say):
+    """Layer by layer: the sim against its integer TFLite model."""
+    from aimet_keras import export_tflite
+    from aimet_keras.export import layer_outputs as lo
+
+    images = (inputs if evaluation is None else evaluation)[
+        : values["compare-samples"].value
+    ]
+    exported = export_tflite(sim, out / f"{sim.model.name}_int8.tflite")
+    report = lo.compare_layer_outputs(
+        lo.sim_layer_outputs(sim, images),
+        lo.tflite_layer_outputs(exported, images),
+        lo.output_steps(sim),
+    )
+    say(report.to_markdown())
+    first = report.first_departure
+    say(
+        f"first layer more than a step apart on over "
+        f"{report.tolerance:.0%} of its values: {first or 'none'}"
+    )
+    if values["json"].value:
+        summary = {
+            "command": "compare",
+            "samples": len(images),
+            "first_departure": first,
+            "layers": [dataclasses.asdict(row) for row in report.rows],
+            "tflite": str(exported.path),
+        }
+        pathlib.Path(values["json"].value).write_text(
+            json.dumps(summary, indent=1, default=_plain)
+        )
+    return 0
 
 
 def _sim_from_encodings(values, model, config, settings):
@@ -756,6 +800,7 @@ _COMMANDS = {
     "qat": lambda values: _quantize(values, command="qat"),
     "compress": _compress,
     "export": lambda values: _quantize(values, command="export"),
+    "compare": lambda values: _quantize(values, command="compare"),
     "demo": _demo,
     "zoo": _zoo,
 }

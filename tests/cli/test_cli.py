@@ -256,3 +256,23 @@ def test_export_rebuilds_the_sim_from_its_encodings(
         cli._tflite_outputs(first / "tiny_int8.tflite", images),
     )
     assert cli.main(["aimet-keras", "export", *common]) == 2  # no encodings
+
+
+def test_compare_reports_each_layer_against_the_tflite_model(
+    model_file, labelled, tmp_path, capsys
+):
+    data, _ = labelled
+    common = ["--model", str(model_file), "--quiet", "--data", str(data)]
+    argv = ["aimet-keras", "quantize", *common, "--export", "none"]
+    assert cli.main(argv + ["--out", str(tmp_path)]) == 0
+    summary_path = tmp_path / "compare.json"
+    argv = ["aimet-keras", "compare", *common, "--out", str(tmp_path)]
+    argv += ["--encodings", str(tmp_path / "tiny.encodings")]
+    assert cli.main(argv + ["--json", str(summary_path)]) == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["samples"] == 64
+    layers = {row["layer"]: row for row in summary["layers"]}
+    # The integer model computes what the sim does, layer by layer.
+    assert summary["first_departure"] is None
+    assert all(row["off_fraction"] <= 0.01 for row in layers.values())
+    assert len(layers) >= 3
