@@ -121,7 +121,7 @@ class FreezeBatchNormStatistics(keras.callbacks.Callback):
     ...     keras.layers.Flatten(), keras.layers.Dense(3)])
     >>> images = np.random.rand(32, 8, 8, 1).astype("float32")
     >>> labels = np.arange(32) % 3
-    >>> qmodel = quantize_model(model)
+    >>> qmodel = quantize_model(model, fold_batch_norms=False)  # QAT keeps BN
     >>> qmodel.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     >>> freeze = FreezeBatchNormStatistics(after_epoch=0)
     >>> _ = qmodel.fit(images, labels, epochs=1, verbose=0, callbacks=[freeze])
