@@ -240,7 +240,13 @@ def run(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     verbose = "--verbose" in argv[1:]
     with contextlib.nullcontext() if verbose else startup_notices_hidden():
-        code = main(argv)
+        try:
+            code = main(argv)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # A reader such as ``head`` stopped early: nothing is lost.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code = 0
     sys.exit(code)
 
 
