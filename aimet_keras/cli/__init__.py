@@ -540,13 +540,11 @@ def weight_bytes(sim):
 
 def _sim(values, model, calibration, config, settings, out):
     """The calibrated sim, after the techniques the flags ask for."""
-    from aimet_keras import graph
     from aimet_keras import ptq
     from aimet_keras.sim import QuantizationSimModel
 
     quiet = values["quiet"].value
-    prepared = graph.split_for_deployment(model)
-    prepared, _ = ptq.fold_all_batch_norms(prepared)
+    prepared = ptq.fold_for_deployment(model)
     if values["cle"].value:
         prepared = ptq.equalize_model(prepared)
     if values["bias-correction"].value:
@@ -608,12 +606,12 @@ def _compare(values, sim, inputs, evaluation, out, say):
 
 def _sim_from_encodings(values, model, config, settings):
     """The sim ``quantize`` built, its grids read from its encodings file."""
-    from aimet_keras import graph
     from aimet_keras import ptq
     from aimet_keras.sim import QuantizationSimModel
 
-    prepared, _ = ptq.fold_all_batch_norms(graph.split_for_deployment(model))
-    sim = QuantizationSimModel(prepared, config_file=config, **settings)
+    sim = QuantizationSimModel(
+        ptq.fold_for_deployment(model), config_file=config, **settings
+    )
     sim.load_encodings_to_sim(values["encodings"].value)
     return sim
 
@@ -704,7 +702,14 @@ def _report(summary, say):
         say(f"  {key:16s} {path}  {shown}")
 
 
+# Samples a TFLite or ONNX run takes at once: whole evaluation sets of
+# large images would not fit in memory as one batch.
+_RUN_BATCH = 256
+
+
 def _tflite_outputs(path, inputs):
+    import numpy as np
+
     from aimet_keras.export.tflite import load_interpreter
 
     interpreter = load_interpreter(model_path=str(path), num_threads=2)
@@ -712,14 +717,21 @@ def _tflite_outputs(path, inputs):
         interpreter.get_input_details(),
         interpreter.get_output_details(),
     )
-    interpreter.resize_tensor_input(inp["index"], inputs.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], inputs)
-    interpreter.invoke()
-    return interpreter.get_tensor(out["index"])
+    outputs, shape = [], None
+    for start in range(0, len(inputs), _RUN_BATCH):
+        batch = inputs[start : start + _RUN_BATCH]
+        if batch.shape != shape:
+            shape = batch.shape
+            interpreter.resize_tensor_input(inp["index"], shape)
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], batch)
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(out["index"]))
+    return np.concatenate(outputs)
 
 
 def _onnx_outputs(path, inputs):
+    import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -728,7 +740,12 @@ def _onnx_outputs(path, inputs):
         str(path), options, providers=["CPUExecutionProvider"]
     )
     name = session.get_inputs()[0].name
-    return session.run(None, {name: inputs})[0]
+    return np.concatenate(
+        [
+            session.run(None, {name: inputs[i : i + _RUN_BATCH]})[0]
+            for i in range(0, len(inputs), _RUN_BATCH)
+        ]
+    )
 
 
 def _compress(values):

@@ -266,9 +266,13 @@ def _off_ties(x, encoding):
     integer it is stored in, so that a tie rounds that way under any
     rounding (see ``TensorQuantizer(ties_away_from_zero=True)``)."""
     delta = float(encoding.delta)
-    level = x / delta
-    if not encoding.is_symmetric:
-        level = level - float(encoding.offset) - 2.0 ** (encoding.bitwidth - 1)
+    level = encoding_lib.signed_level(
+        x,
+        delta,
+        float(encoding.offset),
+        encoding.bitwidth,
+        encoding.is_symmetric,
+    )
     return x + tf.where(level < 0, -1e-3 * delta, 1e-3 * delta)
 
 

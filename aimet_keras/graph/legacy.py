@@ -79,12 +79,12 @@ def _load_legacy_h5(path):
     if not path.is_file():
         raise FileNotFoundError(f"No Keras 2 .h5 file at {path}.")
     with tempfile.TemporaryDirectory() as folder:
-        copy = pathlib.Path(folder) / path.name
-        shutil.copyfile(path, copy)
-        removed = {}
+        # The file itself first: a Keras 3 file, or a Keras 2 one Keras 3
+        # takes as it is, is never copied.
+        source, removed = path, {}
         for _ in range(_ATTEMPTS):
             try:
-                return keras.saving.load_model(copy, compile=False)
+                return keras.saving.load_model(source, compile=False)
             except (TypeError, ValueError) as error:
                 match = _UNKNOWN.search(str(error))
                 if match is None:
@@ -100,7 +100,10 @@ def _load_legacy_h5(path):
                         f"{class_name} layers in {path} even without them."
                     ) from None
                 removed.setdefault(class_name, set()).update(keys)
-                with h5py.File(copy, "r+") as file:
+                if source == path:
+                    source = pathlib.Path(folder) / path.name
+                    shutil.copyfile(path, source)
+                with h5py.File(source, "r+") as file:
                     config = json.loads(file.attrs["model_config"])
                     _drop_arguments(config, class_name, keys)
                     file.attrs["model_config"] = json.dumps(config)

@@ -13,6 +13,7 @@ from aimet_keras.ptq.batch_norm_fold import find_bn_pairs
 from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms
 from aimet_keras.ptq.batch_norm_fold import fold_all_batch_norms_to_scale
 from aimet_keras.ptq.batch_norm_fold import fold_batch_norm_pairs
+from aimet_keras.ptq.batch_norm_fold import fold_for_deployment
 from aimet_keras.ptq.bias_correction import correct_bias
 from aimet_keras.ptq.block_reconstruction import BlockResult
 from aimet_keras.ptq.block_reconstruction import find_blocks
@@ -43,6 +44,7 @@ __all__ = [
     "fold_all_batch_norms",
     "fold_all_batch_norms_to_scale",
     "fold_batch_norm_pairs",
+    "fold_for_deployment",
     "optimize_activation_ranges",
     "reconstruct_blocks",
     "reestimate_bn_stats",

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from aimet_keras.graph import connections as connections_lib
+from aimet_keras.graph import deployment as deployment_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
 
@@ -256,6 +257,25 @@ def fold_all_batch_norms(model):
     pairs = find_bn_pairs(prepared)
     folded = fold_batch_norm_pairs(prepared, pairs)
     return folded, [(layer, bn) for layer, bn, _ in pairs]
+
+
+def fold_for_deployment(model):
+    """``model`` in the layers integer runtimes compute, batch norms folded.
+
+    :func:`~aimet_keras.graph.split_for_deployment` (exact rewrites), then
+    :func:`fold_all_batch_norms`: what a sim should simulate so that its
+    grids are the deployed ones. The caller's model is not changed.
+
+    Example:
+
+    >>> model = zoo.load_model("resnet", compile=False)
+    >>> folded = fold_for_deployment(model)
+    >>> any(isinstance(layer, keras.layers.BatchNormalization)
+    ...     for layer in folded.layers)
+    False
+    """
+    folded, _ = fold_all_batch_norms(deployment_lib.split_for_deployment(model))
+    return folded
 
 
 def bn_output_stats(model):

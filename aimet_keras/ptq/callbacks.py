@@ -10,6 +10,7 @@ model.
 
 from __future__ import annotations
 
+import inspect
 import os
 import pathlib
 import tempfile
@@ -17,7 +18,6 @@ import typing
 
 import keras
 
-from aimet_keras.graph import deployment as deployment_lib
 from aimet_keras.ptq import adaround as adaround_lib
 from aimet_keras.ptq import batch_norm_fold
 
@@ -80,13 +80,13 @@ def adarounded_sim(
     """
     from aimet_keras.sim import QuantizationSimModel
 
-    folded, _ = batch_norm_fold.fold_all_batch_norms(
-        deployment_lib.split_for_deployment(model)
-    )
-    count = data.shape[0] if hasattr(data, "shape") else None
+    folded = batch_norm_fold.fold_for_deployment(model)
     params = adaround_lib.AdaroundParameters(
         data,
-        num_batches=max(1, -(-count // batch_size)) if count else 1 << 30,
+        # Every sample: an array's batches, or a dataset's (take(-1)).
+        num_batches=-(-len(data) // batch_size)
+        if hasattr(data, "shape")
+        else -1,
         default_num_iterations=num_iterations,
         batch_size=batch_size,
     )
@@ -113,6 +113,15 @@ def adarounded_sim(
     )
     sim.compute_encodings(data, verbose="auto" if verbose else 0)
     return sim
+
+
+# The adarounded_sim arguments the callback passes on as given.
+_PASSED_ON = set(inspect.signature(adarounded_sim).parameters) - {
+    "model",
+    "data",
+    "path",
+    "verbose",
+}
 
 
 class AdaroundAtTrainEnd(keras.callbacks.Callback):
@@ -152,15 +161,7 @@ class AdaroundAtTrainEnd(keras.callbacks.Callback):
         self, data, tflite_path=None, encodings_path=None, verbose=1, **options
     ):
         super().__init__()
-        unknown = set(options) - {
-            "default_param_bw",
-            "default_output_bw",
-            "quant_scheme",
-            "config_file",
-            "num_iterations",
-            "batch_size",
-            "filename_prefix",
-        }
+        unknown = set(options) - _PASSED_ON
         if unknown:
             raise TypeError(
                 f"AdaroundAtTrainEnd got unknown arguments {sorted(unknown)}; "

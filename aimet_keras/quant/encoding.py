@@ -76,6 +76,24 @@ def num_steps(bitwidth, is_symmetric=False, strict_symmetric=False):
     return 2**bitwidth - 1 - int(bool(is_symmetric and strict_symmetric))
 
 
+def signed_level(x, delta, offset, bitwidth, is_symmetric):
+    """``x`` in steps of the signed integer a target stores it as.
+
+    Unrounded: ``x / delta`` on a symmetric grid, shifted by the zero point
+    of the signed ``bitwidth`` integer on an asymmetric one (AIMET's level
+    ``x / delta - offset`` runs from 0; the stored integer from
+    ``-2**(bitwidth - 1)``). Which side of the stored zero a value lies on
+    decides how TFLite rounds a tie.
+
+    Example:
+
+    >>> float(signed_level(0.5, 0.25, -128.0, 8, False))  # level 130
+    2.0
+    """
+    level = x / delta
+    return level if is_symmetric else level - offset - 2.0 ** (bitwidth - 1)
+
+
 def round_half_away_from_zero(x):
     """Rounds to the nearest integer, halves away from zero (``std::round``).
 

@@ -263,11 +263,8 @@ class TensorQuantizer(keras.layers.Layer):
         ops = keras.ops
         delta = ops.stop_gradient(ops.cast(delta, inputs.dtype))
         offset = ops.cast(offset, inputs.dtype)
-        scaled = inputs / delta
-        signed = (
-            scaled
-            if self.is_symmetric
-            else scaled - offset - 2.0 ** (self.bitwidth - 1)
+        signed = encoding_lib.signed_level(
+            inputs, delta, offset, self.bitwidth, self.is_symmetric
         )
         return inputs - ops.where(signed < 0, 1e-3 * delta, 0.0)
 
