@@ -147,7 +147,16 @@ class FoldedBatchNorm(keras.layers.Layer):
     def compute_output_spec(self, inputs, **kwargs):
         return self.layer.compute_output_spec(inputs)
 
-    def call(self, inputs, training=None, weight_quantizers=None):
+    def call(
+        self,
+        inputs,
+        training=None,
+        weight_quantizers=None,
+        statistics_switch=None,
+    ):
+        # statistics_switch: a boolean variable; in training, True picks the
+        # frozen (folded) output, so FreezeBatchNormStatistics flips it
+        # without a retrace. The wrapper keeps the moving statistics then.
         quantizers = weight_quantizers or {}
         values = self.quantized_weight_values()
         kernel = values["kernel"]
@@ -161,12 +170,18 @@ class FoldedBatchNorm(keras.layers.Layer):
             ]
         ):
             outputs = self.layer(inputs)
-        if training:
+        if training and statistics_switch is None:
             return self._batch_normalized(outputs, bias)
         folded_bias = values["bias"]
         if "bias" in quantizers:
             folded_bias = quantizers["bias"](folded_bias)
-        return outputs + folded_bias
+        if not training:
+            return outputs + folded_bias
+        return keras.ops.where(
+            statistics_switch,
+            outputs + folded_bias,
+            self._batch_normalized(outputs, bias),
+        )
 
     def _batch_normalized(self, outputs, bias):
         """The batch norm's training output for the unfolded layer.

@@ -135,34 +135,57 @@ class FreezeBatchNormStatistics(keras.callbacks.Callback):
         self.after_epoch = after_epoch
         self.frozen = False
 
+    def _statistics_wrappers(self):
+        statistics = (
+            keras.layers.BatchNormalization,
+            folding_lib.FoldedBatchNorm,
+        )
+        return [
+            wrapper
+            for wrapper in _wrappers(self.model)
+            if isinstance(wrapper.layer, statistics)
+        ]
+
+    def on_train_begin(self, logs=None):
+        # The switch is a variable the train step reads: flipping it later
+        # needs no retrace. A step traced before the switch existed does not
+        # read it, so it is rebuilt now, before its first trace in this fit.
+        added = [w.use_statistics_switch() for w in self._statistics_wrappers()]
+        if any(added):
+            _rebuild_functions(self.model)
+
     def on_epoch_begin(self, epoch, logs=None):
         if self.frozen or epoch < self.after_epoch:
             return
         self.frozen = True
         frozen = []
-        statistics = (
-            keras.layers.BatchNormalization,
-            folding_lib.FoldedBatchNorm,
-        )
-        wrapped = set()
-        for wrapper in _wrappers(self.model):
-            wrapped.add(id(wrapper.layer))
-            if isinstance(wrapper.layer, statistics):
-                wrapper.statistics_frozen = True
-                frozen.append(wrapper.name)
-        for layer in self.model._flatten_layers(include_self=False):
-            if (
-                isinstance(layer, keras.layers.BatchNormalization)
-                and id(layer) not in wrapped
-            ):
-                layer.trainable = False
-                frozen.append(layer.name)
+        # Layers inside a wrapper (a FoldedBatchNorm's batch norm) follow
+        # the wrapper's switch.
+        wrapped = {
+            id(layer)
+            for wrapper in _wrappers(self.model)
+            for layer in wrapper._flatten_layers(recursive=True)
+        }
+        for wrapper in self._statistics_wrappers():
+            wrapper.statistics_frozen = True
+            frozen.append(wrapper.name)
+        unwrapped = [
+            layer
+            for layer in self.model._flatten_layers(include_self=False)
+            if isinstance(layer, keras.layers.BatchNormalization)
+            and id(layer) not in wrapped
+        ]
+        for layer in unwrapped:
+            layer.trainable = False
+            frozen.append(layer.name)
         _LOG.info(
             "Epoch %d: batch norm statistics frozen in %d layer(s).",
             epoch,
             len(frozen),
         )
-        _rebuild_functions(self.model)
+        if unwrapped:
+            # A plain layer's trainable flag is read while tracing.
+            _rebuild_functions(self.model)
 
 
 class FreezeActivationEncodings(keras.callbacks.Callback):
@@ -204,24 +227,57 @@ class FreezeActivationEncodings(keras.callbacks.Callback):
         _check_epoch(after_epoch, "FreezeActivationEncodings")
         self.after_epoch = after_epoch
         self.frozen = False
+        self._held = []
+
+    def _learned_grids(self):
+        return [
+            quantizer
+            for wrapper in _wrappers(self.model)
+            for quantizer in (
+                *wrapper.input_quantizers,
+                *wrapper.output_quantizers,
+                *wrapper.internal_quantizers.values(),
+            )
+            if quantizer.built and quantizer.encoding_min.trainable
+        ]
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.frozen or epoch < self.after_epoch:
             return
         self.frozen = True
-        count = 0
-        for wrapper in _wrappers(self.model):
-            for quantizer in (
-                *wrapper.input_quantizers,
-                *wrapper.output_quantizers,
-                *wrapper.internal_quantizers.values(),
-            ):
-                if quantizer.built and quantizer.encoding_min.trainable:
-                    quantizer.encoding_min.trainable = False
-                    quantizer.encoding_max.trainable = False
-                    count += 1
-        _LOG.info("Epoch %d: %d activation grid(s) frozen.", epoch, count)
+        grids = self._learned_grids()
+        _LOG.info("Epoch %d: %d activation grid(s) frozen.", epoch, len(grids))
+        if getattr(self.model, "steps_per_execution", 1) == 1:
+            # The traced step keeps training the ranges; putting them back
+            # after every step freezes them exactly, with no retrace.
+            self._held = [
+                (variable, variable.numpy())
+                for quantizer in grids
+                for variable in (quantizer.encoding_min, quantizer.encoding_max)
+            ]
+            return
+        # Several steps run per call: stop the optimizer updating them.
+        self._stop_training(grids)
         _rebuild_functions(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        for variable, value in self._held:
+            variable.assign(value)
+
+    def on_train_end(self, logs=None):
+        if not self._held:
+            return
+        self.on_train_batch_end(None)
+        self._held = []
+        # Frozen from here on, for a later fit as well (it traces anew).
+        self._stop_training(self._learned_grids())
+        _rebuild_functions(self.model)
+
+    @staticmethod
+    def _stop_training(grids):
+        for quantizer in grids:
+            quantizer.encoding_min.trainable = False
+            quantizer.encoding_max.trainable = False
 
 
 def _grid_integers(quantizer, weight):

@@ -62,6 +62,13 @@ def weight_key(layer, variable):
     return variable.name
 
 
+def _takes_switch(layer):
+    """Whether ``layer.call`` picks its frozen output itself (one pass)."""
+    import inspect
+
+    return "statistics_switch" in inspect.signature(layer.call).parameters
+
+
 def _tensor_leaves(structure):
     """The tensors among ``structure``'s leaves (not Python constants)."""
     return [
@@ -167,9 +174,9 @@ class QuantizationWrapper(keras.layers.Layer):
         self.output_quantizers = list(output_quantizers)
         self.param_quantizers = dict(param_quantizers or {})
         self.internal_quantizers = dict(internal_quantizers or {})
-        # QAT switches (Python-side, read while tracing): see
-        # aimet_keras.qat. Not saved: they belong to a training run.
-        self.statistics_frozen = False
+        # QAT switches: see aimet_keras.qat. Not saved: they belong to a
+        # training run.
+        self.__dict__["_statistics_frozen"] = False
         if self.internal_quantizers:
             known = internals_lib.internal_tensors(layer)
             if not known:
@@ -282,6 +289,38 @@ class QuantizationWrapper(keras.layers.Layer):
                 quantizer.build(tensor.shape)
         return spec
 
+    @property
+    def statistics_frozen(self):
+        """Whether a batch norm in training normalizes with its moving
+        statistics and leaves them as they are (QAT's BN freezing)."""
+        return self.__dict__["_statistics_frozen"]
+
+    @statistics_frozen.setter
+    def statistics_frozen(self, frozen):
+        self.__dict__["_statistics_frozen"] = bool(frozen)
+        switch = self.__dict__.get("_statistics_switch")
+        if switch is not None:
+            switch.assign(bool(frozen))
+
+    def use_statistics_switch(self):
+        """Makes :attr:`statistics_frozen` a variable the traced step reads.
+
+        After this, a training call computes both the batch-statistics and
+        the frozen output (a batch norm is cheap next to the layers around
+        it) and picks one by the variable, so flipping
+        :attr:`statistics_frozen` during ``fit`` needs no retrace. Returns
+        True where the switch is new (a step traced before does not read
+        it).
+        """
+        if "_statistics_switch" in self.__dict__:
+            return False
+        import tensorflow as tf
+
+        self.__dict__["_statistics_switch"] = tf.Variable(
+            self.statistics_frozen, trainable=False, name="statistics_frozen"
+        )
+        return True
+
     def call(self, *args, training=None, positional_constants=None, **kwargs):
         args = _with_constants(args, positional_constants)
         fused = self._fused_inference(training, args, kwargs)
@@ -369,10 +408,15 @@ class QuantizationWrapper(keras.layers.Layer):
         if training:
             for regularizer in self.__dict__.get("_training_losses", ()):
                 self.add_loss(regularizer(self))
+        switch = self.__dict__.get("_statistics_switch") if training else None
         if isinstance(self.layer, keras.layers.Layer):
             # Frozen statistics: the layer normalizes with its moving
             # statistics and leaves them as they are (QAT's BN freezing).
-            kwargs["training"] = training and not self.statistics_frozen
+            kwargs["training"] = training and (
+                switch is not None or not self.statistics_frozen
+            )
+            if switch is not None and _takes_switch(self.layer):
+                kwargs["statistics_switch"] = switch
         hooks, observed = contextlib.nullcontext(), []
         if self.internal_quantizers:
 
@@ -387,6 +431,13 @@ class QuantizationWrapper(keras.layers.Layer):
             hooks = internals_lib.internal_hooks(self.layer, hook)
         with hooks, keras.StatelessScope(state_mapping=mapping) as scope:
             outputs = self.layer(*args, **kwargs)
+            if switch is not None and "statistics_switch" not in kwargs:
+                frozen = self.layer(*args, **{**kwargs, "training": False})
+                outputs = keras.tree.map_structure(
+                    lambda a, b: keras.ops.where(switch, a, b),
+                    frozen,
+                    outputs,
+                )
         # State the layer assigned inside the scope (moving statistics) is
         # only recorded there: apply it to the real variables.
         for variable in getattr(self.layer, "variables", []):
@@ -394,6 +445,8 @@ class QuantizationWrapper(keras.layers.Layer):
                 continue
             value = scope.get_current_value(variable)
             if value is not None:
+                if switch is not None:
+                    value = keras.ops.where(switch, variable, value)
                 variable.assign(value)
         for quantizer, tensor in observed:
             quantizer(tensor)

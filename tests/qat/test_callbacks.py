@@ -237,3 +237,72 @@ def test_bad_arguments_name_the_fix(data):
     best = qat.ExportBestEpoch(sim, ".", "x")
     with pytest.raises(ValueError, match="validation_data"):
         sim.model.fit(*data, epochs=1, verbose=0, callbacks=[best])
+
+
+class _TrainFunctions(keras.callbacks.Callback):
+    """Records the train function fit runs in each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append(self.model.train_function)
+
+
+def test_freezing_switches_need_no_retrace(data):
+    from aimet_keras.qat import simulate_batch_norm_folding
+
+    sim = _sim(data, quant_scheme=RANGE_LEARNING)
+    simulate_batch_norm_folding(sim)
+    sim.model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    wrapper = sim.model.get_layer("conv")
+    bn = wrapper.layer.batch_norm
+    relu = sim.model.get_layer("relu").output_quantizers[0]
+    moving = _Record(lambda: bn.moving_mean.numpy().copy())
+    grid = _Record(lambda: float(relu.encoding_max.numpy()))
+    functions = _TrainFunctions()
+    sim.model.fit(
+        *data,
+        batch_size=32,
+        epochs=3,
+        verbose=0,
+        callbacks=[
+            qat.FreezeBatchNormStatistics(after_epoch=1),
+            qat.FreezeActivationEncodings(after_epoch=2),
+            moving,
+            grid,
+            functions,
+        ],
+    )
+    # One traced step served all three epochs...
+    assert functions.seen[0] is functions.seen[1] is functions.seen[2]
+    # ...and still each switch took effect at its epoch.
+    assert not np.allclose(moving.values[0], moving.values[1])
+    np.testing.assert_array_equal(moving.values[2], moving.values[5])
+    assert grid.values[2] != grid.values[3]
+    assert grid.values[4] == grid.values[5]
+    assert not relu.encoding_max.trainable  # stays frozen for a later fit
+
+
+def test_activation_grids_freeze_with_several_steps_per_call(data):
+    sim = _sim(data, quant_scheme=RANGE_LEARNING)
+    sim.model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=3,
+    )
+    relu = sim.model.get_layer("relu").output_quantizers[0]
+    record = _Record(lambda: float(relu.encoding_max.numpy()))
+    sim.model.fit(
+        *data,
+        batch_size=32,
+        epochs=2,
+        verbose=0,
+        callbacks=[qat.FreezeActivationEncodings(after_epoch=1), record],
+    )
+    assert record.values[0] != record.values[1]
+    assert record.values[2] == record.values[3]
