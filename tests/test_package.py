@@ -136,3 +136,34 @@ def test_without_the_package_keras_cannot_load_a_saved_sim(tmp_path):
     )
     assert run.returncode != 0
     assert "QuantizationWrapper" in run.stderr
+
+
+def test_package_data_globs_cover_every_data_file():
+    """Every file under a package's data folders ships in the wheel."""
+    import configparser
+    import pathlib
+
+    root = pathlib.Path(aimet_keras.__file__).parent
+    config = configparser.ConfigParser()
+    config.read(root.parent / "setup.cfg")
+    globs = {
+        package: [g.strip() for g in value.split(",")]
+        for package, value in config["options.package_data"].items()
+    }
+    shipped = [
+        path
+        for folder in ("zoo/data", "sim/configs")
+        for path in (root / folder).rglob("*")
+        if path.is_file()
+    ]
+    assert len(shipped) > 10
+    for path in shipped:
+        relative = path.relative_to(root)
+        package = ".".join(("aimet_keras", relative.parts[0]))
+        inside = pathlib.PurePosixPath(*relative.parts[1:])
+        # setuptools globs: "*" stays within one folder.
+        assert any(
+            len(inside.parts) == len(pathlib.PurePosixPath(pattern).parts)
+            and inside.match(pattern)
+            for pattern in globs[package]
+        ), f"{relative} matches no package_data glob of {package}"
