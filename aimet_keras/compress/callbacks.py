@@ -112,8 +112,9 @@ class CompressAtTrainEnd(keras.callbacks.Callback):
             accuracy on ``validation_data``. Defaults to None.
         save_path: a ``.keras`` file for the compressed model. Defaults
             to None.
-        plot_path: an ``.svg`` file for the sensitivity chart (one per
-            stage, numbered, when several). Defaults to None.
+        plot_path: an ``.svg`` or ``.png`` file for the sensitivity chart
+            (one per stage, numbered, when several; needs matplotlib).
+            Defaults to None.
         verbose: 1 prints the cost kept at the end; 0 is silent.
             Defaults to 1.
         **options: more :func:`~aimet_keras.compress.compress_model`

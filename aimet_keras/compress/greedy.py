@@ -80,7 +80,7 @@ class CompressionStats:
     threshold: float
 
     def plot(self, path):
-        """Writes the per-layer sensitivity chart (SVG) to ``path``.
+        """Writes the per-layer sensitivity chart to ``path`` (.svg or .png).
 
         Each layer's score against its ratio, the chosen ratios ringed, the
         threshold and the original model's score dashed; see

@@ -1,10 +1,12 @@
-"""A picture of the greedy selection: per-layer sensitivity as an SVG chart.
+"""A picture of the greedy selection: per-layer sensitivity as a chart.
 
 :func:`~aimet_keras.compress.greedy.compress_model` scores the model with
 each layer compressed alone at each candidate ratio. Plotting those scores
 against the ratio shows which layers tolerate compression (flat lines) and
 which do not (lines falling towards small ratios), and where the chosen
-ratios and the score threshold fall.
+ratios and the score threshold fall. The chart is drawn by
+:mod:`aimet_keras.plotting` with matplotlib (``pip install
+"aimet-keras[plot]"``), as SVG or PNG.
 """
 
 import math
@@ -26,7 +28,7 @@ def plot_sensitivity(
     x_label="compression ratio (cost kept)",
     baseline=None,
 ):
-    """Writes each layer's eval score against its compression ratio as SVG.
+    """Writes each layer's eval score against its compression ratio.
 
     One line per layer, through its score at each candidate ratio (the
     layer's cost kept: small ratios compress most) and, given the
@@ -39,7 +41,8 @@ def plot_sensitivity(
         eval_scores: ``{layer name: {ratio: score}}``, as
             ``CompressionStats.eval_scores``; ratios may also be strings of
             floats, as in the JSON table that ``compress_model`` saves.
-        path: the ``.svg`` file to write; its folder must exist.
+        path: the ``.svg`` or ``.png`` file to write; its folder must
+            exist.
         chosen_ratios: ``{layer name: ratio}``, as ``CompressionStats.ratios``
             (1.0: left whole). Names not in ``eval_scores`` are ignored.
             Defaults to None (nothing highlighted).
@@ -58,8 +61,9 @@ def plot_sensitivity(
 
     Raises:
         ValueError: for an empty table or layer, a NaN or infinite score
-            (naming the layer and ratio) or threshold, or a chosen ratio
-            outside (0, 1].
+            (naming the layer and ratio) or threshold, a chosen ratio
+            outside (0, 1], or a suffix other than ``.svg`` or ``.png``.
+        ModuleNotFoundError: when matplotlib is not installed.
         OSError: when the file cannot be written (nothing is left behind).
 
     Example:
@@ -80,7 +84,7 @@ def plot_sensitivity(
     >>> folder.cleanup()
 
     With the stats of a run:
-    ``plot_sensitivity(stats.eval_scores, "s.svg", stats.ratios)``.
+    ``plot_sensitivity(stats.eval_scores, "s.png", stats.ratios)``.
     """
     if not isinstance(eval_scores, Mapping) or not eval_scores:
         raise ValueError(
