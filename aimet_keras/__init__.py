@@ -13,6 +13,8 @@ never imports TensorFlow, tf2onnx, onnx or tfmot by itself:
 * :mod:`aimet_keras.export`: integer TFLite and QDQ ONNX export.
 * :mod:`aimet_keras.compress`: compression (so far its cost model: MACs and
   weight memory per layer).
+* :mod:`aimet_keras.analysis`: ``QuantAnalyzer``: per-layer sensitivity,
+  ranges and histograms, as JSON and one HTML report.
 * :mod:`aimet_keras.zoo`: reference models and Fashion-MNIST data that work
   offline.
 
@@ -40,6 +42,7 @@ import warnings
 __version__ = "0.1.0.dev0"
 
 _SUBPACKAGES = (
+    "analysis",
     "compress",
     "export",
     "graph",

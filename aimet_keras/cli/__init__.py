@@ -13,6 +13,8 @@ Usage::
         [--learning-rate 1e-5] [--scheme training_range_learning_with_tf_init]
     aimet-keras compress --model m.keras --eval-data test.npz \\
         [--compression spatial_svd] [--target-ratio 0.5] [--cost-metric mac]
+    aimet-keras analyze --model m.keras --data cal.npz --eval-data test.npz \\
+        [--weight-bits 8] [--activation-bits 8] [--out report]  # HTML report
     aimet-keras export --model m.keras --encodings out/m.encodings \\
         [--config tflite_int8] [--export tflite,onnx]   # no data needed
     aimet-keras compare --model m.keras --encodings out/m.encodings \\
@@ -51,6 +53,7 @@ COMMANDS = (
     "autoquant",
     "qat",
     "compress",
+    "analyze",
     "export",
     "compare",
     "demo",
@@ -299,10 +302,32 @@ def _fail(message, code):
 
 
 def _zoo(values):
+    """The shipped models, and their quantized variants with the accuracy
+    their recipes measured."""
     from aimet_keras import zoo
 
+    rows = []
     for name in zoo.MODEL_NAMES:
         print(name)
+        for model, variant in zoo.quantized_variants():
+            if model != name:
+                continue
+            made = zoo.recipe(name, variant)
+            accuracy = made["accuracy"]
+            steps = " > ".join(step["step"] for step in made["steps"])
+            print(
+                f"  {variant}  FP32 {accuracy['fp32']:.2%}  quantized "
+                f"{accuracy['quantized']:.2%} on "
+                f"{accuracy['test_images']:,} test images  ({steps})"
+            )
+            rows.append(made)
+    print('Load one with aimet_keras.zoo.load_quantized("resnet", "w4a8").')
+    if values["json"].value:
+        pathlib.Path(values["json"].value).write_text(
+            json.dumps(
+                {"models": list(zoo.MODEL_NAMES), "variants": rows}, indent=1
+            )
+        )
     return 0
 
 
@@ -416,7 +441,6 @@ def _quantize(values, demo=False, command="quantize"):
 
     from aimet_keras import export_onnx
     from aimet_keras import export_tflite
-    from aimet_keras.sim import config as config_lib
 
     since = time.perf_counter()
     settings = dict(
@@ -424,11 +448,7 @@ def _quantize(values, demo=False, command="quantize"):
         default_param_bw=values["weight-bits"].value,
         default_output_bw=values["activation-bits"].value,
     )
-    config = config_lib.load_quantsim_config(values["config"].value)
-    if values["per-channel"].value is not None:
-        config = dataclasses.replace(
-            config, per_channel_quantization=values["per-channel"].value
-        )
+    config = _config(values)
     out = pathlib.Path(values["out"].value)
     summary = {}
     if command == "autoquant":
@@ -708,26 +728,9 @@ _RUN_BATCH = 256
 
 
 def _tflite_outputs(path, inputs):
-    import numpy as np
+    from aimet_keras.export.tflite import run_tflite
 
-    from aimet_keras.export.tflite import load_interpreter
-
-    interpreter = load_interpreter(model_path=str(path), num_threads=2)
-    (inp,), (out,) = (
-        interpreter.get_input_details(),
-        interpreter.get_output_details(),
-    )
-    outputs, shape = [], None
-    for start in range(0, len(inputs), _RUN_BATCH):
-        batch = inputs[start : start + _RUN_BATCH]
-        if batch.shape != shape:
-            shape = batch.shape
-            interpreter.resize_tensor_input(inp["index"], shape)
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], batch)
-        interpreter.invoke()
-        outputs.append(interpreter.get_tensor(out["index"]))
-    return np.concatenate(outputs)
+    return run_tflite(path, inputs, batch_size=_RUN_BATCH)
 
 
 def _onnx_outputs(path, inputs):
@@ -748,19 +751,25 @@ def _onnx_outputs(path, inputs):
     )
 
 
+def _model_and_labelled_data(values, command):
+    """--model, and --eval-data with the labels ``command`` scores on."""
+    model = _load_model(values["model"].value)
+    evaluation, labels = _data(values, "eval-data", model, False, "test")
+    if labels is None:
+        raise ValueError(
+            f"--eval-data {values['eval-data'].value} has no labels; "
+            f"{command} scores top-1 on them."
+        )
+    return model, evaluation, labels
+
+
 def _compress(values):
     """Greedy per-layer compression ratios scored by top-1 on --eval-data."""
     if values["eval-data"].value is None:
         raise UsageError("compress needs --eval-data with labels to score.")
     say = (lambda *a: None) if values["quiet"].value else print
     started = time.perf_counter()
-    model = _load_model(values["model"].value)
-    evaluation, labels = _data(values, "eval-data", model, False, "test")
-    if labels is None:
-        raise ValueError(
-            f"--eval-data {values['eval-data'].value} has no labels; "
-            "compress scores top-1 on them."
-        )
+    model, evaluation, labels = _model_and_labelled_data(values, "compress")
     data = None
     if values["data"].value is not None:
         data, _ = _data(values, "data", model, False, "calibration")
@@ -817,8 +826,77 @@ def _compress(values):
     return 0
 
 
+def _config(values):
+    """The quantsim config --config names, with --per-channel applied."""
+    from aimet_keras.sim import config as config_lib
+
+    config = config_lib.load_quantsim_config(values["config"].value)
+    if values["per-channel"].value is not None:
+        config = dataclasses.replace(
+            config, per_channel_quantization=values["per-channel"].value
+        )
+    return config
+
+
+def _analyze(values):
+    """QuantAnalyzer: per-layer sensitivity scored by top-1 on --eval-data,
+    and the HTML report."""
+    if values["eval-data"].value is None or values["data"].value is None:
+        raise UsageError(
+            "analyze needs --data (calibration) and --eval-data with labels "
+            "(each layer is scored by top-1 on it)."
+        )
+    say = (lambda *a: None) if values["quiet"].value else print
+    started = time.perf_counter()
+    model, evaluation, labels = _model_and_labelled_data(values, "analyze")
+    calibration, _ = _data(values, "data", model, False, "calibration")
+    import numpy as np
+
+    from aimet_keras.analysis import QuantAnalyzer
+
+    def top1(simulated):
+        # Eager batches: the analyzer switches quantizers between calls.
+        predictions = np.concatenate(
+            [
+                np.asarray(simulated(evaluation[i : i + _RUN_BATCH]))
+                for i in range(0, len(evaluation), _RUN_BATCH)
+            ]
+        )
+        return _top1(predictions, labels)
+
+    analyzer = QuantAnalyzer(model, calibration, top1)
+    analyzer.enable_per_layer_mse_loss(
+        calibration[: values["compare-samples"].value]
+    )
+    analysis = analyzer.analyze(
+        quant_scheme=values["scheme"].value,
+        default_param_bw=values["weight-bits"].value,
+        default_output_bw=values["activation-bits"].value,
+        config_file=_config(values),
+        results_dir=values["out"].value,
+        compare_exports="tflite" in values["export"].value,
+        verbose=0 if values["quiet"].value else "auto",
+    )
+    say(analysis.to_markdown(top=10))
+    if analysis.first_departure:
+        say(f"TFLite departs from the sim first at {analysis.first_departure}")
+    say(f"report: {analysis.files['html']}")
+    if values["json"].value:
+        summary = {
+            "command": "analyze",
+            "model": values["model"].value,
+            **analysis.to_json(),
+            "seconds": {"total": round(time.perf_counter() - started, 2)},
+        }
+        pathlib.Path(values["json"].value).write_text(
+            json.dumps(summary, indent=1, default=_plain)
+        )
+    return 0
+
+
 _COMMANDS = {
     "quantize": _quantize,
+    "analyze": _analyze,
     "autoquant": lambda values: _quantize(values, command="autoquant"),
     "qat": lambda values: _quantize(values, command="qat"),
     "compress": _compress,

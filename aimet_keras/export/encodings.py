@@ -27,7 +27,6 @@ param encodings.
 
 import dataclasses
 import json
-import os
 import pathlib
 
 import numpy as np
@@ -365,18 +364,7 @@ def write_encodings(path, data):
     """
     path = pathlib.Path(path)
     text = json.dumps(data, indent=2, sort_keys=True)
-    # The temporary file is created as open() creates one (0o666 less the
-    # umask; tempfile.mkstemp's would be 0o600), so the file moved into
-    # place has the mode of the other exported files.
-    fd, tmp = staging_lib.exclusive_file(path.parent, f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return staging_lib.write_atomically(path, text)
 
 
 def read_encodings(path):

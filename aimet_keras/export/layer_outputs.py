@@ -39,6 +39,7 @@ __all__ = [
     "LayerOutputReport",
     "compare_layer_outputs",
     "fp32_layer_outputs",
+    "layer_probe",
     "output_steps",
     "save_layer_outputs",
     "sim_layer_outputs",
@@ -46,8 +47,21 @@ __all__ = [
 ]
 
 
-def _site_outputs(model, inputs, batch_size):
-    """``{layer: first output of its first call}`` of a functional model."""
+def layer_probe(model):
+    """A model returning every layer's output: ``(names, probe)``.
+
+    ``probe(inputs)`` returns one tensor per name: the first output of the
+    layer's first call, in graph order.
+
+    Example:
+
+    >>> inputs = keras.Input((4,), name="x")
+    >>> hidden = keras.layers.Dense(3, name="fc1")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc2")(hidden))
+    >>> names, probe = layer_probe(model)
+    >>> names, [tuple(t.shape) for t in probe(np.zeros((5, 4)))]
+    (['fc1', 'fc2'], [(5, 3), (5, 2)])
+    """
     names, tensors = [], []
     for site in prepare_lib.walk(model):
         name = site.operation.name
@@ -55,7 +69,15 @@ def _site_outputs(model, inputs, batch_size):
             continue
         names.append(name)
         tensors.append(site.outputs[0])
-    probe = keras.Model(model.inputs, tensors)
+    # A single input stays a tensor: probe(batch) then matches its structure.
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return names, keras.Model(inputs, tensors)
+
+
+def _site_outputs(model, inputs, batch_size):
+    """``{layer: first output of its first call}`` of a functional model."""
+    names, probe = layer_probe(model)
+    tensors = probe.outputs
     values = probe.predict(inputs, batch_size=batch_size, verbose=0)
     if len(tensors) == 1:
         values = [values]

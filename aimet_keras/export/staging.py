@@ -12,7 +12,7 @@ import pathlib
 import shutil
 import uuid
 
-__all__ = ["exclusive_file", "staged_files"]
+__all__ = ["exclusive_file", "staged_files", "write_atomically"]
 
 # Attempts at a fresh random name before giving up.
 _ATTEMPTS = 100
@@ -50,6 +50,35 @@ def exclusive_file(folder, prefix):
             continue
         return fd, path
     raise FileExistsError(f"No free temporary file name in {folder}.")
+
+
+def write_atomically(path, text):
+    """Writes ``text`` to ``path`` whole or not at all.
+
+    The text goes to a new file beside ``path`` (with the mode ``open``
+    gives, not ``tempfile``'s 0o600), which then replaces ``path``: a
+    failure leaves ``path`` as it was.
+
+    Returns:
+        The ``pathlib.Path`` written.
+
+    Example:
+
+    >>> import tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "report.html"
+    >>> write_atomically(path, "<p>done</p>").read_text()
+    '<p>done</p>'
+    """
+    path = pathlib.Path(path)
+    fd, temporary = exclusive_file(path.parent, f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _exclusive_folder(folder, prefix):

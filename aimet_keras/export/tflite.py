@@ -83,7 +83,13 @@ if typing.TYPE_CHECKING:
 
     from aimet_keras.sim.quantsim import QuantizationSimModel
 
-__all__ = ["TFLiteExport", "export_tflite", "load_interpreter", "tflite_ops"]
+__all__ = [
+    "TFLiteExport",
+    "export_tflite",
+    "load_interpreter",
+    "run_tflite",
+    "tflite_ops",
+]
 
 _LOG = logging.getLogger("aimet_keras")
 
@@ -357,6 +363,69 @@ def load_interpreter(**options):
             "ignore", message=".*tf.lite.Interpreter is deprecated"
         )
         return tf.lite.Interpreter(**options)
+
+
+def run_tflite(path, inputs, batch_size=256, num_threads=2):
+    """Runs a single-input, single-output TFLite model over ``inputs``.
+
+    Feeds ``batch_size`` samples at a time (a whole evaluation set of large
+    images would not fit in memory at once). Float inputs are quantized
+    with the model's input scale and zero point where its input is
+    integer, and integer outputs are dequantized, so a model with int8 I/O
+    (the TFLite converter's own) gives floats like the exported ones.
+
+    Args:
+        path: the ``.tflite`` file.
+        inputs: a float array, samples first.
+        batch_size: samples per invocation. Defaults to 256.
+        num_threads: interpreter threads. Defaults to 2.
+
+    Returns:
+        The float32 outputs, samples first.
+
+    Example:
+
+    >>> import tempfile
+    >>> relu = tf.function(tf.nn.relu,
+    ...                    input_signature=[tf.TensorSpec([None, 3])])
+    >>> converter = tf.lite.TFLiteConverter.from_concrete_functions(
+    ...     [relu.get_concrete_function()])
+    >>> path = tempfile.mkdtemp() + "/relu.tflite"
+    >>> _ = open(path, "wb").write(converter.convert())
+    >>> run_tflite(path, np.array([[-1.0, 0.5, 2.0]], "float32")).tolist()
+    [[0.0, 0.5, 2.0]]
+    """
+    interpreter = load_interpreter(
+        model_path=str(path), num_threads=num_threads
+    )
+    (inp,), (out,) = (
+        interpreter.get_input_details(),
+        interpreter.get_output_details(),
+    )
+    inputs = np.asarray(inputs)
+    outputs, shape = [], None
+    for start in range(0, len(inputs), batch_size):
+        batch = inputs[start : start + batch_size]
+        if inp["dtype"] != batch.dtype and np.issubdtype(
+            inp["dtype"], np.integer
+        ):
+            scale, zero = inp["quantization"]
+            limits = np.iinfo(inp["dtype"])
+            batch = np.round(batch / scale + zero)
+            batch = np.clip(batch, limits.min, limits.max)
+        batch = batch.astype(inp["dtype"])
+        if batch.shape != shape:
+            shape = batch.shape
+            interpreter.resize_tensor_input(inp["index"], shape)
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], batch)
+        interpreter.invoke()
+        value = interpreter.get_tensor(out["index"])
+        if np.issubdtype(value.dtype, np.integer):
+            scale, zero = out["quantization"]
+            value = (value.astype(np.float32) - zero) * scale
+        outputs.append(value.astype(np.float32))
+    return np.concatenate(outputs)
 
 
 def tflite_ops(interpreter):

@@ -77,29 +77,9 @@ def _top1(outputs):
 
 
 def _tflite_outputs(path, images):
-    from aimet_keras.export.tflite import load_interpreter
+    from aimet_keras.export.tflite import run_tflite
 
-    interpreter = load_interpreter(model_path=str(path), num_threads=2)
-    interpreter.allocate_tensors()
-    (inp,), (out,) = (
-        interpreter.get_input_details(),
-        interpreter.get_output_details(),
-    )
-    results = []
-    for image in images:
-        batch = image[None]
-        if inp["dtype"] != np.float32:
-            scale, zero = inp["quantization"]
-            batch = np.clip(np.round(batch / scale + zero), -128, 127)
-            batch = batch.astype(inp["dtype"])
-        interpreter.set_tensor(inp["index"], batch)
-        interpreter.invoke()
-        value = interpreter.get_tensor(out["index"])
-        if out["dtype"] != np.float32:
-            scale, zero = out["quantization"]
-            value = (value.astype(np.float32) - zero) * scale
-        results.append(value[0])
-    return np.stack(results)
+    return run_tflite(path, images)
 
 
 def _converter_int8(model, images, path):

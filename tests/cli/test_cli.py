@@ -37,6 +37,7 @@ def test_help_lists_every_flag_without_loading_tensorflow():
         (["quantize", "--data", "x.npz"], "needs --model"),
         (["quantize", "--model", "missing.keras", "--data", "x"], "missing"),
         (["quantize", "--model", "zoo:nope", "--data", "x"], "no such zoo"),
+        (["analyze", "--model", "zoo:resnet"], "analyze needs --data"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(argv, message, capsys):
@@ -276,3 +277,41 @@ def test_compare_reports_each_layer_against_the_tflite_model(
     assert summary["first_departure"] is None
     assert all(row["off_fraction"] <= 0.01 for row in layers.values())
     assert len(layers) >= 3
+
+
+def test_analyze_writes_the_report_and_ranks_layers(model_file, tmp_path):
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(64, 8, 8, 1)).astype("float32")
+    np.savez(tmp_path / "data.npz", x=images, y=np.arange(64) % 3)
+    summary_path = tmp_path / "summary.json"
+    code = cli.main(
+        [
+            "aimet-keras",
+            "analyze",
+            "--model",
+            str(model_file),
+            "--data",
+            str(tmp_path / "data.npz"),
+            "--eval-data",
+            str(tmp_path / "data.npz"),
+            "--weight-bits",
+            "4",
+            "--export",
+            "tflite",
+            "--out",
+            str(tmp_path / "report"),
+            "--json",
+            str(summary_path),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["command"] == "analyze"
+    assert len(summary["ranked"]) == len(summary["layers"]) >= 3
+    assert summary["first_departure"] is None or isinstance(
+        summary["first_departure"], str
+    )
+    assert summary["export_comparison"]  # the TFLite export was compared
+    assert (tmp_path / "report" / "quant_analysis.html").is_file()
