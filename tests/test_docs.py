@@ -25,3 +25,26 @@ def test_docs_build_strictly_and_render_the_examples_as_code(tmp_path):
     # Doctests are code blocks, not Markdown text.
     assert "<code>&gt;&gt;&gt; model = zoo.load_model" in page
     assert (tmp_path / "index.html").read_text().count("Quickstart") >= 1
+    # The user guide: a page per feature, linked to the API reference.
+    guide = {
+        "quantsim": "sim/#aimet_keras.sim.quantsim.QuantizationSimModel",
+        "ptq": "ptq/#aimet_keras.ptq.adaround.AdaroundParameters",
+        "qat": "qat/#aimet_keras.qat.callbacks.ExportBestEpoch",
+        "export": "export/#aimet_keras.export.tflite.export_tflite",
+        "compression": "compress/#aimet_keras.compress.greedy.compress_model",
+        "real_models": "graph/#aimet_keras.graph.prepare.prepare_model",
+        "migration": "ptq/#aimet_keras.ptq.bias_correction.correct_bias",
+        "troubleshooting": "graph/#aimet_keras.graph.legacy.from_tf_keras",
+    }
+    for name, api_link in guide.items():
+        html = (tmp_path / "guide" / name / "index.html").read_text()
+        assert f"api/{api_link}" in html, name
+        if name not in ("migration", "troubleshooting"):
+            # Measured numbers, each table citing its results file.
+            assert "benchmarks/results/" in html, name
+            assert '<span class="kn">' in html, name  # code examples
+    migration = tmp_path / "guide" / "migration" / "index.html"
+    assert "tfmot" in migration.read_text()
+    troubleshooting = tmp_path / "guide" / "troubleshooting" / "index.html"
+    assert "The sim is not calibrated" in troubleshooting.read_text()
+    assert "guide/troubleshooting/" in (tmp_path / "index.html").read_text()
