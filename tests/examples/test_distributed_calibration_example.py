@@ -1,0 +1,41 @@
+"""The tf.distribute example: two replicas calibrate as one device does."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+# One to three minutes on two cores: tests/sim/test_distributed.py covers
+# uneven shards, observers and fit.
+@pytest.mark.slow
+def test_distributed_calibration_matches_one_device(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "distributed_calibration.py"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["replicas"] == 2
+    single, distributed = summary["sims"].values()
+    assert single["replicas"] == 1
+    assert distributed["replicas"] == 2
+    assert summary["encoded_tensors"] >= 20
+    assert summary["tensors_in_one_file_only"] == []
+    assert summary["max_encoding_difference"] <= 1e-6
+    assert abs(single["top1"] - distributed["top1"]) <= 0.001
+    assert distributed["top1"] > summary["fp32"] - 0.01
+    for sim in (single, distributed):
+        assert pathlib.Path(sim["encodings"]).is_file()
