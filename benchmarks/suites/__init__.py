@@ -11,6 +11,11 @@ __all__ = ["SUITES", "get_suite"]
 
 # Suite name (and module name) -> one-line description.
 SUITES = {
+    "analysis": (
+        "QuantAnalyzer on the reference models at W8A8 and W4A8 and on a "
+        "ResNet with an injected outlier channel: scores, the most harmful "
+        "layers, time; the HTML report's screenshot"
+    ),
     "aimet_onnx": (
         "AIMET itself (aimet-onnx, own venv): W4A8 and W4A4 per-channel "
         "nearest vs AdaRound on the ONNX-exported reference models"
@@ -89,6 +94,11 @@ SUITES = {
     "zoo": (
         "reference models: Fashion-MNIST accuracy (full test set and shipped "
         "slice), parameters, file sizes; the fer model on LFW faces"
+    ),
+    "zoo_quantized": (
+        "the model zoo's quantized variants (W8A8, W4A8 AdaRound, W4A4 block "
+        "reconstruction) made from their recipes: accuracy, times, sizes; "
+        "--update-results replaces the shipped files"
     ),
 }
 
