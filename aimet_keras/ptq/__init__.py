@@ -1,11 +1,13 @@
 """Post-training techniques: BN folding, cross-layer equalization, bias
 correction, AdaRound (layer by layer, or block by block with quantized
-activations), BN re-estimation, AutoQuant, activation range search, manual mixed
-precision."""
+activations), BN re-estimation, AutoQuant, activation range search, manual
+and automatic mixed precision."""
 
 from aimet_keras.ptq.activation_ranges import optimize_activation_ranges
 from aimet_keras.ptq.adaround import Adaround
 from aimet_keras.ptq.adaround import AdaroundParameters
+from aimet_keras.ptq.amp import MixedPrecisionResult
+from aimet_keras.ptq.amp import choose_mixed_precision
 from aimet_keras.ptq.auto_quant import AutoQuantResult
 from aimet_keras.ptq.auto_quant import auto_quant
 from aimet_keras.ptq.batch_norm_fold import bn_output_stats
@@ -28,6 +30,8 @@ from aimet_keras.ptq.mixed_precision import set_precision
 
 __all__ = [
     "Adaround",
+    "MixedPrecisionResult",
+    "choose_mixed_precision",
     "AdaroundAtTrainEnd",
     "AdaroundParameters",
     "AutoQuantResult",
