@@ -11,8 +11,8 @@ never imports TensorFlow, tf2onnx, onnx or tfmot by itself:
 * :mod:`aimet_keras.qat`: quantization-aware training callbacks and batch
   norm folding for ``fit``.
 * :mod:`aimet_keras.export`: integer TFLite and QDQ ONNX export.
-* :mod:`aimet_keras.compress`: compression (so far its cost model: MACs and
-  weight memory per layer).
+* :mod:`aimet_keras.compress`: compression: spatial and weight SVD, channel
+  pruning, greedy per-layer ratios, its cost model (MACs, memory, latency).
 * :mod:`aimet_keras.analysis`: ``QuantAnalyzer``: per-layer sensitivity,
   ranges and histograms, as JSON and one HTML report.
 * :mod:`aimet_keras.zoo`: reference models and Fashion-MNIST data that work

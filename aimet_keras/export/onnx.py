@@ -10,7 +10,9 @@ sim's grids) with tf2onnx and writes three files:
   DequantizeLinear (per channel on ONNX's output-channel axis).
   onnxruntime runs it, in integer kernels where it fuses the pairs.
 * ``<name>.fp32.onnx``: the same graph with the pairs removed and float
-  kernels (the sim's float weights), for Qualcomm's ONNX converter.
+  kernels: the sim's kernels on their grids (dequantized), so that the
+  converter applying the encodings gets the sim's integers back exactly,
+  for Qualcomm's ONNX converter.
 * ``<name>.fp32.encodings``: AIMET's encodings file keyed by the FP32
   model's ONNX tensor and initializer names (AIMET's ONNX convention), for
   ``qnn-onnx-converter --quantization_overrides``.

@@ -14,9 +14,9 @@ Pass them to ``fit`` on a simulated model (``sim.model``, or what
         ],
     )
 
-A callback that changes what the model computes (freezing batch norm
-statistics or encodings) rebuilds the model's compiled functions, since
-quantizer and wrapper switches are read when a function is traced.
+The freezing callbacks change what the model trains without a retrace: batch
+norm freezing flips a variable the traced step reads, and frozen activation
+ranges are put back after every step. One compiled step serves the run.
 """
 
 import copy

@@ -1,6 +1,6 @@
 """Quantization simulation: quantizers, AIMET's quantsim config, op types.
 
-``QuantizationSimModel`` and ``quantize_model`` build on these (in progress).
+``QuantizationSimModel`` and ``quantize_model`` build on these.
 """
 
 from aimet_keras.sim.config import CONFIG_NAMES
