@@ -1,32 +1,16 @@
 """The AutoQuant example: stops at BN folding at W8A8, goes on at W4A8."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.examples import run_example
 
 
 # About two minutes on two cores: tests/ptq covers auto_quant itself.
 @pytest.mark.slow
 def test_autoquant_example_stops_where_accuracy_holds(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "autoquant.py"),
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary, stdout = run_example("autoquant.py", tmp_path)
     fp32 = summary["fp32_test_top1"]
     assert fp32 > 0.9
     w8a8, w4a8 = summary["runs"]

@@ -1,32 +1,16 @@
 """The W4A4 block reconstruction example, against plain W4A4."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.examples import run_example
 
 
 # One to two minutes on two cores: tests/ptq covers reconstruct_blocks.
 @pytest.mark.slow
 def test_block_reconstruction_beats_plain_w4a4(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "block_reconstruction_w4a4.py"),
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary, stdout = run_example("block_reconstruction_w4a4.py", tmp_path)
     fp32, nearest, searched, reconstructed = (
         row["top1"] for row in summary["rows"]
     )

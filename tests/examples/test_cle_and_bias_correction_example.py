@@ -1,33 +1,15 @@
 """The DFQ example: BN folding, cross-layer equalization, bias correction."""
 
-import json
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.examples import run_example
 
 
 # One to three minutes on two cores: tests/ptq covers each step.
 @pytest.mark.slow
 def test_cle_and_bias_correction_recover_per_tensor_w4(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "cle_and_bias_correction.py"),
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "| W4A8 | BN fold + CLE |" in result.stdout
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary, stdout = run_example("cle_and_bias_correction.py", tmp_path)
+    assert "| W4A8 | BN fold + CLE |" in stdout
     fp32 = summary["fp32"]
     assert fp32 > 0.9
     assert summary["folded_batch_norms"] > 0

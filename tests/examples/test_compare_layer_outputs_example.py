@@ -1,33 +1,15 @@
 """The layer-output example: where an exported TFLite model departs."""
 
-import json
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.examples import run_example
 
 
 # Under a minute on two cores: tests/export covers layer_outputs.
 @pytest.mark.slow
 def test_compare_layer_outputs_finds_departures(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "compare_layer_outputs.py"),
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "first layer more than a step apart" in result.stdout
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary, stdout = run_example("compare_layer_outputs.py", tmp_path)
+    assert "first layer more than a step apart" in stdout
     comparisons = summary["comparisons"]
     # The tflite_int8 sim is what TFLite computes: no layer departs.
     matched = comparisons["sim (tflite_int8) vs TFLite"]

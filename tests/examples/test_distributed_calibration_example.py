@@ -1,33 +1,17 @@
 """The tf.distribute example: two replicas calibrate as one device does."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.examples import run_example
 
 
 # One to three minutes on two cores: tests/sim/test_distributed.py covers
 # uneven shards, observers and fit.
 @pytest.mark.slow
 def test_distributed_calibration_matches_one_device(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "distributed_calibration.py"),
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary, stdout = run_example("distributed_calibration.py", tmp_path)
     assert summary["replicas"] == 2
     single, distributed = summary["sims"].values()
     assert single["replicas"] == 1

@@ -1,13 +1,10 @@
 """The export example: int8 and 16x8 TFLite, QDQ ONNX, run and compared."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.examples import run_example
 
 
 # About a minute on two cores: tests/export covers the exporters.
@@ -15,21 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def test_exported_models_compute_what_their_sims_do(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "export_tflite_onnx.py"),
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "| int8 TFLite |" in result.stdout
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary, stdout = run_example("export_tflite_onnx.py", tmp_path)
+    assert "| int8 TFLite |" in stdout
     rows = {row["name"]: row for row in summary["rows"]}
     fp32 = rows["FP32 Keras"]["top1"]
     assert fp32 > 0.9

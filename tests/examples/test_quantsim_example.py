@@ -1,33 +1,17 @@
 """The QuantizationSimModel example: settings, export, reload."""
 
-import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.examples import run_example
 
 
 # About a minute on two cores: tests/sim covers each step it shows.
 @pytest.mark.slow
 def test_quantsim_example_exports_and_reloads_the_same_sim(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "quantsim.py"),
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "load_encodings_to_sim" in result.stdout
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary, stdout = run_example("quantsim.py", tmp_path)
+    assert "load_encodings_to_sim" in stdout
     rows = {row["setting"]: row["top1"] for row in summary["rows"]}
     fp32 = rows.pop("FP32")
     assert fp32 > 0.9
