@@ -172,7 +172,7 @@ def _define_flags():
         "string",
         "encodings",
         None,
-        "export: the encodings file quantize "
+        "export and compare: the encodings file quantize "
         "wrote for --model (with the same --config and bits).",
     )
     define(
@@ -402,6 +402,10 @@ def _quantize(values, demo=False, command="quantize"):
         raise UsageError(f"--export {unknown}: use tflite, onnx or none.")
     if command == "export" and values["encodings"].value is None:
         raise UsageError("export needs --encodings (a file quantize wrote).")
+    if values["model"].value is None:
+        raise UsageError(
+            f"{command} needs --model (a .keras/.h5 file or zoo:<name>)."
+        )
     if values["data"].value is None and not demo and command != "export":
         raise UsageError(f"{command} needs --data (its inputs).")
     if command == "compare" and values["encodings"].value is None:

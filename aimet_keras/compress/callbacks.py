@@ -226,6 +226,16 @@ class CompressAtTrainEnd(keras.callbacks.Callback):
 
 def _cost(model, options):
     metric = options.get("cost_metric", "mac")
+    if metric == "latency":
+        # Time, as the search measures it: each weighted layer timed alone.
+        from aimet_keras.compress import latency as latency_lib
+        from aimet_keras.graph import prepare as prepare_lib
+
+        times = latency_lib.ModelTimes(
+            prepare_lib.prepare_model(model),
+            options.get("latency_table") or latency_lib.LatencyTable(),
+        )
+        return sum(times.whole.values())
     return cost_lib.model_cost(model).total(metric)
 
 
@@ -240,6 +250,7 @@ def _save_atomically(model, path):
     if not str(path).endswith(".keras"):
         raise ValueError(f"save_path={path!r}; use a .keras file name.")
     temporary = f"{os.path.splitext(path)[0]}.partial.keras"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         model.save(temporary)
         os.replace(temporary, path)

@@ -46,7 +46,18 @@ class LayerCost:
 
     def total(self, cost_metric):
         """The layer's ``"mac"`` or ``"memory"`` cost."""
-        return self.macs if cost_metric == "mac" else self.memory
+        return _by_metric(self.macs, self.memory, cost_metric)
+
+
+def _by_metric(macs, memory, cost_metric):
+    if cost_metric == "mac":
+        return macs
+    if cost_metric == "memory":
+        return memory
+    raise ValueError(
+        f"cost_metric={cost_metric!r}: the cost model counts 'mac' or "
+        "'memory'; latency is measured (compress.LatencyTable)."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +82,7 @@ class ModelCost:
 
     def total(self, cost_metric):
         """The model's ``"mac"`` or ``"memory"`` cost."""
-        return self.macs if cost_metric == "mac" else self.memory
+        return _by_metric(self.macs, self.memory, cost_metric)
 
     def __getitem__(self, name):
         for layer in self.layers:

@@ -30,6 +30,7 @@ from aimet_keras.compress import plot as plot_lib
 from aimet_keras.compress import pruning as pruning_lib
 from aimet_keras.compress import reconstruction
 from aimet_keras.compress import svd as svd_lib
+from aimet_keras.export import staging
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
 
@@ -728,9 +729,9 @@ def _read_scores(path, key):
 def _write_scores(path, key, baseline, scores):
     if path is None:
         return
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(
-            {"key": key, "baseline": baseline, "scores": scores}, f, indent=1
-        )
-    os.replace(temporary, path)
+    staging.write_atomically(
+        path,
+        json.dumps(
+            {"key": key, "baseline": baseline, "scores": scores}, indent=1
+        ),
+    )

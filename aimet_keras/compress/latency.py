@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aimet_keras.export import staging
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
 
@@ -219,17 +220,16 @@ class LatencyTable:
     def _save(self):
         if self.path is None:
             return
-        temporary = f"{self.path}.tmp"
-        with open(temporary, "w") as f:
-            json.dump(
+        staging.write_atomically(
+            self.path,
+            json.dumps(
                 {
                     "reference_seconds": self._reference_seconds,
                     "seconds": self._times,
                 },
-                f,
                 indent=0,
-            )
-        os.replace(temporary, self.path)
+            ),
+        )
 
 
 def _weighted_calls(model):

@@ -57,7 +57,7 @@ def write_atomically(path, text):
 
     The text goes to a new file beside ``path`` (with the mode ``open``
     gives, not ``tempfile``'s 0o600), which then replaces ``path``: a
-    failure leaves ``path`` as it was.
+    failure leaves ``path`` as it was. A missing folder is created.
 
     Returns:
         The ``pathlib.Path`` written.
@@ -70,6 +70,7 @@ def write_atomically(path, text):
     '<p>done</p>'
     """
     path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = exclusive_file(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as file:

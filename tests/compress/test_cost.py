@@ -85,3 +85,20 @@ def test_unknown_spatial_size_is_a_clear_error():
     model = keras.Model(inputs, keras.layers.Conv2D(2, 3, name="conv")(inputs))
     with pytest.raises(ValueError, match="'conv'.*unknown spatial size"):
         model_cost(model)
+
+
+def test_latency_is_measured_not_counted(tmp_path):
+    from aimet_keras.compress import LatencyTable
+    from aimet_keras.compress import callbacks as callbacks_lib
+
+    model = zoo.load_model("resnet", compile=False)
+    with pytest.raises(ValueError, match="latency is measured"):
+        model_cost(model).total("latency")
+    # CompressAtTrainEnd's stage targets read time as the search does: the
+    # sum of the weighted layers' measured times, from the same table.
+    table = LatencyTable(path=tmp_path / "sub" / "times.json")
+    seconds = callbacks_lib._cost(
+        model, {"cost_metric": "latency", "latency_table": table}
+    )
+    assert 0 < seconds < 1
+    assert (tmp_path / "sub" / "times.json").is_file()  # folder created
