@@ -47,6 +47,7 @@ import pathlib
 
 import numpy as np
 
+from aimet_keras import _callbacks
 from aimet_keras import _progress
 
 __all__ = ["LayerAnalysis", "QuantAnalysis", "QuantAnalyzer"]
@@ -166,20 +167,6 @@ class QuantAnalysis:
         return "\n".join(lines)
 
 
-def _callback(callback, name):
-    """``f(model)`` from a callable or AIMET's ``(function, args)`` pair."""
-    if isinstance(callback, tuple) and len(callback) == 2:
-        function, args = callback
-        if callable(function):
-            return lambda model: function(model, args)
-    if callable(callback):
-        return callback
-    raise TypeError(
-        f"QuantAnalyzer: {name} must be a function taking the model, or "
-        f"AIMET's (function, args) pair; got {type(callback).__name__}."
-    )
-
-
 def _activation_quantizers(wrapper):
     return [
         *wrapper.input_quantizers,
@@ -231,11 +218,15 @@ class QuantAnalyzer:
         if callable(forward_pass_callback) or isinstance(
             forward_pass_callback, tuple
         ):
-            forward = _callback(forward_pass_callback, "forward_pass_callback")
+            forward = _callbacks.as_model_callback(
+                forward_pass_callback, "QuantAnalyzer: forward_pass_callback"
+            )
             self._calibration = (lambda model, _: forward(model), None)
         else:
             self._calibration = (forward_pass_callback, None)
-        self._evaluate_callback = _callback(eval_callback, "eval_callback")
+        self._evaluate_callback = _callbacks.as_model_callback(
+            eval_callback, "QuantAnalyzer: eval_callback"
+        )
         self._mse_data = None
 
     def enable_per_layer_mse_loss(self, data, num_batches=None, batch_size=32):

@@ -28,6 +28,9 @@ import dataclasses
 import json
 import pathlib
 
+import numpy as np
+
+from aimet_keras import _callbacks
 from aimet_keras import _progress
 from aimet_keras.ptq import mixed_precision as mixed_lib
 
@@ -75,7 +78,9 @@ def _candidate(candidate):
         and all(isinstance(part, tuple) for part in candidate)
     ):
         (activation, activation_type), (param, param_type) = candidate
-        if activation_type != "int" or param_type != "int":
+        # "int", or AIMET's QuantizationDataType.int.
+        kinds = {getattr(t, "name", t) for t in (activation_type, param_type)}
+        if kinds != {"int"}:
             raise ValueError(
                 f"AMP candidate {candidate!r}: only integer candidates are "
                 "supported; write ((8, 'int'), (4, 'int'))."
@@ -281,11 +286,23 @@ def choose_mixed_precision(
             "choose_mixed_precision: give at least two candidates, e.g. "
             "[(8, 8), (8, 4)]."
         )
+    if not isinstance(allowed_accuracy_drop, (int, float)):
+        raise ValueError(
+            f"allowed_accuracy_drop={allowed_accuracy_drop!r}: give the "
+            "largest score drop below FP32 you accept, e.g. 0.01; the whole "
+            "front is in the result's pareto either way."
+        )
     if cost_metric not in ("bitops", "memory"):
         raise ValueError(
             f"cost_metric={cost_metric!r}: use 'bitops' or 'memory'."
         )
-    phase2 = eval_callback_for_phase2 or eval_callback_for_phase1
+    eval_callback_for_phase1 = _callbacks.as_model_callback(
+        eval_callback_for_phase1, "eval_callback_for_phase1"
+    )
+    phase2 = _callbacks.as_model_callback(
+        eval_callback_for_phase2 or eval_callback_for_phase1,
+        "eval_callback_for_phase2",
+    )
     groups = _groups(sim)
     if not groups:
         raise ValueError(
@@ -419,10 +436,19 @@ def _phase1(
     verbose,
 ):
     """``{group: {candidate name: score}}``, from the cache if it fits."""
+    # What the scores depend on: the model and its weights, the groups,
+    # the candidates and the sim's settings.
+    weights = [
+        float(np.sum(np.abs(np.asarray(w))))
+        for wrapper in sim.quant_wrappers()
+        for w, _ in wrapper.quantized_weights()
+    ]
     key = {
         "model": sim.model.name,
         "groups": sorted(groups),
         "candidates": [_name(c) for c in choices],
+        "settings": json.loads(json.dumps(sim.quantizer_args(), default=str)),
+        "weights": round(float(np.sum(weights)), 3),
     }
     cache = folder / CACHE_FILE
     if not clean_start and cache.is_file():
@@ -511,12 +537,18 @@ def _write(result, folder, cost_metric):
         for p in result.pareto
         if p["score"] is not None
     ]
+    # The front: the points no cheaper point scores as well as.
+    front, best = [], -float("inf")
+    for x, y, _ in sorted(points):
+        if y > best:
+            front.append((x, y))
+            best = y
     result.files["pareto_plot"] = plotting.pareto_chart(
         points,
         folder / PARETO_PLOT,
         title=f"AMP: score against {cost_metric} (relative to the baseline)",
         x_label=f"relative {cost_metric}",
         y_label="score",
-        front=sorted((x, y) for x, y, _ in points),
+        front=front,
         chosen=(result.relative_cost, result.chosen_score),
     )
