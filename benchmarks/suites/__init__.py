@@ -11,6 +11,11 @@ __all__ = ["SUITES", "get_suite"]
 
 # Suite name (and module name) -> one-line description.
 SUITES = {
+    "amp": (
+        "automatic mixed precision (A8W8/A8W4 by weight memory) on the "
+        "ResNet and MobileNetV2 nets at 0.3 and 1 point allowed drops, "
+        "beside all-W8 and all-W4; full test set; Pareto plots"
+    ),
     "analysis": (
         "QuantAnalyzer on the reference models at W8A8 and W4A8 and on a "
         "ResNet with an injected outlier channel: scores, the most harmful "
