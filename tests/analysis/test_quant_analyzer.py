@@ -130,7 +130,7 @@ def test_aimet_style_callbacks_and_notes_without_data(data, tmp_path):
         return float(np.mean(predictions.argmax(-1) == labels[:count]))
 
     analyzer = QuantAnalyzer(
-        zoo.load_model("mobilenet_v2", compile=False),
+        zoo.load_model("resnet", compile=False),
         (forward, 64),
         (evaluate, 128),
     )
