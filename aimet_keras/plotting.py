@@ -425,16 +425,9 @@ def histogram_grid(
     if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
         raise ValueError(f"columns is {columns!r}; use an int of at least 1.")
     panels = []
-    for name, pair in histograms.items():
-        where = f"histograms[{name!r}]"
-        try:
-            edges, counts = pair
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"{where} is not a pair; use (bin_edges, counts)."
-            ) from error
-        edges = _array(f"{where} bin_edges", edges)
-        counts = _array(f"{where} counts", counts)
+    for name, where, edges, counts in _array_pairs(
+        histograms, "histograms", ("bin_edges", "counts")
+    ):
         if len(edges) != len(counts) + 1 or not len(counts):
             raise ValueError(
                 f"{where} has {len(edges)} bin edges and {len(counts)} "
@@ -554,16 +547,9 @@ def channel_ranges(ranges, path, *, title, y_label="weight"):
             "{panel label: (mins, maxs)} dict."
         )
     panels = []
-    for key, pair in ranges.items():
-        where = f"ranges[{key!r}]"
-        try:
-            mins, maxs = pair
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"{where} is not a pair; use (mins, maxs)."
-            ) from error
-        mins = _array(f"{where} mins", mins)
-        maxs = _array(f"{where} maxs", maxs)
+    for key, where, mins, maxs in _array_pairs(
+        ranges, "ranges", ("mins", "maxs")
+    ):
         if len(mins) != len(maxs) or not len(mins):
             raise ValueError(
                 f"{where} has {len(mins)} mins and {len(maxs)} maxs; use "
@@ -889,6 +875,25 @@ def _number(where, value):
             "or inf."
         )
     return number
+
+
+def _array_pairs(mapping, what, names):
+    """``(key, where, first, second)`` for ``{key: (first, second)}``, each
+    side checked by :func:`_array`."""
+    for key, pair in mapping.items():
+        where = f"{what}[{key!r}]"
+        try:
+            first, second = pair
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"{where} is not a pair; use ({names[0]}, {names[1]})."
+            ) from error
+        yield (
+            key,
+            where,
+            _array(f"{where} {names[0]}", first),
+            _array(f"{where} {names[1]}", second),
+        )
 
 
 def _array(where, values):
