@@ -103,7 +103,7 @@ def test_one_line_per_series_through_every_point(tmp_path):
     a, b = _group(root, "series-0"), _group(root, "series-1")
     assert len(_dots(a)) == 3 and len(_dots(b)) == 2
     # The line goes through the dots, sorted by x.
-    assert _vertices(a) == pytest.approx(_dots(a), abs=1e-3)
+    np.testing.assert_allclose(_vertices(a), _dots(a), atol=1e-3)
     xs = [x for x, _ in _dots(a)]
     assert xs == sorted(xs) and len(set(xs)) == 3
     # Sorted by x the y are 2.0, 0.5, 1.0: higher values higher up.
@@ -494,7 +494,7 @@ def test_pareto_chart(tmp_path):
     assert _legend(root) == ["candidates", "Pareto front", "chosen"]
     # The front goes through its points, sorted by x.
     front = _vertices(_group(root, "front"))
-    assert front == pytest.approx([dots[3], dots[1], dots[0]], abs=1e-3)
+    np.testing.assert_allclose(front, [dots[3], dots[1], dots[0]], atol=1e-3)
     (ring,) = _dots(_group(root, "chosen"))
     assert ring == pytest.approx(dots[1])
     bare = _root(
