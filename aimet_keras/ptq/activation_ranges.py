@@ -10,12 +10,21 @@ quantizes: the tensor, since the simulated layer output is that tensor on
 the grid.
 """
 
+from __future__ import annotations
+
+import typing
+
 import numpy as np
 
 from aimet_keras import _progress as progress_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import export as export_lib
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = ["optimize_activation_ranges"]
 
@@ -41,8 +50,11 @@ def _fp32_tensors(sim, data, names):
 
 
 def optimize_activation_ranges(
-    sim, data, candidates=CANDIDATES, verbose="auto"
-):
+    sim: QuantizationSimModel,
+    data: object,
+    candidates: Sequence[str] = CANDIDATES,
+    verbose: int | str = "auto",
+) -> dict[str, tuple[str, float]]:
     """Gives each activation quantizer the candidate range with least error.
 
     Args:

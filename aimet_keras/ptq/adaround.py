@@ -28,11 +28,14 @@ as AIMET's AdaRound parameter file for
 :meth:`~aimet_keras.sim.QuantizationSimModel.set_and_freeze_param_encodings`.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import logging
 import math
 import pathlib
 import time
+import typing
 
 import keras
 import numpy as np
@@ -43,6 +46,9 @@ from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.sim import op_types
+
+if typing.TYPE_CHECKING:
+    import os
 
 __all__ = ["Adaround", "AdaroundParameters"]
 
@@ -101,7 +107,7 @@ class AdaroundParameters:
     learning_rate: float = 1e-3
     seed: int = 0
 
-    def samples(self):
+    def samples(self) -> np.ndarray:
         """The cached input samples, as one array."""
         if isinstance(self.data_set, tf.data.Dataset):
             batches = []
@@ -266,15 +272,15 @@ class Adaround:
 
     @staticmethod
     def apply_adaround(
-        model,
-        params,
-        path,
-        filename_prefix,
-        default_param_bw=4,
-        default_quant_scheme="tf_enhanced",
-        config_file=None,
-        verbose=True,
-    ):
+        model: keras.Model,
+        params: AdaroundParameters,
+        path: str | os.PathLike,
+        filename_prefix: str,
+        default_param_bw: int = 4,
+        default_quant_scheme: str = "tf_enhanced",
+        config_file: str | os.PathLike | None = None,
+        verbose: bool = True,
+    ) -> keras.Model:
         """AdaRounds every Conv/Depthwise/ConvTranspose/Dense kernel.
 
         Args:

@@ -24,15 +24,27 @@ TFLite exports (which refuse, with the reason, what they cannot express,
 such as 16-bit activations in an int8 TFLite model).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import pathlib
+import typing
 
 import numpy as np
 
 from aimet_keras import _callbacks
 from aimet_keras import _progress
 from aimet_keras.ptq import mixed_precision as mixed_lib
+
+if typing.TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+    from collections.abc import Sequence
+
+    import keras
+
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = ["MixedPrecisionResult", "choose_mixed_precision"]
 
@@ -216,16 +228,16 @@ def _cost(groups, costs, assignment, metric):
 
 
 def choose_mixed_precision(
-    sim,
-    candidates,
-    eval_callback_for_phase1,
-    eval_callback_for_phase2=None,
-    allowed_accuracy_drop=0.01,
-    results_dir="amp_results",
-    clean_start=True,
-    cost_metric="bitops",
-    verbose="auto",
-):
+    sim: QuantizationSimModel,
+    candidates: Sequence[tuple],
+    eval_callback_for_phase1: Callable[[keras.Model], float],
+    eval_callback_for_phase2: Callable[[keras.Model], float] | None = None,
+    allowed_accuracy_drop: float = 0.01,
+    results_dir: str | os.PathLike = "amp_results",
+    clean_start: bool = True,
+    cost_metric: str = "bitops",
+    verbose: int | str = "auto",
+) -> MixedPrecisionResult:
     """Chooses per-group bitwidths within an accuracy drop (AIMET's AMP).
 
     Args:

@@ -7,13 +7,22 @@ after each; it stops at the first step whose accuracy is within the allowed
 drop of FP32, and otherwise returns the best step.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import pathlib
 import time
+import typing
 
 from aimet_keras.ptq import adaround as adaround_lib
 from aimet_keras.ptq import batch_norm_fold
 from aimet_keras.ptq import cross_layer_equalization
+
+if typing.TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+
+    import keras
 
 __all__ = ["AutoQuantResult", "auto_quant"]
 
@@ -44,18 +53,18 @@ class AutoQuantResult:
 
 
 def auto_quant(
-    model,
-    data,
-    eval_callback,
-    allowed_accuracy_drop=0.01,
-    default_param_bw=8,
-    default_output_bw=8,
-    quant_scheme="tf_enhanced",
-    config_file=None,
-    results_dir="auto_quant",
-    adaround_iterations=2000,
-    verbose=True,
-):
+    model: keras.Model,
+    data: object,
+    eval_callback: Callable[[keras.Model], float],
+    allowed_accuracy_drop: float = 0.01,
+    default_param_bw: int = 8,
+    default_output_bw: int = 8,
+    quant_scheme: str = "tf_enhanced",
+    config_file: str | os.PathLike | None = None,
+    results_dir: str | os.PathLike = "auto_quant",
+    adaround_iterations: int = 2000,
+    verbose: bool = True,
+) -> AutoQuantResult:
     """Quantizes ``model`` with as few post-training steps as needed.
 
     Args:

@@ -18,6 +18,10 @@ original computes, to float rounding, with fewer layers; quantizing it then
 quantizes the weights a deployed (folded) model uses.
 """
 
+from __future__ import annotations
+
+import typing
+
 import keras
 import numpy as np
 
@@ -25,6 +29,11 @@ from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import deployment as deployment_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = [
     "bn_output_stats",
@@ -69,7 +78,7 @@ def _bn_on_last_axis(bn):
     return axis == -1 or (rank is not None and axis == rank - 1)
 
 
-def find_bn_pairs(model):
+def find_bn_pairs(model: keras.Model) -> list[tuple[str, str, str]]:
     """The foldable ``(layer, batch norm, direction)`` triples of a model.
 
     Args:
@@ -204,7 +213,14 @@ def _pass_through(*args, **kwargs):
     return args[0]
 
 
-def fold_batch_norm_pairs(model, pairs, make_layer=None):
+def fold_batch_norm_pairs(
+    model: keras.Model,
+    pairs: list[tuple[str, str, str]],
+    make_layer: Callable[
+        [keras.layers.Layer, keras.layers.Layer, str], keras.layers.Layer
+    ]
+    | None = None,
+) -> keras.Model:
     """Folds the given ``(layer, BN, direction)`` triples of a prepared model.
 
     Args:
@@ -227,7 +243,9 @@ def fold_batch_norm_pairs(model, pairs, make_layer=None):
     return prepare_lib.rebuild(model, lambda op: replacements.get(op.name, op))
 
 
-def fold_all_batch_norms(model):
+def fold_all_batch_norms(
+    model: keras.Model,
+) -> tuple[keras.Model, list[tuple[str, str]]]:
     """Folds every foldable BatchNormalization; returns a new model.
 
     Conv1D/2D/3D, DepthwiseConv, SeparableConv (into its pointwise part),
@@ -278,7 +296,9 @@ def fold_for_deployment(model):
     return folded
 
 
-def bn_output_stats(model):
+def bn_output_stats(
+    model: keras.Model,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{layer name: (mean, std)}`` of layers followed by a foldable BN.
 
     The BN's output, per channel, has mean ``beta`` and spread ``|gamma|``
@@ -331,7 +351,9 @@ def _scaled_encoding(encoding, scale):
     )
 
 
-def fold_all_batch_norms_to_scale(sim):
+def fold_all_batch_norms_to_scale(
+    sim: QuantizationSimModel,
+) -> list[tuple[str, str]]:
     """Folds a sim's batch norms into its weights and weight grids, in place.
 
     For quantization-aware training that trains the weights a deployment
@@ -377,7 +399,12 @@ def fold_all_batch_norms_to_scale(sim):
     return pairs
 
 
-def rebuild_sim(sim, prepared, merged_bns, kernel_scales):
+def rebuild_sim(
+    sim: QuantizationSimModel,
+    prepared: keras.Model,
+    merged_bns: dict[str, str],
+    kernel_scales: dict[str, np.ndarray],
+) -> None:
     """Replaces a sim's model by one built on ``prepared``, grids kept.
 
     Every quantizer of the new sim takes the grid of the old quantizer at

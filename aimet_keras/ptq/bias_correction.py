@@ -17,8 +17,11 @@ Both return a new model with BatchNormalizations folded (the correction is
 for the weights a deployment quantizes) and leave the caller's model alone.
 """
 
+from __future__ import annotations
+
 import logging
 import math
+import typing
 
 import keras
 import numpy as np
@@ -29,6 +32,9 @@ from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.ptq import batch_norm_fold
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import op_types
+
+if typing.TYPE_CHECKING:
+    import os
 
 __all__ = ["correct_bias"]
 
@@ -172,16 +178,16 @@ def _channel_means(probe, data, batch_size):
 
 
 def correct_bias(
-    model,
-    data=None,
-    quant_scheme="tf_enhanced",
-    default_param_bw=8,
-    default_output_bw=8,
-    config_file=None,
-    batch_size=64,
-    bn_stats=None,
-    verbose="auto",
-):
+    model: keras.Model,
+    data: object = None,
+    quant_scheme: str = "tf_enhanced",
+    default_param_bw: int = 8,
+    default_output_bw: int = 8,
+    config_file: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    bn_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    verbose: int | str = "auto",
+) -> tuple[keras.Model, dict]:
     """Corrects the biases for the mean shift weight quantization causes.
 
     With ``data``, empirical; without, analytical from BatchNormalization

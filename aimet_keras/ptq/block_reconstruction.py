@@ -25,10 +25,13 @@ frozen; ``sim.export`` writes them. Do not call ``compute_encodings`` again:
 it would replace the fitted activation ranges.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import logging
 import time
+import typing
 
 import keras
 import numpy as np
@@ -37,6 +40,11 @@ import tensorflow as tf
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.ptq import adaround as adaround_lib
 from aimet_keras.sim import op_types
+
+if typing.TYPE_CHECKING:
+    from aimet_keras.graph.prepare import CallSite
+    from aimet_keras.ptq.adaround import AdaroundParameters
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = ["BlockResult", "find_blocks", "reconstruct_blocks"]
 
@@ -92,7 +100,9 @@ def _cuts(sites, model):
     return cuts
 
 
-def find_blocks(sim, min_layers=3):
+def find_blocks(
+    sim: QuantizationSimModel, min_layers: int = 3
+) -> list[list[CallSite]]:
     """Cuts a sim's graph into blocks for reconstruction.
 
     A cut falls after a layer whose output is the only tensor later layers
@@ -295,14 +305,14 @@ def _batched(function, arrays, batch_size=256):
 
 
 def reconstruct_blocks(
-    sim,
-    params,
-    drop_probability=0.5,
-    learn_activation_ranges=True,
-    activation_learning_rate=1e-3,
-    min_layers=3,
-    verbose=True,
-):
+    sim: QuantizationSimModel,
+    params: AdaroundParameters,
+    drop_probability: float = 0.5,
+    learn_activation_ranges: bool = True,
+    activation_learning_rate: float = 1e-3,
+    min_layers: int = 3,
+    verbose: bool = True,
+) -> list[BlockResult]:
     """Fits a calibrated sim's weight rounding with its activations quantized.
 
     Args:

@@ -7,6 +7,8 @@ and variance per BN, and makes them the moving statistics (AIMET's
 ``reestimate_bn_stats``); fold the batch norms afterwards.
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 import keras
@@ -42,7 +44,7 @@ class BnReestimationHandle:
 
     saved: list
 
-    def remove(self):
+    def remove(self) -> None:
         """Puts back the moving statistics from before re-estimation."""
         for bn, mean, variance in self.saved:
             bn.moving_mean.assign(mean)
@@ -50,8 +52,11 @@ class BnReestimationHandle:
 
 
 def reestimate_bn_stats(
-    model, bn_re_estimation_dataset, bn_num_batches=100, batch_size=64
-):
+    model: keras.Model,
+    bn_re_estimation_dataset: object,
+    bn_num_batches: int = 100,
+    batch_size: int = 64,
+) -> BnReestimationHandle:
     """Re-estimates every BatchNormalization's moving statistics.
 
     Args:

@@ -158,8 +158,13 @@ class AdaroundAtTrainEnd(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, data, tflite_path=None, encodings_path=None, verbose=1, **options
-    ):
+        self,
+        data: object,
+        tflite_path: str | os.PathLike | None = None,
+        encodings_path: str | os.PathLike | None = None,
+        verbose: int = 1,
+        **options: object,
+    ) -> None:
         super().__init__()
         unknown = set(options) - _PASSED_ON
         if unknown:
@@ -175,7 +180,7 @@ class AdaroundAtTrainEnd(keras.callbacks.Callback):
         self.sim = None
         self.exported = None
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         path = self.encodings_path or tempfile.mkdtemp(prefix="adaround_")
         self.sim = adarounded_sim(
             self.model,

@@ -16,6 +16,8 @@ way the result differs from the original), batch norms are folded, then
 scaling, then high-bias folding.
 """
 
+from __future__ import annotations
+
 import keras
 import numpy as np
 
@@ -62,7 +64,9 @@ def _relu_between(layers):
     )
 
 
-def find_cls_sets(model):
+def find_cls_sets(
+    model: keras.Model,
+) -> list[tuple[tuple[str, ...], tuple[bool, ...]]]:
     """The layer sets cross-layer scaling equalizes.
 
     Args:
@@ -229,7 +233,9 @@ def _relu6_to_relu(operation):
     return operation
 
 
-def equalize_model(model, high_bias_fold=True):
+def equalize_model(
+    model: keras.Model, high_bias_fold: bool = True
+) -> keras.Model:
     """Cross-layer equalization: AIMET's ``equalize_model``.
 
     ReLU6 becomes ReLU, batch norms are folded

@@ -19,7 +19,14 @@ statistics and the weights; an encoding loaded from a file keeps its range).
 Exported encodings carry each tensor's own bitwidth.
 """
 
+from __future__ import annotations
+
+import typing
+
 from aimet_keras.quant import encoding as encoding_lib
+
+if typing.TYPE_CHECKING:
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = ["set_precision"]
 
@@ -84,7 +91,12 @@ def _set_bitwidth(quantizer, bitwidth):
     )
 
 
-def set_precision(sim, layers, activation=None, param=None):
+def set_precision(
+    sim: QuantizationSimModel,
+    layers: object,
+    activation: int | None = None,
+    param: int | None = None,
+) -> list[str]:
     """Sets the bitwidth of the chosen layers' quantizers (mixed precision).
 
     Only enabled integer quantizers change: a tensor the config leaves in
