@@ -19,8 +19,11 @@ re-calibrating:
   as the per-channel op requires.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
+import typing
 
 import keras
 import numpy as np
@@ -33,6 +36,9 @@ from aimet_keras.sim import export as sim_export
 from aimet_keras.sim import layer_norm as layer_norm_lib
 from aimet_keras.sim import quantizer as quantizer_lib
 from aimet_keras.sim import spec as spec_lib
+
+if typing.TYPE_CHECKING:
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = [
     "DeploymentGraph",
@@ -61,13 +67,13 @@ class QuantizerRole:
     key: object
 
     @property
-    def is_bias(self):
+    def is_bias(self) -> bool:
         """An additive weight (``bias``, LayerNorm's ``beta``): AIMET's
         configs quantize these as biases, to 32 bits where they are."""
         name = str(self.key).split("/")[-1]
         return self.kind == "param" and spec_lib.is_bias_weight(name)
 
-    def describe(self):
+    def describe(self) -> str:
         """``"conv1 output 0"``, ``"conv1 weight 'kernel'"``..."""
         if self.kind == "param":
             return f"{self.layer} weight {self.key!r}"
@@ -127,7 +133,7 @@ class DeploymentGraph:
             (scope, layer) for layer, scopes in items for scope in scopes
         )
 
-    def owner(self, name, all_calls=False):
+    def owner(self, name: str, all_calls: bool = False) -> str | None:
         """The layer whose name scope holds an op or tensor name, or None.
 
         A converter names what it makes after the TF ops behind it
@@ -628,7 +634,10 @@ def _flat_dense_calls(sim):
             object.__delattr__(layer, "call")
 
 
-def input_signature(model, input_shapes=None):
+def input_signature(
+    model: keras.Model,
+    input_shapes: dict[str, tuple[int | None, ...]] | None = None,
+) -> list[tf.TensorSpec]:
     """A ``tf.TensorSpec`` per model input, the batch axis unknown.
 
     Args:
@@ -677,14 +686,14 @@ def input_signature(model, input_shapes=None):
 
 
 def deployment_graph(
-    sim,
-    activation_bits=8,
-    weight_bits=8,
-    zero_centred_activations=False,
-    integer_affine_layers=False,
-    input_shapes=None,
-    explicit_ties=False,
-):
+    sim: QuantizationSimModel,
+    activation_bits: int = 8,
+    weight_bits: int = 8,
+    zero_centred_activations: bool = False,
+    integer_affine_layers: bool = False,
+    input_shapes: dict[str, tuple[int | None, ...]] | None = None,
+    explicit_ties: bool = False,
+) -> DeploymentGraph:
     """Traces the sim's model with TF fake-quant ops carrying its grids.
 
     Args:

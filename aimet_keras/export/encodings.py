@@ -25,14 +25,23 @@ AIMET's flat AdaRound file (``{param_name: [entry, ...]}``) reads as 0.6.1
 param encodings.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import pathlib
+import typing
 
 import numpy as np
 
 from aimet_keras.export import staging as staging_lib
 from aimet_keras.quant import encoding as encoding_lib
+
+if typing.TYPE_CHECKING:
+    import os
+    from collections.abc import Sequence
+
+    from aimet_keras.quant.encoding import Encoding
 
 __all__ = [
     "ENCODING_VERSIONS",
@@ -213,13 +222,13 @@ def _from_2_0_0(entry, where):
 
 
 def encodings_to_dict(
-    param_encodings,
-    activation_encodings,
-    version="0.6.1",
-    quantizer_args=None,
-    excluded_layers=(),
-    axes=None,
-):
+    param_encodings: dict[str, Encoding],
+    activation_encodings: dict[str, Encoding],
+    version: str = "0.6.1",
+    quantizer_args: dict | None = None,
+    excluded_layers: Sequence[str] = (),
+    axes: dict[str, int] | None = None,
+) -> dict:
     """Builds an AIMET encodings file's JSON structure.
 
     Args:
@@ -274,7 +283,9 @@ def encodings_to_dict(
     return data
 
 
-def encodings_from_dict(data, source="encodings"):
+def encodings_from_dict(
+    data: dict, source: str = "encodings"
+) -> tuple[dict[str, Encoding], dict[str, Encoding]]:
     """Reads any supported layout into ``(param, activation)`` encodings.
 
     Accepts AIMET's 0.6.1, 1.0.0 and 2.0.0 files and its flat AdaRound
@@ -342,7 +353,7 @@ def encodings_from_dict(data, source="encodings"):
     return tuple(result)
 
 
-def write_encodings(path, data):
+def write_encodings(path: str | os.PathLike, data: dict) -> pathlib.Path:
     """Writes an encodings dict as JSON, atomically.
 
     The JSON goes to a temporary file in the same folder, which replaces
@@ -367,7 +378,9 @@ def write_encodings(path, data):
     return staging_lib.write_atomically(path, text)
 
 
-def read_encodings(path):
+def read_encodings(
+    path: str | os.PathLike,
+) -> tuple[dict[str, Encoding], dict[str, Encoding]]:
     """Reads an encodings file into ``(param, activation)`` encodings.
 
     Args:

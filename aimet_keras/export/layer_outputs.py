@@ -25,14 +25,23 @@ Example:
 >>> print(report.to_markdown())  # doctest: +SKIP
 """
 
+from __future__ import annotations
+
 import dataclasses
 import pathlib
+import typing
 import warnings
 
 import keras
 import numpy as np
 
 from aimet_keras.graph import prepare as prepare_lib
+
+if typing.TYPE_CHECKING:
+    import os
+
+    from aimet_keras.export.tflite import TFLiteExport
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = [
     "LayerComparison",
@@ -47,7 +56,7 @@ __all__ = [
 ]
 
 
-def layer_probe(model):
+def layer_probe(model: keras.Model) -> tuple[list[str], keras.Model]:
     """A model returning every layer's output: ``(names, probe)``.
 
     ``probe(inputs)`` returns one tensor per name: the first output of the
@@ -84,7 +93,9 @@ def _site_outputs(model, inputs, batch_size):
     return {name: np.asarray(v) for name, v in zip(names, values)}
 
 
-def fp32_layer_outputs(sim, inputs, batch_size=256):
+def fp32_layer_outputs(
+    sim: QuantizationSimModel, inputs: object, batch_size: int = 256
+) -> dict[str, np.ndarray]:
     """Each layer's output in the sim's FP32 model.
 
     Args:
@@ -109,7 +120,9 @@ def fp32_layer_outputs(sim, inputs, batch_size=256):
     return _site_outputs(sim._prepared, inputs, batch_size)
 
 
-def sim_layer_outputs(sim, inputs, batch_size=256):
+def sim_layer_outputs(
+    sim: QuantizationSimModel, inputs: object, batch_size: int = 256
+) -> dict[str, np.ndarray]:
     """Each layer's output in the simulation (after its output quantizer).
 
     Args:
@@ -138,7 +151,7 @@ def sim_layer_outputs(sim, inputs, batch_size=256):
     return _site_outputs(sim.model, inputs, batch_size)
 
 
-def output_steps(sim):
+def output_steps(sim: QuantizationSimModel) -> dict[str, float]:
     """``{layer name: its output grid's step}`` for quantized outputs.
 
     Example:
@@ -186,7 +199,9 @@ def _quantize_input(values, details):
     )
 
 
-def tflite_layer_outputs(exported, inputs, num_threads=2):
+def tflite_layer_outputs(
+    exported: TFLiteExport, inputs: object, num_threads: int = 2
+) -> dict[str, np.ndarray]:
     """Each layer's output in an exported TFLite model, dequantized.
 
     Args:
@@ -286,7 +301,7 @@ class LayerOutputReport:
     first_departure: str
     tolerance: float
 
-    def to_markdown(self):
+    def to_markdown(self) -> str:
         """The rows as a Markdown table, the first departure marked."""
         lines = [
             "| layer | step | max abs diff | max (steps) | mean abs diff "
@@ -315,7 +330,12 @@ class LayerOutputReport:
         return "\n".join(lines)
 
 
-def compare_layer_outputs(reference, target, grid_steps=None, tolerance=0.01):
+def compare_layer_outputs(
+    reference: dict[str, np.ndarray],
+    target: dict[str, np.ndarray],
+    grid_steps: dict[str, float] | None = None,
+    tolerance: float = 0.01,
+) -> LayerOutputReport:
     """Reports, layer by layer, where ``target`` departs from ``reference``.
 
     Args:
@@ -379,7 +399,9 @@ def compare_layer_outputs(reference, target, grid_steps=None, tolerance=0.01):
     return LayerOutputReport(tuple(rows), tuple(missing), first, tolerance)
 
 
-def save_layer_outputs(outputs, directory):
+def save_layer_outputs(
+    outputs: dict[str, np.ndarray], directory: str | os.PathLike
+) -> list[pathlib.Path]:
     """Writes ``{layer: array}`` as ``<directory>/<layer>.npy`` files.
 
     Args:

@@ -6,11 +6,17 @@ mode of ``tempfile``, so that what is moved into place reads like any file
 the user writes.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import pathlib
 import shutil
+import typing
 import uuid
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["exclusive_file", "staged_files", "write_atomically"]
 
@@ -22,7 +28,9 @@ def _fresh_name(folder, prefix):
     return pathlib.Path(folder) / f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
-def exclusive_file(folder, prefix):
+def exclusive_file(
+    folder: str | os.PathLike, prefix: str
+) -> tuple[int, pathlib.Path]:
     """Creates a new empty file in ``folder``; returns ``(fd, path)``.
 
     ``tempfile.mkstemp``'s job, but the file gets the mode ``open`` gives
@@ -52,7 +60,7 @@ def exclusive_file(folder, prefix):
     raise FileExistsError(f"No free temporary file name in {folder}.")
 
 
-def write_atomically(path, text):
+def write_atomically(path: str | os.PathLike, text: str) -> pathlib.Path:
     """Writes ``text`` to ``path`` whole or not at all.
 
     The text goes to a new file beside ``path`` (with the mode ``open``
@@ -95,7 +103,9 @@ def _exclusive_folder(folder, prefix):
 
 
 @contextlib.contextmanager
-def staged_files(targets):
+def staged_files(
+    targets: dict[str, str | os.PathLike],
+) -> Iterator[dict[str, pathlib.Path]]:
     """Yields staged paths for ``targets``; moves them into place on success.
 
     The files are written in a temporary folder beside the first target and

@@ -340,7 +340,7 @@ def _weight_changes(what, quantizer, variable, encoding):
     ]
 
 
-def load_interpreter(**options):
+def load_interpreter(**options: object) -> tf.lite.Interpreter:
     """``tf.lite.Interpreter(**options)``, without its deprecation warning.
 
     TensorFlow 2.21 still ships the interpreter and warns on every
@@ -365,7 +365,12 @@ def load_interpreter(**options):
         return tf.lite.Interpreter(**options)
 
 
-def run_tflite(path, inputs, batch_size=256, num_threads=2):
+def run_tflite(
+    path: str | os.PathLike,
+    inputs: np.ndarray,
+    batch_size: int = 256,
+    num_threads: int = 2,
+) -> np.ndarray:
     """Runs a single-input, single-output TFLite model over ``inputs``.
 
     Feeds ``batch_size`` samples at a time (a whole evaluation set of large
@@ -428,7 +433,9 @@ def run_tflite(path, inputs, batch_size=256, num_threads=2):
     return np.concatenate(outputs)
 
 
-def tflite_ops(interpreter):
+def tflite_ops(
+    interpreter: tf.lite.Interpreter,
+) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     """``[(op name, input dtypes, output dtypes)]`` of a TFLite model.
 
     Example:
