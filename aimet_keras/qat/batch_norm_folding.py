@@ -21,12 +21,19 @@ do, and :class:`FoldedBatchNorm` follows them:
 (same outputs, same grids) for export.
 """
 
+from __future__ import annotations
+
+import typing
+
 import keras
 import numpy as np
 
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.ptq import batch_norm_fold as fold_lib
 from aimet_keras.sim import op_types
+
+if typing.TYPE_CHECKING:
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = [
     "FoldedBatchNorm",
@@ -79,7 +86,12 @@ class FoldedBatchNorm(keras.layers.Layer):
     quantizes_own_weights = True
     quantized_weight_keys = ("kernel", "bias")
 
-    def __init__(self, layer, batch_norm, **kwargs):
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        batch_norm: keras.layers.BatchNormalization,
+        **kwargs: object,
+    ) -> None:
         kwargs.setdefault("name", layer.name)
         super().__init__(**kwargs)
         kind = op_types.keras_class_name(layer, fold_lib.LINEAR_LAYERS)
@@ -115,7 +127,7 @@ class FoldedBatchNorm(keras.layers.Layer):
         self.built = True
 
     @property
-    def quantization_proxy(self):
+    def quantization_proxy(self) -> keras.layers.Layer:
         """The layer this one is quantized as (the linear layer)."""
         return self.layer
 
@@ -131,7 +143,7 @@ class FoldedBatchNorm(keras.layers.Layer):
             return keras.ops.reshape(scale, tuple(kernel.shape[-2:]))
         return scale
 
-    def quantized_weight_values(self):
+    def quantized_weight_values(self) -> dict[str, object]:
         """``{"kernel": W * s, "bias": beta + (b - mean) * s}``, s per channel.
 
         The tensors deployment runs (with the moving statistics).
@@ -144,16 +156,18 @@ class FoldedBatchNorm(keras.layers.Layer):
             "bias": beta + (self.layer.bias - bn.moving_mean) * scale,
         }
 
-    def compute_output_spec(self, inputs, **kwargs):
+    def compute_output_spec(
+        self, inputs: object, **kwargs: object
+    ) -> keras.KerasTensor:
         return self.layer.compute_output_spec(inputs)
 
     def call(
         self,
-        inputs,
-        training=None,
-        weight_quantizers=None,
-        statistics_switch=None,
-    ):
+        inputs: object,
+        training: bool | None = None,
+        weight_quantizers: dict | None = None,
+        statistics_switch: object = None,
+    ) -> object:
         # statistics_switch: a boolean variable; in training, True picks the
         # frozen (folded) output, so FreezeBatchNormStatistics flips it
         # without a retrace. The wrapper keeps the moving statistics then.
@@ -219,7 +233,7 @@ class FoldedBatchNorm(keras.layers.Layer):
         )
         return outputs * factor + shift
 
-    def folded_layer(self):
+    def folded_layer(self) -> keras.layers.Layer:
         """The plain layer deployment runs: folded kernel and bias."""
         values = {
             key: keras.ops.convert_to_numpy(value)
@@ -231,7 +245,7 @@ class FoldedBatchNorm(keras.layers.Layer):
         folded.bias.assign(values["bias"].astype(folded.bias.dtype))
         return folded
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         serialize = keras.saving.serialize_keras_object
         config.update(
@@ -240,7 +254,7 @@ class FoldedBatchNorm(keras.layers.Layer):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> FoldedBatchNorm:
         deserialize = keras.saving.deserialize_keras_object
         config = dict(config)
         config["layer"] = deserialize(config["layer"])
@@ -259,7 +273,9 @@ def _with_bias(layer):
     return copy
 
 
-def simulate_batch_norm_folding(sim):
+def simulate_batch_norm_folding(
+    sim: QuantizationSimModel,
+) -> list[tuple[str, str]]:
     """Trains each Conv/Dense + BatchNormalization of a sim as folded, in place.
 
     Every linear layer followed by a batch norm (Conv1D/2D/3D,
@@ -313,7 +329,7 @@ def simulate_batch_norm_folding(sim):
     return pairs
 
 
-def finalize_batch_norm_folding(sim):
+def finalize_batch_norm_folding(sim: QuantizationSimModel) -> list[str]:
     """Turns a sim's :class:`FoldedBatchNorm` layers into plain folded ones.
 
     Each becomes its linear layer with the folded kernel and bias computed

@@ -19,10 +19,13 @@ norm freezing flips a variable the traced step reads, and frozen activation
 ranges are put back after every step. One compiled step serves the run.
 """
 
+from __future__ import annotations
+
 import copy
 import logging
 import math
 import os
+import typing
 
 import keras
 import numpy as np
@@ -32,6 +35,12 @@ from aimet_keras.qat import batch_norm_folding as folding_lib
 from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import wrapper as wrapper_lib
+
+if typing.TYPE_CHECKING:
+    import os
+    from collections.abc import Sequence
+
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = [
     "ExportBestEpoch",
@@ -129,7 +138,7 @@ class FreezeBatchNormStatistics(keras.callbacks.Callback):
     ['bn']
     """
 
-    def __init__(self, after_epoch=1):
+    def __init__(self, after_epoch: int = 1) -> None:
         super().__init__()
         _check_epoch(after_epoch, "FreezeBatchNormStatistics")
         self.after_epoch = after_epoch
@@ -146,7 +155,7 @@ class FreezeBatchNormStatistics(keras.callbacks.Callback):
             if isinstance(wrapper.layer, statistics)
         ]
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         # The switch is a variable the train step reads: flipping it later
         # needs no retrace. A step traced before the switch existed does not
         # read it, so it is rebuilt now, before its first trace in this fit.
@@ -154,7 +163,7 @@ class FreezeBatchNormStatistics(keras.callbacks.Callback):
         if any(added):
             _rebuild_functions(self.model)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self.frozen or epoch < self.after_epoch:
             return
         self.frozen = True
@@ -222,7 +231,7 @@ class FreezeActivationEncodings(keras.callbacks.Callback):
     True
     """
 
-    def __init__(self, after_epoch=1):
+    def __init__(self, after_epoch: int = 1) -> None:
         super().__init__()
         _check_epoch(after_epoch, "FreezeActivationEncodings")
         self.after_epoch = after_epoch
@@ -241,7 +250,7 @@ class FreezeActivationEncodings(keras.callbacks.Callback):
             if quantizer.built and quantizer.encoding_min.trainable
         ]
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self.frozen or epoch < self.after_epoch:
             return
         self.frozen = True
@@ -260,11 +269,11 @@ class FreezeActivationEncodings(keras.callbacks.Callback):
         self._stop_training(grids)
         _rebuild_functions(self.model)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         for variable, value in self._held:
             variable.assign(value)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if not self._held:
             return
         self.on_train_batch_end(None)
@@ -354,7 +363,7 @@ class OscillationDampening(keras.callbacks.Callback):
     (True, True)
     """
 
-    def __init__(self, strength=0.01, max_bits=4):
+    def __init__(self, strength: float = 0.01, max_bits: int = 4) -> None:
         super().__init__()
         if not strength >= 0:
             raise ValueError(
@@ -368,11 +377,11 @@ class OscillationDampening(keras.callbacks.Callback):
         self._variable = None
 
     @property
-    def current_strength(self):
+    def current_strength(self) -> float:
         """The regularizer's weight at this point of training."""
         return 0.0 if self._variable is None else self._variable.numpy()
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         targets = {}
         for wrapper, key, quantizer in _low_bit_weights(
             self.model, self.max_bits, "OscillationDampening"
@@ -409,7 +418,9 @@ class OscillationDampening(keras.callbacks.Callback):
         self.layers = [w.name for w in targets]
         _rebuild_functions(self.model)
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(
+        self, batch: int, logs: dict | None = None
+    ) -> None:
         if self._variable is None:
             return
         progress = min(1.0, (self._step + 1) / self._total_steps)
@@ -418,7 +429,7 @@ class OscillationDampening(keras.callbacks.Callback):
         )
         self._step += 1
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         for wrapper, regularizer in self._installed:
             wrapper.remove_training_loss(regularizer)
         if self._installed:
@@ -471,7 +482,9 @@ class IterativeWeightFreezing(keras.callbacks.Callback):
     True
     """
 
-    def __init__(self, threshold=0.02, momentum=0.01, max_bits=4):
+    def __init__(
+        self, threshold: float = 0.02, momentum: float = 0.01, max_bits: int = 4
+    ) -> None:
         super().__init__()
         if not 0 < threshold <= 1 or not 0 < momentum <= 1:
             raise ValueError(
@@ -484,7 +497,7 @@ class IterativeWeightFreezing(keras.callbacks.Callback):
         self.frozen_fraction = 0.0
         self._tracked = []
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self._tracked = []
         for wrapper, key, quantizer in _low_bit_weights(
             self.model, self.max_bits, "IterativeWeightFreezing"
@@ -563,12 +576,12 @@ class IterativeWeightFreezing(keras.callbacks.Callback):
             frozen_count += tf.reduce_sum(tf.cast(frozen, tf.float32))
         return frozen_count
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if not self._tracked:
             return
         self.frozen_fraction = float(self._update()) / self._num_tracked
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._tracked:
             _LOG.info(
                 "Epoch %d: %.2f%% of low-bit weights frozen.",
@@ -614,13 +627,18 @@ class FinalizeEncodings(keras.callbacks.Callback):
     ...                   callbacks=[FinalizeEncodings(sim)])
     """
 
-    def __init__(self, sim, calibration_data=None, weights=True):
+    def __init__(
+        self,
+        sim: QuantizationSimModel,
+        calibration_data: object = None,
+        weights: bool = True,
+    ) -> None:
         super().__init__()
         self.sim = sim
         self.calibration_data = calibration_data
         self.weights = weights
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         finalize_encodings(self.sim, self.calibration_data, self.weights)
 
 
@@ -707,13 +725,13 @@ class ExportBestEpoch(keras.callbacks.Callback):
 
     def __init__(
         self,
-        sim,
-        path,
-        filename_prefix,
-        monitor="val_accuracy",
-        mode="auto",
-        formats=("aimet",),
-    ):
+        sim: QuantizationSimModel,
+        path: str | os.PathLike,
+        filename_prefix: str,
+        monitor: str = "val_accuracy",
+        mode: str = "auto",
+        formats: Sequence[str] = ("aimet",),
+    ) -> None:
         super().__init__()
         if mode == "auto":
             mode = "min" if "loss" in monitor else "max"
@@ -738,7 +756,7 @@ class ExportBestEpoch(keras.callbacks.Callback):
         self.paths = {}
         self._best_weights = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         value = (logs or {}).get(self.monitor)
         if value is None:
             raise ValueError(
@@ -751,7 +769,7 @@ class ExportBestEpoch(keras.callbacks.Callback):
             self.best_epoch, self.best_value = epoch, value
             self._best_weights = copy.deepcopy(self.model.get_weights())
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self._best_weights is None:
             return
         self.model.set_weights(self._best_weights)
