@@ -38,17 +38,26 @@ Example:
 'stem_conv'
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import html
 import json
 import math
 import pathlib
+import typing
 
 import numpy as np
 
 from aimet_keras import _callbacks
 from aimet_keras import _progress
+
+if typing.TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+
+    import keras
 
 __all__ = ["LayerAnalysis", "QuantAnalysis", "QuantAnalyzer"]
 
@@ -112,7 +121,7 @@ class QuantAnalysis:
     first_departure: str | None = None
     notes: list = dataclasses.field(default_factory=list)
 
-    def harm(self, layer):
+    def harm(self, layer: LayerAnalysis) -> float:
         """How much ``layer`` costs, in score units: the larger of its drop
         when quantized alone and what it gives back when left in float."""
         return max(
@@ -121,11 +130,11 @@ class QuantAnalysis:
         )
 
     @property
-    def ranked(self):
+    def ranked(self) -> list[LayerAnalysis]:
         """The layers, the most harmful first."""
         return sorted(self.layers, key=self.harm, reverse=True)
 
-    def to_json(self):
+    def to_json(self) -> dict:
         """A JSON-able dict of everything but the files' contents."""
         return {
             "fp32": self.fp32,
@@ -143,7 +152,7 @@ class QuantAnalysis:
             "notes": list(self.notes),
         }
 
-    def to_markdown(self, top=None):
+    def to_markdown(self, top: int | None = None) -> str:
         """The summary and the ranked layer table as Markdown."""
         lines = [
             "| setting | score |",
@@ -211,7 +220,12 @@ class QuantAnalyzer:
     >>> analyzer.enable_per_layer_mse_loss(images[:32])
     """
 
-    def __init__(self, model, forward_pass_callback, eval_callback):
+    def __init__(
+        self,
+        model: keras.Model,
+        forward_pass_callback: object,
+        eval_callback: Callable[[keras.Model], float],
+    ) -> None:
         from aimet_keras.sim import inputs as inputs_lib
 
         self._model = inputs_lib.resolve_model(model)
@@ -229,7 +243,12 @@ class QuantAnalyzer:
         )
         self._mse_data = None
 
-    def enable_per_layer_mse_loss(self, data, num_batches=None, batch_size=32):
+    def enable_per_layer_mse_loss(
+        self,
+        data: np.ndarray,
+        num_batches: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
         """Also measure per-layer MSE, ranges and histograms on ``data``.
 
         Args:
@@ -249,17 +268,17 @@ class QuantAnalyzer:
 
     def analyze(
         self,
-        quant_scheme="tf_enhanced",
-        default_param_bw=8,
-        default_output_bw=8,
-        config_file=None,
-        results_dir="quant_analyzer_results",
-        fold_batch_norms=True,
-        compare_cle=True,
-        compare_exports=False,
-        verbose="auto",
-        **sim_options,
-    ):
+        quant_scheme: str = "tf_enhanced",
+        default_param_bw: int = 8,
+        default_output_bw: int = 8,
+        config_file: str | os.PathLike | None = None,
+        results_dir: str | os.PathLike = "quant_analyzer_results",
+        fold_batch_norms: bool = True,
+        compare_cle: bool = True,
+        compare_exports: bool = False,
+        verbose: int | str = "auto",
+        **sim_options: object,
+    ) -> QuantAnalysis:
         """Runs every analysis and writes the JSON, charts and HTML report.
 
         Args:
