@@ -37,6 +37,8 @@ Example:
 >>> folder.cleanup()
 """
 
+from __future__ import annotations
+
 import base64
 import contextlib
 import io
@@ -46,9 +48,13 @@ import pathlib
 import re
 import secrets
 import threading
+import typing
 from collections.abc import Mapping
 
 import numpy as np
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "bar_chart",
@@ -89,16 +95,16 @@ _LOCK = threading.Lock()
 
 
 def line_chart(
-    series,
-    path,
+    series: Mapping[object, Sequence[tuple[float, float]]],
+    path: str | os.PathLike,
     *,
-    title,
-    x_label,
-    y_label,
-    hlines=None,
-    markers=None,
-    x_tick_labels=None,
-):
+    title: str,
+    x_label: str,
+    y_label: str,
+    hlines: Mapping[object, float] | None = None,
+    markers: Mapping[object, tuple[float, float]] | None = None,
+    x_tick_labels: Sequence[str] | None = None,
+) -> pathlib.Path:
     """Writes a line chart of one or more series.
 
     Each series is a line through its points (sorted by x) with a dot on
@@ -272,7 +278,14 @@ def line_chart(
         return _save(figure, path, fmt)
 
 
-def bar_chart(values, path, *, title, x_label, y_label):
+def bar_chart(
+    values: Mapping[object, float],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+) -> pathlib.Path:
     """Writes a bar chart of one value per category.
 
     Bars start at zero (negative values go the other way), in the order
@@ -359,8 +372,14 @@ def bar_chart(values, path, *, title, x_label, y_label):
 
 
 def histogram_grid(
-    histograms, path, *, title, ranges=None, columns=4, log=True
-):
+    histograms: Mapping[object, tuple[np.ndarray, np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    ranges: Mapping[object, tuple[float, float]] | None = None,
+    columns: int = 4,
+    log: bool = True,
+) -> pathlib.Path:
     """Writes one small histogram per name, in a grid.
 
     Each panel is a filled step histogram titled with its name, such as
@@ -494,7 +513,13 @@ def histogram_grid(
         return _save(figure, path, fmt)
 
 
-def channel_ranges(ranges, path, *, title, y_label="weight"):
+def channel_ranges(
+    ranges: Mapping[object, tuple[np.ndarray, np.ndarray]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    y_label: str = "weight",
+) -> pathlib.Path:
     """Writes each output channel's range as a bar, one panel per label.
 
     The picture cross-layer equalization is about: per-channel weight
@@ -593,8 +618,15 @@ def channel_ranges(ranges, path, *, title, y_label="weight"):
 
 
 def pareto_chart(
-    points, path, *, title, x_label, y_label, front=None, chosen=None
-):
+    points: Sequence[tuple[float, float, str]],
+    path: str | os.PathLike,
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    front: Sequence[tuple[float, float]] | None = None,
+    chosen: tuple[float, float] | None = None,
+) -> pathlib.Path:
     """Writes a scatter of candidates with their Pareto front.
 
     For trade-offs such as accuracy against model size or bit width: every
@@ -724,7 +756,7 @@ def pareto_chart(
         return _save(figure, path, fmt)
 
 
-def data_uri(path):
+def data_uri(path: str | os.PathLike) -> str:
     """A written chart as a ``data:`` URI, to embed in an HTML page.
 
     Args:

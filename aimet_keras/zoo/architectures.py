@@ -9,6 +9,8 @@ normalization, GELU and softmax (:func:`transformer`). The trained weights
 ship as ``.keras`` files; see :func:`aimet_keras.zoo.load_model`.
 """
 
+from __future__ import annotations
+
 import keras
 from keras import layers
 
@@ -40,7 +42,7 @@ def _classifier_head(x):
     return layers.Softmax(name="probabilities")(x)
 
 
-def resnet(widths=(16, 32, 64)):
+def resnet(widths: tuple[int, int, int] = (16, 32, 64)) -> keras.Model:
     """A small ResNet: a stem, then one basic residual block per stage.
 
     Args:
@@ -74,7 +76,7 @@ def resnet(widths=(16, 32, 64)):
     return keras.Model(inputs, _classifier_head(x), name="resnet")
 
 
-def mobilenet_v2(expansion=4):
+def mobilenet_v2(expansion: int = 4) -> keras.Model:
     """A small MobileNetV2: inverted residual blocks with ReLU6.
 
     Each block is a 1x1 expand conv, a 3x3 depthwise conv and a linear 1x1
@@ -121,7 +123,13 @@ def mobilenet_v2(expansion=4):
     return keras.Model(inputs, _classifier_head(x), name="mobilenet_v2")
 
 
-def transformer(dim=64, depth=2, heads=4, mlp_dim=128, patch=4):
+def transformer(
+    dim: int = 64,
+    depth: int = 2,
+    heads: int = 4,
+    mlp_dim: int = 128,
+    patch: int = 4,
+) -> keras.Model:
     """A small vision transformer.
 
     4x4 patches are embedded by a strided conv; a depthwise 3x3 conv over the

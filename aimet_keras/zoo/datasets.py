@@ -7,6 +7,8 @@ the IDX files of the Debian package ``dataset-fashion-mnist``; nothing is
 ever downloaded at run time.
 """
 
+from __future__ import annotations
+
 import gzip
 import os
 import pathlib
@@ -57,7 +59,11 @@ def _read_idx(path, header_bytes):
         return np.frombuffer(f.read(), dtype=np.uint8, offset=header_bytes)
 
 
-def load_fashion_mnist(split="test", directory=None, as_uint8=False):
+def load_fashion_mnist(
+    split: str = "test",
+    directory: str | os.PathLike | None = None,
+    as_uint8: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Loads the full Fashion-MNIST split from Debian's IDX files.
 
     Install the data with ``apt-get install dataset-fashion-mnist``.
@@ -117,7 +123,9 @@ def load_fashion_mnist(split="test", directory=None, as_uint8=False):
     return (images if as_uint8 else _to_model_input(images)), labels
 
 
-def load_fashion_mnist_slice(part="test", as_uint8=False):
+def load_fashion_mnist_slice(
+    part: str = "test", as_uint8: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Loads the Fashion-MNIST slice shipped with aimet_keras.
 
     The ``"test"`` part is the first 2,000 images of the official test set;

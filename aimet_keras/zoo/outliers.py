@@ -11,12 +11,25 @@ to check that analysis finds the layer, and to compare integer and float
 formats on outliers.
 """
 
+from __future__ import annotations
+
+import typing
+
 import numpy as np
+
+if typing.TYPE_CHECKING:
+    import keras
 
 __all__ = ["inject_outlier_channel"]
 
 
-def inject_outlier_channel(model, layer, consumer, channel=0, scale=300.0):
+def inject_outlier_channel(
+    model: keras.Model,
+    layer: str,
+    consumer: str,
+    channel: int = 0,
+    scale: float = 300.0,
+) -> keras.Model:
     """Scales ``layer``'s output ``channel`` up, ``consumer``'s input down.
 
     Args:

@@ -33,16 +33,22 @@ Example:
 True
 """
 
+from __future__ import annotations
+
 import json
 import os
 import pathlib
 import tempfile
 import time
+import typing
 
 import numpy as np
 
 from aimet_keras.zoo import datasets as datasets_lib
 from aimet_keras.zoo.architectures import ARCHITECTURES
+
+if typing.TYPE_CHECKING:
+    from aimet_keras.sim.quantsim import QuantizationSimModel
 
 __all__ = [
     "VARIANTS",
@@ -144,7 +150,9 @@ def _paths(name, variant, directory=None):
     }
 
 
-def quantized_variants(directory=None):
+def quantized_variants(
+    directory: str | os.PathLike | None = None,
+) -> list[tuple[str, str]]:
     """The ``(model, variant)`` pairs whose files are shipped, in order.
 
     Args:
@@ -164,7 +172,9 @@ def quantized_variants(directory=None):
     ]
 
 
-def recipe(name, variant, directory=None):
+def recipe(
+    name: str, variant: str, directory: str | os.PathLike | None = None
+) -> dict:
     """The recipe of a shipped variant: steps, settings, measured accuracy.
 
     Args:
@@ -212,7 +222,9 @@ def _fold(name):
     return ptq.fold_for_deployment(load_model(name, compile=False))
 
 
-def load_quantized(name, variant, directory=None):
+def load_quantized(
+    name: str, variant: str, directory: str | os.PathLike | None = None
+) -> QuantizationSimModel:
     """The calibrated sim of a shipped quantized variant, ready to use.
 
     Rebuilds the variant as its recipe says (the reference model, batch
@@ -297,7 +309,12 @@ def _set_weights(sim, stored):
         )
 
 
-def make_quantized(name, variant, calibration_data, iterations=ITERATIONS):
+def make_quantized(
+    name: str,
+    variant: str,
+    calibration_data: np.ndarray,
+    iterations: int = ITERATIONS,
+) -> tuple[QuantizationSimModel, list[dict]]:
     """Runs a variant's recipe from scratch on the reference model.
 
     Args:
@@ -394,7 +411,13 @@ def make_quantized(name, variant, calibration_data, iterations=ITERATIONS):
     return sim, steps
 
 
-def save_quantized(sim, name, variant, details, directory=None):
+def save_quantized(
+    sim: QuantizationSimModel,
+    name: str,
+    variant: str,
+    details: dict,
+    directory: str | os.PathLike | None = None,
+) -> dict[str, pathlib.Path | None]:
     """Writes a variant's recipe, encodings and weights, all or nothing.
 
     Args:
