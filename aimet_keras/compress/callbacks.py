@@ -7,13 +7,20 @@ SVD then channel pruning) on the trained model when ``fit`` ends, and keeps
 the compressed model and its statistics for fine-tuning.
 """
 
+from __future__ import annotations
+
 import os
+import typing
 
 import keras
 import numpy as np
 
 from aimet_keras.compress import cost as cost_lib
 from aimet_keras.compress import greedy as greedy_lib
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Sequence
 
 __all__ = ["CompressAtTrainEnd", "accuracy_evaluator"]
 
@@ -47,7 +54,9 @@ def _labelled_batches(data, batch_size):
         yield inputs[start:end], labels[start:end]
 
 
-def accuracy_evaluator(data, batch_size=256):
+def accuracy_evaluator(
+    data: object, batch_size: int = 256
+) -> Callable[[keras.Model, int | None], float]:
     """An ``eval_callback`` scoring top-1 accuracy on labelled data.
 
     ``eval_iterations`` (AIMET's meaning) is the number of batches scored;
@@ -140,16 +149,16 @@ class CompressAtTrainEnd(keras.callbacks.Callback):
 
     def __init__(
         self,
-        target_comp_ratio,
-        validation_data=None,
-        scheme="spatial_svd",
-        eval_iterations=None,
-        eval_callback=None,
-        save_path=None,
-        plot_path=None,
-        verbose=1,
-        **options,
-    ):
+        target_comp_ratio: float | Sequence[float],
+        validation_data: object = None,
+        scheme: str | Sequence[str] = "spatial_svd",
+        eval_iterations: int | None = None,
+        eval_callback: Callable[[keras.Model, int | None], float] | None = None,
+        save_path: str | os.PathLike | None = None,
+        plot_path: str | os.PathLike | None = None,
+        verbose: int = 1,
+        **options: object,
+    ) -> None:
         super().__init__()
         schemes = (scheme,) if isinstance(scheme, str) else tuple(scheme)
         targets = (
@@ -194,7 +203,7 @@ class CompressAtTrainEnd(keras.callbacks.Callback):
         self.compressed_model = None
         self.stats = []
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         model = self.model
         original = _cost(model, self.options)
         self.stats = []

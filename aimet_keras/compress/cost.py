@@ -15,12 +15,18 @@ no weight arithmetic (activations, pooling, adds) cost nothing here.
 | Dense                      | leading positions x in x out                |
 """
 
+from __future__ import annotations
+
 import dataclasses
+import typing
 
 import numpy as np
 
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
+
+if typing.TYPE_CHECKING:
+    import keras
 
 __all__ = ["LayerCost", "ModelCost", "model_cost"]
 
@@ -44,7 +50,7 @@ class LayerCost:
     macs: int
     memory: int
 
-    def total(self, cost_metric):
+    def total(self, cost_metric: str) -> float:
         """The layer's ``"mac"`` or ``"memory"`` cost."""
         return _by_metric(self.macs, self.memory, cost_metric)
 
@@ -71,16 +77,16 @@ class ModelCost:
     layers: tuple
 
     @property
-    def macs(self):
+    def macs(self) -> float:
         """The model's MACs per example."""
         return sum(layer.macs for layer in self.layers)
 
     @property
-    def memory(self):
+    def memory(self) -> float:
         """The model's weight elements."""
         return sum(layer.memory for layer in self.layers)
 
-    def total(self, cost_metric):
+    def total(self, cost_metric: str) -> float:
         """The model's ``"mac"`` or ``"memory"`` cost."""
         return _by_metric(self.macs, self.memory, cost_metric)
 
@@ -93,7 +99,7 @@ class ModelCost:
             f"{[layer.name for layer in self.layers]}."
         )
 
-    def to_markdown(self):
+    def to_markdown(self) -> str:
         """A table: a row per layer (with its share of MACs) and a total."""
         total = max(self.macs, 1)
         lines = [
@@ -161,7 +167,7 @@ def _memory(layer, kind):
     return sum(int(np.prod(getattr(layer, n).shape)) for n in names)
 
 
-def model_cost(model):
+def model_cost(model: keras.Model) -> ModelCost:
     """MACs and weight memory of every weighted layer of ``model``.
 
     A layer called several times (a shared layer) costs its MACs per call

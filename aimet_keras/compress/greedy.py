@@ -15,11 +15,14 @@
 4. Compress every layer at its chosen ratio.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import typing
 
 import numpy as np
 
@@ -33,6 +36,15 @@ from aimet_keras.compress import svd as svd_lib
 from aimet_keras.export import staging
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
+
+if typing.TYPE_CHECKING:
+    import pathlib
+    from collections.abc import Callable
+    from collections.abc import Sequence
+
+    import keras
+
+    from aimet_keras.compress.latency import LatencyTable
 
 __all__ = ["CompressionStats", "compress_model"]
 
@@ -80,7 +92,7 @@ class CompressionStats:
     eval_scores: dict
     threshold: float
 
-    def plot(self, path):
+    def plot(self, path: str | os.PathLike) -> pathlib.Path:
         """Writes the per-layer sensitivity chart to ``path`` (.svg or .png).
 
         Each layer's score against its ratio, the chosen ratios ringed, the
@@ -105,7 +117,7 @@ class CompressionStats:
             baseline=self.baseline_score,
         )
 
-    def to_markdown(self):
+    def to_markdown(self) -> str:
         """The per-layer table: ratio, unit, MACs and memory before and
         after."""
         units = self.ranks or self.kept_channels
@@ -334,21 +346,21 @@ def _data_key(sampler):
 
 
 def compress_model(
-    model,
-    eval_callback,
-    eval_iterations,
-    target_comp_ratio,
-    scheme="spatial_svd",
-    cost_metric="mac",
-    num_comp_ratio_candidates=10,
-    modules_to_ignore=None,
-    multiplicity=1,
-    eval_scores_path=None,
-    data=None,
-    num_reconstruction_samples=5000,
-    latency_table=None,
-    verbose="auto",
-):
+    model: keras.Model,
+    eval_callback: Callable[[keras.Model, int | None], float],
+    eval_iterations: int | None,
+    target_comp_ratio: float,
+    scheme: str = "spatial_svd",
+    cost_metric: str = "mac",
+    num_comp_ratio_candidates: int = 10,
+    modules_to_ignore: Sequence[str] | None = None,
+    multiplicity: int = 1,
+    eval_scores_path: str | os.PathLike | None = None,
+    data: object = None,
+    num_reconstruction_samples: int = 5000,
+    latency_table: LatencyTable | None = None,
+    verbose: int | str = "auto",
+) -> tuple[keras.Model, CompressionStats]:
     """Compresses ``model`` to ``target_comp_ratio`` of its cost, greedily.
 
     Args:

@@ -18,12 +18,15 @@ On the reference ResNet's compressed models its ratio came within 0.01
 model's; time the compressed model itself before relying on a ratio.
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import io
 import json
 import os
 import time
+import typing
 
 import keras
 import numpy as np
@@ -32,6 +35,9 @@ import tensorflow as tf
 from aimet_keras.export import staging
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.sim import op_types
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["LatencyTable", "ModelTimes", "layer_latencies"]
 
@@ -85,8 +91,13 @@ class LatencyTable:
     """
 
     def __init__(
-        self, batch_size=32, num_threads=2, path=None, rounds=7, invokes=10
-    ):
+        self,
+        batch_size: int = 32,
+        num_threads: int = 2,
+        path: str | os.PathLike | None = None,
+        rounds: int = 7,
+        invokes: int = 10,
+    ) -> None:
         for what, value in (
             ("batch_size", batch_size),
             ("num_threads", num_threads),
@@ -118,11 +129,16 @@ class LatencyTable:
                     f"({error}); delete it or pass another path."
                 ) from error
 
-    def key(self):
+    def key(self) -> dict:
         """What the times depend on besides the shapes."""
         return {"batch_size": self.batch_size, "num_threads": self.num_threads}
 
-    def seconds(self, layers, input_shape, filters=None):
+    def seconds(
+        self,
+        layers: Sequence[keras.layers.Layer],
+        input_shape: tuple[int, ...],
+        filters: Sequence[int | None] | None = None,
+    ) -> float:
         """Seconds per batch of ``layers`` chained, on ``input_shape``.
 
         Args:
@@ -252,7 +268,9 @@ def _weighted_calls(model):
     return calls
 
 
-def layer_latencies(model, table):
+def layer_latencies(
+    model: keras.Model, table: LatencyTable
+) -> dict[str, float]:
     """Seconds per batch of each weighted layer of ``model``, timed alone.
 
     A layer called several times costs the sum of its calls. Layers doing
@@ -301,7 +319,7 @@ class ModelTimes:
         input_shapes: ``{layer name: input shape without the batch}``.
     """
 
-    def __init__(self, prepared, table):
+    def __init__(self, prepared: keras.Model, table: LatencyTable) -> None:
         self.table = table
         self.whole = {}
         self.input_shapes = {}
@@ -315,11 +333,18 @@ class ModelTimes:
             self._output_channels.setdefault(layer.name, outputs)
             self._layers[layer.name] = layer
 
-    def chain(self, name, layers, filters):
+    def chain(
+        self,
+        name: str,
+        layers: Sequence[keras.layers.Layer],
+        filters: Sequence[int | None] | None,
+    ) -> float:
         """Seconds of ``layers`` (replacing layer ``name``) on its input."""
         return self.table.seconds(layers, self.input_shapes[name], filters)
 
-    def layer(self, name, inputs=1.0, outputs=1.0):
+    def layer(
+        self, name: str, inputs: float = 1.0, outputs: float = 1.0
+    ) -> float:
         """Seconds of layer ``name`` with the fractions ``inputs`` of its
         input channels and ``outputs`` of its output channels left (a
         depthwise convolution's outputs follow its inputs)."""

@@ -9,25 +9,32 @@ ratios and the score threshold fall. The chart is drawn by
 "aimet-keras[plot]"``), as SVG or PNG.
 """
 
+from __future__ import annotations
+
 import math
+import typing
 from collections.abc import Mapping
 
 import numpy as np
 
 from aimet_keras import plotting
 
+if typing.TYPE_CHECKING:
+    import os
+    import pathlib
+
 __all__ = ["plot_sensitivity"]
 
 
 def plot_sensitivity(
-    eval_scores,
-    path,
-    chosen_ratios=None,
-    threshold=None,
-    title="Per-layer sensitivity",
-    x_label="compression ratio (cost kept)",
-    baseline=None,
-):
+    eval_scores: dict[str, dict[float, float]],
+    path: str | os.PathLike,
+    chosen_ratios: dict[str, float] | None = None,
+    threshold: float | None = None,
+    title: str = "Per-layer sensitivity",
+    x_label: str = "compression ratio (cost kept)",
+    baseline: float | None = None,
+) -> pathlib.Path:
     """Writes each layer's eval score against its compression ratio.
 
     One line per layer, through its score at each candidate ratio (the

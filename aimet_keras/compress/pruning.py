@@ -29,6 +29,8 @@ Layers are pruned in graph order, each reconstructed against the original
 model's output from the partly pruned model's input.
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 import keras
@@ -284,7 +286,7 @@ class _SpaceWalk:
                 )
 
 
-def prunable_layers(model):
+def prunable_layers(model: keras.Model) -> dict[str, int]:
     """The channel spaces channel pruning can shrink, by first reader.
 
     A residual stream read by several layers is listed once, under the
@@ -348,12 +350,12 @@ class ChannelPruner:
 
     def __init__(
         self,
-        model,
-        data,
-        num_reconstruction_samples=5000,
-        reconstruct=True,
-        seed=0,
-    ):
+        model: keras.Model,
+        data: object,
+        num_reconstruction_samples: int = 5000,
+        reconstruct: bool = True,
+        seed: int = 0,
+    ) -> None:
         self.model = prepare_lib.prepare_model(model)
         self._index = _GraphIndex(self.model)
         self._order = [
@@ -367,7 +369,7 @@ class ChannelPruner:
         self._original_samples = {}
         self._original_terms = {}
 
-    def group(self, name):
+    def group(self, name: str) -> _Group:
         """The channel space ``name`` reads, and what pruning it touches
         (cached; every consumer of a space gives the same group)."""
         if name not in self._groups:
@@ -382,7 +384,7 @@ class ChannelPruner:
                 self._groups[consumer] = group
         return self._groups[name]
 
-    def original_samples(self, name):
+    def original_samples(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """``(X, Y)`` from the original model: input patches and the
         bias-free output at the same positions (cached)."""
         if name not in self._original_samples:
@@ -424,7 +426,9 @@ class ChannelPruner:
         energy = max(float(np.sum(targets**2)), 1e-30)
         return gram / energy, (2 * overlap + np.diag(gram)) / energy
 
-    def select_channels(self, name, keep, inputs=None):
+    def select_channels(
+        self, name: str, keep: int, inputs: np.ndarray | None = None
+    ) -> np.ndarray:
         """The ``keep`` input channels of ``name``'s group to keep, sorted.
 
         Greedy: the channel removed next is the one whose contribution adds
@@ -465,7 +469,9 @@ class ChannelPruner:
             coupling += gram[channel]
         return np.flatnonzero(~removed)
 
-    def reconstructed_kernel(self, name, kept, inputs=None):
+    def reconstructed_kernel(
+        self, name: str, kept: np.ndarray, inputs: np.ndarray | None = None
+    ) -> np.ndarray:
         """Least-squares kernel of consumer ``name`` for the ``kept``
         channels, from ``inputs`` (default: the original model's)."""
         original, targets = self.original_samples(name)
@@ -490,13 +496,13 @@ class ChannelPruner:
         }
         return kept, kernels
 
-    def prune_one(self, name, keep):
+    def prune_one(self, name: str, keep: int) -> keras.Model:
         """``name``'s group pruned to ``keep`` channels, from the original
         model's samples (what one entry of the sensitivity table needs)."""
         group = self.group(name)
         return self._build({group.layer: self._plan_entry(name, keep)})
 
-    def prune(self, keep):
+    def prune(self, keep: dict[str, int]) -> keras.Model:
         """A new model with each named group pruned to its channel count.
 
         Args:
@@ -600,8 +606,12 @@ def _shrunk(layer, in_keep, out_keep, kernel):
 
 
 def channel_pruning(
-    model, keep, data, num_reconstruction_samples=5000, reconstruct=True
-):
+    model: keras.Model,
+    keep: dict[str, int],
+    data: object,
+    num_reconstruction_samples: int = 5000,
+    reconstruct: bool = True,
+) -> keras.Model:
     """A new model with the named layers' input channels pruned.
 
     Args:

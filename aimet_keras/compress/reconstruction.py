@@ -15,6 +15,8 @@ the original model) so that every model sampled for the same layer is
 sampled at the same places.
 """
 
+from __future__ import annotations
+
 import math
 import zlib
 
@@ -119,7 +121,9 @@ class LayerSampler:
     ((150, 9, 3), (150, 4))
     """
 
-    def __init__(self, data, num_samples=5000, seed=0):
+    def __init__(
+        self, data: object, num_samples: int = 5000, seed: int = 0
+    ) -> None:
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(
                 f"num_reconstruction_samples={num_samples!r}; use a positive "
@@ -131,7 +135,9 @@ class LayerSampler:
         self.num_samples = num_samples
         self.seed = seed
 
-    def positions(self, key, grid):
+    def positions(
+        self, key: str, grid: tuple[int, int, int]
+    ) -> tuple[np.ndarray, ...]:
         """Sampled ``(image, row, column)`` index arrays on an output
         ``grid`` ``(images, rows, columns)``, the same for the same key."""
         count, rows, columns = grid
@@ -148,7 +154,7 @@ class LayerSampler:
         chosen = (images, flat // columns, flat % columns)
         return tuple(axis[: self.num_samples] for axis in chosen)
 
-    def layer_input(self, model, name):
+    def layer_input(self, model: keras.Model, name: str) -> np.ndarray:
         """``name``'s whole input in ``model`` for the sampled images."""
         # A layer reused by a rebuilt model has several inputs: take the one
         # of this model's graph.
@@ -160,7 +166,9 @@ class LayerSampler:
         probe = keras.Model(model.inputs, tensor)
         return probe.predict(self.images, batch_size=128, verbose=0)
 
-    def inputs(self, model, name, key=None):
+    def inputs(
+        self, model: keras.Model, name: str, key: str | None = None
+    ) -> np.ndarray:
         """``(samples, k, channels)``: ``name``'s input patches in
         ``model`` at the positions of ``key`` (default: ``name``)."""
         layer = model.get_layer(name)
@@ -171,7 +179,9 @@ class LayerSampler:
             found[self.positions(key or name, found.shape[:3])], np.float64
         )
 
-    def outputs(self, model, name, key=None):
+    def outputs(
+        self, model: keras.Model, name: str, key: str | None = None
+    ) -> np.ndarray:
         """``(samples, out channels)``: ``name``'s bias-free output."""
         return np.einsum(
             "nkc,kco->no",
@@ -180,7 +190,13 @@ class LayerSampler:
         )
 
 
-def refit_layers(model, reference, pairs, sampler, targets=None):
+def refit_layers(
+    model: keras.Model,
+    reference: keras.Model,
+    pairs: dict[str, str],
+    sampler: LayerSampler,
+    targets: dict[str, np.ndarray] | None = None,
+) -> keras.Model:
     """Refits layers of ``model``, in place, to reference layers' outputs.
 
     In graph order, each layer's kernel becomes the least-squares fit from

@@ -17,6 +17,8 @@ Weight SVD: a Dense layer or 1x1 convolution, ``W (in, out)``, as one from
 ``out`` (``sqrt(s) V^T``, with the bias and activation).
 """
 
+from __future__ import annotations
+
 import keras
 import numpy as np
 
@@ -51,7 +53,7 @@ def _check_conv(layer):
         )
 
 
-def max_spatial_svd_rank(layer):
+def max_spatial_svd_rank(layer: keras.layers.Layer) -> int:
     """The rank at which spatial SVD is exact: ``min(I*kh, O*kw)``.
 
     Example:
@@ -66,7 +68,9 @@ def max_spatial_svd_rank(layer):
     return min(channels_in * kh, channels_out * kw)
 
 
-def spatial_svd_layers(layer, rank):
+def spatial_svd_layers(
+    layer: keras.layers.Layer, rank: int
+) -> tuple[keras.layers.Layer, keras.layers.Layer]:
     """The two layers replacing ``layer`` at ``rank``: ``(first, second)``.
 
     Args:
@@ -148,7 +152,7 @@ def _check_weight_svd(layer):
         )
 
 
-def max_weight_svd_rank(layer):
+def max_weight_svd_rank(layer: keras.layers.Layer) -> int:
     """The rank at which weight SVD is exact: ``min(in, out)``.
 
     Example:
@@ -170,7 +174,9 @@ def _check_rank(layer, rank, top):
         )
 
 
-def weight_svd_layers(layer, rank):
+def weight_svd_layers(
+    layer: keras.layers.Layer, rank: int
+) -> tuple[keras.layers.Layer, keras.layers.Layer]:
     """The two layers replacing a Dense or 1x1 Conv2D at ``rank``.
 
     Args:
@@ -220,7 +226,9 @@ def weight_svd_layers(layer, rank):
     return first, second
 
 
-def rank_cost(layer, scheme, cost_metric="mac"):
+def rank_cost(
+    layer: keras.layers.Layer, scheme: str, cost_metric: str = "mac"
+) -> tuple[int, int]:
     """``(cost per unit of rank, original cost)`` of factorising ``layer``.
 
     In kernel elements, or in MACs per output position (AIMET's formulas:
@@ -247,8 +255,12 @@ def rank_cost(layer, scheme, cost_metric="mac"):
 
 
 def svd_rank(
-    layer, comp_ratio, scheme="spatial_svd", cost_metric="mac", multiplicity=1
-):
+    layer: keras.layers.Layer,
+    comp_ratio: float,
+    scheme: str = "spatial_svd",
+    cost_metric: str = "mac",
+    multiplicity: int = 1,
+) -> int:
     """The rank that brings ``layer``'s cost to ``comp_ratio`` of itself.
 
     AIMET's rule: the largest rank whose cost is at most ``comp_ratio``
@@ -345,7 +357,12 @@ def _factorise_and_refit(
     return result
 
 
-def weight_svd(model, ranks, data=None, num_reconstruction_samples=5000):
+def weight_svd(
+    model: keras.Model,
+    ranks: dict[str, int],
+    data: object = None,
+    num_reconstruction_samples: int = 5000,
+) -> keras.Model:
     """A new model with the named Dense / 1x1 Conv2D layers factorised.
 
     Args:
@@ -371,7 +388,12 @@ def weight_svd(model, ranks, data=None, num_reconstruction_samples=5000):
     )
 
 
-def spatial_svd(model, ranks, data=None, num_reconstruction_samples=5000):
+def spatial_svd(
+    model: keras.Model,
+    ranks: dict[str, int],
+    data: object = None,
+    num_reconstruction_samples: int = 5000,
+) -> keras.Model:
     """A new model with the named convolutions factorised at given ranks.
 
     With ``data``, each second factor (the 1xk convolution) is then refit

@@ -11,10 +11,17 @@ simulated. :func:`channel_affines_as_depthwise` rewrites them, so the sim
 quantizes their constants as the target stores them.
 """
 
+from __future__ import annotations
+
+import typing
+
 import keras
 import numpy as np
 
 from aimet_keras.graph import prepare as prepare_lib
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["channel_affine", "channel_affines_as_depthwise"]
 
@@ -26,7 +33,9 @@ def _per_channel(values, channels):
     return np.broadcast_to(values.reshape(-1), (channels,))
 
 
-def channel_affine(layer):
+def channel_affine(
+    layer: keras.layers.Layer,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """``(scale, bias)`` per channel of ``y = x * scale + bias`` that a
     built ``Normalization`` or ``Rescaling`` on NHWC images computes, or
     None for another layer, another layout or an inverted normalization.
@@ -79,7 +88,10 @@ def _as_depthwise(layer, scale, bias):
     return depthwise
 
 
-def channel_affines_as_depthwise(model, where=None):
+def channel_affines_as_depthwise(
+    model: keras.Model,
+    where: Callable[[keras.layers.Layer], bool] | None = None,
+) -> keras.Model:
     """A copy of ``model`` with each ``Normalization`` and ``Rescaling`` on
     NHWC images as a 1x1 ``DepthwiseConv2D`` of the same name.
 

@@ -4,6 +4,8 @@ Built from the model's call sites (:func:`~aimet_keras.graph.walk`); input
 layers are left out and a model input shows as the producer ``None``.
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 import keras
@@ -30,13 +32,13 @@ class Connections:
     model_input_layers: frozenset
     model_output_layers: frozenset
 
-    def sole_consumer(self, name):
+    def sole_consumer(self, name: str) -> str | None:
         """The only consumer of ``name``'s output, or None."""
         users = self.consumers.get(name, [])
         return users[0] if len(users) == 1 else None
 
 
-def layer_connections(model):
+def layer_connections(model: keras.Model) -> Connections:
     """Maps producers and consumers of every operation of ``model``.
 
     A shared layer (called at several places) has the producers of its

@@ -1,5 +1,7 @@
 """Grouped convolutions that are depthwise convolutions, as such."""
 
+from __future__ import annotations
+
 import keras
 import numpy as np
 
@@ -8,7 +10,7 @@ from aimet_keras.graph import prepare as prepare_lib
 __all__ = ["depthwise_from_grouped", "is_depthwise_grouped"]
 
 
-def is_depthwise_grouped(layer):
+def is_depthwise_grouped(layer: keras.layers.Layer) -> bool:
     """Whether ``layer`` is a ``Conv2D`` with one group per input channel
     and one output channel per group (ConvNeXt's 7x7 "depthwise" conv).
 
@@ -49,7 +51,7 @@ def _as_depthwise(conv):
     return depthwise
 
 
-def depthwise_from_grouped(model):
+def depthwise_from_grouped(model: keras.Model) -> keras.Model:
     """A copy of ``model`` with depthwise grouped convolutions as
     ``DepthwiseConv2D``.
 

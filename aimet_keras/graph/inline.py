@@ -36,6 +36,8 @@ model is called with; a Python branch on ``training`` in the composite's
 own ``call`` keeps the branch taken when it was traced (inference).
 """
 
+from __future__ import annotations
+
 import contextlib
 import inspect
 import re
@@ -55,7 +57,9 @@ class _Opaque(Exception):
     """Why a composite layer cannot be inlined."""
 
 
-def composite_sublayers(layer):
+def composite_sublayers(
+    layer: keras.layers.Layer,
+) -> list[keras.layers.Layer]:
     """The sublayers a layer holds directly, or ``[]``.
 
     Keras 3 has no public list of a layer's sublayers; this reads
@@ -467,7 +471,7 @@ def _mask_problem(site, masks):
     return None
 
 
-def inline_composite_layers(model):
+def inline_composite_layers(model: keras.Model) -> keras.Model:
     """A functional model with every composite layer replaced by its layers.
 
     See the module docstring for which layers are inlined and how they are

@@ -34,9 +34,16 @@ structures (``_nodes_by_depth``, ``Node.arguments``), which Keras 3 has no
 public API for; ``tests/graph`` guards them.
 """
 
+from __future__ import annotations
+
 import dataclasses
+import typing
 
 import keras
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Sequence
 
 __all__ = [
     "CallSite",
@@ -71,7 +78,7 @@ def _is_functional(model):
     )
 
 
-def walk(model):
+def walk(model: keras.Model) -> list[CallSite]:
     """The call sites of a functional model, producers before consumers.
 
     Args:
@@ -115,7 +122,11 @@ def _fresh_inputs(model):
     ]
 
 
-def run_sites(sites, computed, call=None):
+def run_sites(
+    sites: Sequence[CallSite],
+    computed: dict[int, object],
+    call: Callable[[CallSite, tuple, dict], object] | None = None,
+) -> dict[int, object]:
     """Runs call sites on known values, adding their outputs to ``computed``.
 
     Args:
@@ -158,7 +169,10 @@ def _run_sites(model, inputs, call):
     return keras.tree.pack_sequence_as(model._outputs_struct, flat)
 
 
-def rebuild(model, replace):
+def rebuild(
+    model: keras.Model,
+    replace: Callable[[keras.Operation], Callable[..., object]],
+) -> keras.Model:
     """A new functional model with each operation swapped for another.
 
     ``replace(operation)`` is called once per distinct operation (so a
@@ -237,7 +251,9 @@ def _constructor_keys(cls, config):
     return kept if len(kept) < len(config) else None
 
 
-def copy_operation(operation, name=None):
+def copy_operation(
+    operation: keras.Operation, name: str | None = None
+) -> keras.Operation:
     """A copy of a layer or ``keras.ops`` operation, with its weights.
 
     Args:
@@ -380,7 +396,14 @@ def _as_functional(model, input_shape=None):
     return _trace_subclassed(model, input_shape)
 
 
-def prepare_model(model, input_shape=None, copy=True, inline_layers=True):
+def prepare_model(
+    model: keras.Model,
+    input_shape: tuple[int | None, ...]
+    | list[tuple[int | None, ...]]
+    | None = None,
+    copy: bool = True,
+    inline_layers: bool = True,
+) -> keras.Model:
     """Returns ``model`` as one flat functional model of copied layers.
 
     Args:

@@ -13,6 +13,8 @@ input and the simulation runs it in-graph on learnable min/max variables, so
 there is no second copy of the grid math.
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 import numpy as np
@@ -54,7 +56,9 @@ def _check_bitwidth(bitwidth, name="bitwidth"):
     return int(bitwidth)
 
 
-def num_steps(bitwidth, is_symmetric=False, strict_symmetric=False):
+def num_steps(
+    bitwidth: int, is_symmetric: bool = False, strict_symmetric: bool = False
+) -> int:
     """The number of grid steps: ``2**bitwidth - 1``, one fewer if strict.
 
     Args:
@@ -118,14 +122,14 @@ def round_half_away_from_zero(x):
 
 
 def grid_from_range(
-    encoding_min,
-    encoding_max,
-    bitwidth,
-    is_symmetric=False,
-    strict_symmetric=False,
-    unsigned_symmetric=False,
-    bounds=True,
-):
+    encoding_min: tf.Tensor,
+    encoding_max: tf.Tensor,
+    bitwidth: int,
+    is_symmetric: bool = False,
+    strict_symmetric: bool = False,
+    unsigned_symmetric: bool = False,
+    bounds: bool = True,
+) -> tuple[tf.Tensor, ...]:
     """AIMET's rules from a calibrated range to a grid, as TensorFlow ops.
 
     Element-wise over per-channel tensors. The steps (AIMET's
@@ -270,24 +274,24 @@ class Encoding:
     unsigned_symmetric: bool = False
 
     @property
-    def scale(self):
+    def scale(self) -> float | np.ndarray | None:
         """AIMET's file name for ``delta``."""
         return self.delta
 
     @property
-    def is_float(self):
+    def is_float(self) -> bool:
         return self.dtype == "float"
 
     @property
-    def is_per_channel(self):
+    def is_per_channel(self) -> bool:
         return self.delta is not None and np.ndim(self.delta) == 1
 
     @property
-    def num_channels(self):
+    def num_channels(self) -> int:
         return int(np.size(self.delta)) if self.is_per_channel else 1
 
     @property
-    def num_steps(self):
+    def num_steps(self) -> int:
         return num_steps(
             self.bitwidth, self.is_symmetric, self.strict_symmetric
         )
@@ -310,7 +314,7 @@ class Encoding:
         )
 
 
-def float_encoding(bitwidth=16):
+def float_encoding(bitwidth: int = 16) -> Encoding:
     """AIMET's float data type: the tensor is cast to fp16 and back.
 
     Args:
@@ -356,13 +360,13 @@ def _check_same_shape(first, second, first_name, second_name):
 
 
 def compute_encoding(
-    encoding_min,
-    encoding_max,
-    bitwidth,
-    is_symmetric=False,
-    strict_symmetric=False,
-    unsigned_symmetric=False,
-):
+    encoding_min: float | np.ndarray,
+    encoding_max: float | np.ndarray,
+    bitwidth: int,
+    is_symmetric: bool = False,
+    strict_symmetric: bool = False,
+    unsigned_symmetric: bool = False,
+) -> Encoding:
     """Computes AIMET's grid for an observed range.
 
     See :func:`grid_from_range` for the rules. Per-channel when given 1-d
@@ -430,7 +434,12 @@ def compute_encoding(
     )
 
 
-def encoding_from_scale_offset(scale, offset, bitwidth, is_symmetric=False):
+def encoding_from_scale_offset(
+    scale: float | np.ndarray,
+    offset: float | np.ndarray,
+    bitwidth: int,
+    is_symmetric: bool = False,
+) -> Encoding:
     """Rebuilds an encoding from a file's scale (delta) and offset.
 
     The grid kind follows from the offset, as AIMET writes it: a symmetric

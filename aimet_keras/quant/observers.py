@@ -25,12 +25,19 @@ shard of the batch and adds the whole of it, so the statistics (and the
 encodings) are those one device computes from the same batches.
 """
 
+from __future__ import annotations
+
+import typing
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.quant import quantize as quantize_lib
+
+if typing.TYPE_CHECKING:
+    from aimet_keras.quant.encoding import Encoding
 
 __all__ = [
     "MinMaxObserver",
@@ -95,7 +102,12 @@ class Observer(keras.layers.Layer):
     (-1.0039, 2.9961)
     """
 
-    def __init__(self, axis=None, save_statistics=True, **kwargs):
+    def __init__(
+        self,
+        axis: int | tuple[int, ...] | None = None,
+        save_statistics: bool = True,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)
         if isinstance(axis, list):
             axis = tuple(axis)
@@ -111,7 +123,7 @@ class Observer(keras.layers.Layer):
         axes = quantize_lib.channel_axes(self.axis, shape.rank)
         return tuple(shape[a] for a in axes)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         shape = tf.TensorShape(input_shape)
         self.channel_shape = self._channel_shape_of(shape)
         if any(d is None for d in self.channel_shape):
@@ -140,18 +152,20 @@ class Observer(keras.layers.Layer):
             name=name,
         )
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         """Updates the statistics and returns ``inputs`` unchanged."""
         self.update(inputs)
         return inputs
 
-    def compute_output_spec(self, inputs):
+    def compute_output_spec(
+        self, inputs: keras.KerasTensor
+    ) -> keras.KerasTensor:
         # The output is the input. Without this, Keras traces call() on
         # symbolic inputs (functional model construction) in a stateless
         # scope, where the statistics' updates fail.
         return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
 
-    def update(self, x):
+    def update(self, x: tf.Tensor) -> None:
         """Adds a batch to the statistics.
 
         Args:
@@ -208,7 +222,7 @@ class Observer(keras.layers.Layer):
                 finite, [f"Observer {self.name}: NaN or inf in the tensor"]
             )
 
-    def reset(self):
+    def reset(self) -> None:
         """Forgets every batch seen so far."""
         for variable in self.non_trainable_variables:
             variable.assign(tf.zeros_like(variable))
@@ -222,11 +236,11 @@ class Observer(keras.layers.Layer):
 
     def compute_encoding(
         self,
-        bitwidth,
-        is_symmetric=False,
-        strict_symmetric=False,
-        unsigned_symmetric=False,
-    ):
+        bitwidth: int,
+        is_symmetric: bool = False,
+        strict_symmetric: bool = False,
+        unsigned_symmetric: bool = False,
+    ) -> Encoding:
         """Proposes an encoding from the statistics gathered so far.
 
         Args:
@@ -255,17 +269,17 @@ class Observer(keras.layers.Layer):
             lo, hi, bitwidth, is_symmetric, strict_symmetric, unsigned_symmetric
         )
 
-    def save_own_variables(self, store):
+    def save_own_variables(self, store: dict) -> None:
         if self.save_statistics:
             super().save_own_variables(store)
 
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: dict) -> None:
         # A file saved without statistics (or an older file saved with
         # them, by a quantizer that now saves none) leaves them empty.
         if self.save_statistics:
             super().load_own_variables(store)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config["axis"] = self.axis
         config["save_statistics"] = self.save_statistics
@@ -334,7 +348,7 @@ class MinMaxObserver(Observer):
 
     _step = staticmethod(lambda *args: _min_max_update(*args))
 
-    def observed_range(self):
+    def observed_range(self) -> tuple[np.ndarray, np.ndarray]:
         """The (min, max) seen so far, one value per channel."""
         self._check_seen()
         return self.min.numpy(), self.max.numpy()
@@ -846,7 +860,12 @@ class PercentileObserver(_HistogramObserver):
 
     scheme = "percentile"
 
-    def __init__(self, percentile=99.99, axis=None, **kwargs):
+    def __init__(
+        self,
+        percentile: float = 99.99,
+        axis: int | tuple[int, ...] | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(axis=axis, **kwargs)
         if not 90.0 <= float(percentile) <= 100.0:
             raise ValueError(
@@ -868,7 +887,7 @@ class PercentileObserver(_HistogramObserver):
         hi = np.minimum(edges[rows, first_hi + 1], observed_hi)
         return lo, hi
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config["percentile"] = self.percentile
         return config
@@ -892,7 +911,7 @@ _ALIASES = {
 }
 
 
-def get(identifier, **kwargs):
+def get(identifier: Observer | dict | str, **kwargs: object) -> Observer:
     """Returns an observer for a scheme name, a config dict or an observer.
 
     Args:
@@ -929,11 +948,11 @@ def get(identifier, **kwargs):
     )
 
 
-def serialize(observer):
+def serialize(observer: Observer) -> dict:
     """Serializes an observer to a Keras config dict."""
     return keras.saving.serialize_keras_object(observer)
 
 
-def deserialize(config):
+def deserialize(config: dict) -> Observer:
     """Rebuilds an observer from :func:`serialize`'s dict."""
     return keras.saving.deserialize_keras_object(config)

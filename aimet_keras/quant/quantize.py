@@ -21,10 +21,17 @@ AIMET's own Keras kernel drops the zero point from the clipped term, so its
 (it matches finite differences) and flows to min/max through ``delta``.
 """
 
+from __future__ import annotations
+
+import typing
+
 import numpy as np
 import tensorflow as tf
 
 from aimet_keras.quant import encoding as encoding_lib
+
+if typing.TYPE_CHECKING:
+    from aimet_keras.quant.encoding import Encoding
 
 __all__ = [
     "channel_axes",
@@ -51,7 +58,7 @@ def _check_float_input(x, name="x"):
     return x
 
 
-def channel_axes(axis, rank):
+def channel_axes(axis: int | tuple[int, ...], rank: int) -> tuple[int, ...]:
     """Normalizes a per-channel ``axis`` (an int or a tuple) for a rank.
 
     A tuple names several axes whose flattened product is the channel count,
@@ -209,7 +216,9 @@ def _cast_to_fp16(x):
     return y, lambda dy: dy
 
 
-def quantize_dequantize(x, encoding, axis=None):
+def quantize_dequantize(
+    x: tf.Tensor, encoding: Encoding, axis: int | tuple[int, ...] | None = None
+) -> tf.Tensor:
     """Quantizes ``x`` onto an encoding's grid and back (fake quantization).
 
     ``y = delta * (clip(round(x / delta - offset), 0, N) + offset)`` with
@@ -263,7 +272,13 @@ def quantize_dequantize(x, encoding, axis=None):
     )
 
 
-def quantize_dequantize_grid(x, delta, offset, steps, axis=None):
+def quantize_dequantize_grid(
+    x: tf.Tensor,
+    delta: tf.Tensor,
+    offset: tf.Tensor,
+    steps: int,
+    axis: int | tuple[int, ...] | None = None,
+) -> tf.Tensor:
     """Quantize-dequantize on a grid already derived from its range.
 
     What :func:`quantize_dequantize_range` computes after
@@ -413,15 +428,15 @@ def fusion_pays_off(shape):
 
 
 def quantize_dequantize_fixed_range(
-    x,
-    encoding_min,
-    encoding_max,
-    bitwidth,
-    is_symmetric=False,
-    strict_symmetric=False,
-    unsigned_symmetric=False,
-    axis=None,
-):
+    x: tf.Tensor,
+    encoding_min: tf.Tensor,
+    encoding_max: tf.Tensor,
+    bitwidth: int,
+    is_symmetric: bool = False,
+    strict_symmetric: bool = False,
+    unsigned_symmetric: bool = False,
+    axis: int | tuple[int, ...] | None = None,
+) -> tf.Tensor:
     """:func:`quantize_dequantize_range` for a range that is not learned.
 
     Computes the same values; the range gets no gradient (``x`` gets the
@@ -511,15 +526,15 @@ _straight_through_grad_fused = tf.function(
 
 
 def quantize_dequantize_range(
-    x,
-    encoding_min,
-    encoding_max,
-    bitwidth,
-    is_symmetric=False,
-    strict_symmetric=False,
-    unsigned_symmetric=False,
-    axis=None,
-):
+    x: tf.Tensor,
+    encoding_min: tf.Tensor,
+    encoding_max: tf.Tensor,
+    bitwidth: int,
+    is_symmetric: bool = False,
+    strict_symmetric: bool = False,
+    unsigned_symmetric: bool = False,
+    axis: int | tuple[int, ...] | None = None,
+) -> tf.Tensor:
     """Quantize-dequantize with a learnable range (AIMET's range learning).
 
     The grid is derived in-graph from ``encoding_min``/``encoding_max`` by
@@ -566,15 +581,15 @@ def quantize_dequantize_range(
 
 
 def grid_integers(
-    x,
-    encoding_min,
-    encoding_max,
-    bitwidth,
-    is_symmetric=False,
-    strict_symmetric=False,
-    unsigned_symmetric=False,
-    axis=None,
-):
+    x: tf.Tensor,
+    encoding_min: tf.Tensor,
+    encoding_max: tf.Tensor,
+    bitwidth: int,
+    is_symmetric: bool = False,
+    strict_symmetric: bool = False,
+    unsigned_symmetric: bool = False,
+    axis: int | tuple[int, ...] | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """The integer each value of ``x`` quantizes to, and the grid's step.
 
     The integers of the grid :func:`quantize_dequantize_range` applies:
