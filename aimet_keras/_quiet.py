@@ -21,10 +21,16 @@ once, when it loads. A program sets it before importing TensorFlow
 (``examples/quickstart.py`` does); a library cannot.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import os
+import typing
 import warnings
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["quiet_conversion"]
 
@@ -65,7 +71,7 @@ def _tf_deprecation_module():
 
 
 @contextlib.contextmanager
-def quiet_conversion():
+def quiet_conversion() -> Iterator[None]:
     """Mutes TensorFlow's, tf2onnx's and absl's notices inside the block.
 
     * TensorFlow deprecation notices are not printed (TensorFlow's own

@@ -14,8 +14,11 @@ flipping one, rebuild a compiled model's functions (``QuantizationSimModel``
 does this for you).
 """
 
+from __future__ import annotations
+
 import contextlib
 import contextvars
+import typing
 
 import keras
 import numpy as np
@@ -23,6 +26,10 @@ import numpy as np
 from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.quant import observers as observers_lib
 from aimet_keras.quant import quantize as quantize_lib
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterator
 
 __all__ = ["TensorQuantizer", "call_override"]
 
@@ -34,7 +41,9 @@ _CALL_OVERRIDE = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def call_override(function):
+def call_override(
+    function: Callable[[TensorQuantizer, object], object],
+) -> Iterator[None]:
     """Routes every quantizer call to ``function(quantizer, inputs)``.
 
     For exporters: a function traced inside the context computes what
@@ -59,7 +68,7 @@ def call_override(function):
         _CALL_OVERRIDE.reset(token)
 
 
-def override_active():
+def override_active() -> bool:
     """Whether a :func:`call_override` is in effect."""
     return _CALL_OVERRIDE.get() is not None
 
@@ -122,20 +131,20 @@ class TensorQuantizer(keras.layers.Layer):
 
     def __init__(
         self,
-        bitwidth=8,
-        is_symmetric=False,
-        strict_symmetric=False,
-        unsigned_symmetric=False,
-        axis=None,
-        quant_scheme="tf_enhanced",
-        data_type="int",
-        enabled=True,
-        range_learning=False,
-        init_batches=0,
-        fixed_range=None,
-        ties_away_from_zero=False,
-        **kwargs,
-    ):
+        bitwidth: int = 8,
+        is_symmetric: bool = False,
+        strict_symmetric: bool = False,
+        unsigned_symmetric: bool = False,
+        axis: int | None = None,
+        quant_scheme: str = "tf_enhanced",
+        data_type: str = "int",
+        enabled: bool = True,
+        range_learning: bool = False,
+        init_batches: int = 0,
+        fixed_range: tuple[float, float] | None = None,
+        ties_away_from_zero: bool = False,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)
         if data_type not in ("int", "float"):
             raise ValueError(
@@ -183,7 +192,7 @@ class TensorQuantizer(keras.layers.Layer):
         self._initialized = False
         self._tie = None
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         self.observer.build(input_shape)
         shape = (self.observer.num_channels,) if self.axis is not None else ()
         self.encoding_min = self.add_weight(
@@ -215,10 +224,12 @@ class TensorQuantizer(keras.layers.Layer):
             name="batches_seen",
         )
 
-    def compute_output_spec(self, inputs):
+    def compute_output_spec(
+        self, inputs: keras.KerasTensor
+    ) -> keras.KerasTensor:
         return keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
 
-    def call(self, inputs):
+    def call(self, inputs: object) -> object:
         override = _CALL_OVERRIDE.get()
         if override is not None:
             return override(self, inputs)
@@ -285,7 +296,7 @@ class TensorQuantizer(keras.layers.Layer):
             return self._tie.range()
         return self.encoding_min, self.encoding_max
 
-    def tie_to(self, source):
+    def tie_to(self, source: TensorQuantizer) -> None:
         """Takes ``source``'s grid from now on, in every call.
 
         For an op whose output the target keeps on its input's grid
@@ -310,7 +321,11 @@ class TensorQuantizer(keras.layers.Layer):
         """
         self._tie = _SameGrid(self, source)
 
-    def tie_to_product(self, input_quantizer, kernel_quantizer):
+    def tie_to_product(
+        self,
+        input_quantizer: TensorQuantizer,
+        kernel_quantizer: TensorQuantizer,
+    ) -> None:
         """Takes the step ``input step x kernel step`` from now on.
 
         For a 32-bit bias: integer kernels (TFLite, QNN) add the bias to
@@ -340,16 +355,16 @@ class TensorQuantizer(keras.layers.Layer):
         """
         self._tie = _ProductGrid(self, input_quantizer, kernel_quantizer)
 
-    def untie(self):
+    def untie(self) -> None:
         """Uses this quantizer's own grid again (see :meth:`tie_to`)."""
         self._tie = None
 
     @property
-    def tied(self):
+    def tied(self) -> bool:
         """Whether a tie (:meth:`tie_to`) sets this quantizer's grid now."""
         return self._tie is not None and self._tie.holds()
 
-    def sync_tied_grid(self):
+    def sync_tied_grid(self) -> None:
         """Copies the tied grid into this quantizer's own variables.
 
         So that a model saved, or read without the tie, holds the grid the
@@ -358,7 +373,7 @@ class TensorQuantizer(keras.layers.Layer):
         if self.tied:
             self.set_encoding(self._tie.encoding())
 
-    def save_own_variables(self, store):
+    def save_own_variables(self, store: dict) -> None:
         self.sync_tied_grid()
         super().save_own_variables(store)
 
@@ -403,7 +418,7 @@ class TensorQuantizer(keras.layers.Layer):
         return lo, hi
 
     @property
-    def switches(self):
+    def switches(self) -> tuple:
         """The Python-side settings that traced code bakes in.
 
         Functions traced with this quantizer are valid while this tuple is
@@ -424,7 +439,7 @@ class TensorQuantizer(keras.layers.Layer):
         )
 
     @property
-    def is_initialized(self):
+    def is_initialized(self) -> bool:
         """Whether an encoding was computed, set, loaded or initialized."""
         import tensorflow as tf
 
@@ -441,11 +456,11 @@ class TensorQuantizer(keras.layers.Layer):
             self._initialized = int(self.has_encoding.numpy()) == 1
         return self._initialized
 
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: dict) -> None:
         super().load_own_variables(store)
         self._initialized = int(self.has_encoding.numpy()) == 1
 
-    def compute_encoding(self):
+    def compute_encoding(self) -> None:
         """Sets the encoding from the observer's statistics.
 
         Raises:
@@ -465,7 +480,7 @@ class TensorQuantizer(keras.layers.Layer):
             )
         )
 
-    def set_encoding(self, encoding):
+    def set_encoding(self, encoding: encoding_lib.Encoding) -> None:
         """Uses ``encoding`` from now on (for example one read from a file).
 
         A tied quantizer (:meth:`tie_to`) keeps computing on the grid it is
@@ -509,7 +524,7 @@ class TensorQuantizer(keras.layers.Layer):
         self._initialized = True
 
     @property
-    def encoding(self):
+    def encoding(self) -> encoding_lib.Encoding | None:
         """The current :class:`~aimet_keras.quant.Encoding`, or None."""
         if not self.enabled or self.data_type == "float":
             return (
@@ -530,7 +545,7 @@ class TensorQuantizer(keras.layers.Layer):
             *self._grid_settings,
         )
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             bitwidth=self.bitwidth,

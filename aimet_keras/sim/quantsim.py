@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import os
 import re
+import typing
 import warnings
 
 import keras
@@ -35,6 +36,9 @@ from aimet_keras.sim import quantizer as quantizer_lib
 from aimet_keras.sim import rules as rules_lib
 from aimet_keras.sim import spec as spec_lib
 from aimet_keras.sim import wrapper as wrapper_lib
+
+if typing.TYPE_CHECKING:
+    import pathlib
 
 __all__ = ["QuantizationSimModel", "quantize_model"]
 
@@ -297,7 +301,7 @@ class QuantizationSimModel:
             },
         )
 
-    def quant_wrappers(self):
+    def quant_wrappers(self) -> list[wrapper_lib.QuantizationWrapper]:
         """The wrappers of the simulated model, in layer order."""
         return [
             layer
@@ -645,7 +649,7 @@ class QuantizationSimModel:
             quantizer.compute_encoding()
             computed[id(quantizer)] = _grid_state(quantizer, value.copy())
 
-    def initialize_from_first_batches(self, num_batches=1):
+    def initialize_from_first_batches(self, num_batches: int = 1) -> int:
         """Calibrates without a calibration set, as tfmot's quantize_model.
 
         Weight grids are computed now, from the weights. Each activation
@@ -860,7 +864,7 @@ class QuantizationSimModel:
             count += 1
         return count
 
-    def quantizer_args(self):
+    def quantizer_args(self) -> dict:
         """AIMET's ``quantizer_args``: the sim's global settings."""
         init_scheme = {"tf": "post_training_tf"}.get(
             self._observer_scheme, f"post_training_{self._observer_scheme}"
@@ -876,7 +880,12 @@ class QuantizationSimModel:
             quant_scheme=init_scheme,
         )
 
-    def export(self, path, filename_prefix, encoding_version="0.6.1"):
+    def export(
+        self,
+        path: str | os.PathLike,
+        filename_prefix: str,
+        encoding_version: str = "0.6.1",
+    ) -> dict[str, pathlib.Path]:
         """Writes the FP32 SavedModel, the sim and its encodings.
 
         Writes ``<path>/<filename_prefix>/`` (a TensorFlow SavedModel of the
@@ -913,7 +922,9 @@ class QuantizationSimModel:
             self, path, filename_prefix, encoding_version
         )
 
-    def load_encodings_to_sim(self, encoding_file_path):
+    def load_encodings_to_sim(
+        self, encoding_file_path: str | os.PathLike
+    ) -> None:
         """Sets every quantizer's grid from an encodings file.
 
         Reads the files :meth:`export` writes and AIMET's 0.6.1, 1.0.0 and
@@ -929,7 +940,9 @@ class QuantizationSimModel:
         """
         export_lib.load_encodings(self, encoding_file_path)
 
-    def set_and_freeze_param_encodings(self, encoding_path):
+    def set_and_freeze_param_encodings(
+        self, encoding_path: str | os.PathLike
+    ) -> None:
         """Sets weight grids from a file and keeps them from then on.
 
         For AdaRound's output (a flat param file) or any encodings file:
@@ -953,7 +966,7 @@ class QuantizationSimModel:
                 quantizer.encoding_min.trainable = False
                 quantizer.encoding_max.trainable = False
 
-    def summary(self, print_fn=print):
+    def summary(self, print_fn: typing.Callable[[str], object] = print) -> None:
         """Prints which tensors are quantized how, a row per layer."""
         print_fn(
             f"QuantizationSimModel of {self.model.name!r} ({self.quant_scheme})"
@@ -986,7 +999,7 @@ def quantize_model(
     model: keras.Model | str | os.PathLike,
     calibration_data: object = None,
     fold_batch_norms: bool = True,
-    **options,
+    **options: object,
 ) -> keras.Model:
     """Returns a Keras model that simulates quantized inference of ``model``.
 

@@ -11,13 +11,19 @@ back afterwards. With every quantizer disabled the wrapper computes exactly
 what the layer computes.
 """
 
+from __future__ import annotations
+
 import contextlib
+import typing
 
 import keras
 
 from aimet_keras.quant import quantize as quantize_lib
 from aimet_keras.sim import internals as internals_lib
 from aimet_keras.sim import quantizer as quantizer_lib
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["QuantizationWrapper", "weight_key"]
 
@@ -38,7 +44,7 @@ _ELEMENTWISE = (
 )
 
 
-def weight_key(layer, variable):
+def weight_key(layer: keras.layers.Layer, variable: keras.Variable) -> str:
     """A weight's name within its layer: ``"kernel"``, ``"query/kernel"``.
 
     Keras names a variable by its path (``"mha/query/kernel"``); a layer's
@@ -154,13 +160,13 @@ class QuantizationWrapper(keras.layers.Layer):
 
     def __init__(
         self,
-        layer,
-        input_quantizers=(),
-        output_quantizers=(),
-        param_quantizers=None,
-        internal_quantizers=None,
-        **kwargs,
-    ):
+        layer: keras.layers.Layer,
+        input_quantizers: object = (),
+        output_quantizers: object = (),
+        param_quantizers: dict | None = None,
+        internal_quantizers: dict | None = None,
+        **kwargs: object,
+    ) -> None:
         kwargs.setdefault("name", layer.name)
         super().__init__(**kwargs)
         if not getattr(layer, "built", True):
@@ -209,7 +215,7 @@ class QuantizationWrapper(keras.layers.Layer):
             if not quantizer.built:
                 quantizer.build(weights[name].shape)
 
-    def build(self, *args, **kwargs):
+    def build(self, *args: object, **kwargs: object) -> None:
         """Marks the wrapper built; its parts are built elsewhere.
 
         The wrapped layer and the param quantizers are built in the
@@ -217,7 +223,7 @@ class QuantizationWrapper(keras.layers.Layer):
         where every argument's shape is known.
         """
 
-    def quantized_weights(self):
+    def quantized_weights(self) -> list:
         """``[(weight variable, its quantizer)]`` for every param quantizer."""
         weights = {
             weight_key(self.layer, w): w
@@ -229,7 +235,7 @@ class QuantizationWrapper(keras.layers.Layer):
         ]
 
     @property
-    def quantizes_own_weights(self):
+    def quantizes_own_weights(self) -> bool:
         """Whether the wrapped layer applies its weight quantizers itself.
 
         A layer whose quantized tensor is computed from its variables (such
@@ -240,7 +246,7 @@ class QuantizationWrapper(keras.layers.Layer):
         """
         return bool(getattr(self.layer, "quantizes_own_weights", False))
 
-    def weight_values(self):
+    def weight_values(self) -> dict:
         """``{weight key: tensor}``: what each param quantizer quantizes.
 
         The weight variable itself, unless the layer quantizes its own
@@ -290,19 +296,19 @@ class QuantizationWrapper(keras.layers.Layer):
         return spec
 
     @property
-    def statistics_frozen(self):
+    def statistics_frozen(self) -> bool:
         """Whether a batch norm in training normalizes with its moving
         statistics and leaves them as they are (QAT's BN freezing)."""
         return self.__dict__["_statistics_frozen"]
 
     @statistics_frozen.setter
-    def statistics_frozen(self, frozen):
+    def statistics_frozen(self, frozen: bool) -> None:
         self.__dict__["_statistics_frozen"] = bool(frozen)
         switch = self.__dict__.get("_statistics_switch")
         if switch is not None:
             switch.assign(bool(frozen))
 
-    def use_statistics_switch(self):
+    def use_statistics_switch(self) -> None:
         """Makes :attr:`statistics_frozen` a variable the traced step reads.
 
         After this, a training call computes both the batch-statistics and
@@ -455,7 +461,7 @@ class QuantizationWrapper(keras.layers.Layer):
         return _quantize_leaves(outputs, self.output_quantizers)
 
     @contextlib.contextmanager
-    def replaced_weights(self, values):
+    def replaced_weights(self, values: dict) -> Iterator[None]:
         """Runs the layer with given tensors for its quantized weights.
 
         For optimisers of the rounding (AdaRound, block reconstruction):
@@ -499,7 +505,7 @@ class QuantizationWrapper(keras.layers.Layer):
         finally:
             self.__dict__.pop("_replaced_weights", None)
 
-    def add_training_loss(self, regularizer):
+    def add_training_loss(self, regularizer: object) -> None:
         """Adds ``regularizer(wrapper)`` to the loss of every training step.
 
         For QAT regularizers on this layer's quantized weights, such as
@@ -524,14 +530,14 @@ class QuantizationWrapper(keras.layers.Layer):
         losses = self.__dict__.setdefault("_training_losses", [])
         losses.append(regularizer)
 
-    def remove_training_loss(self, regularizer):
+    def remove_training_loss(self, regularizer: object) -> None:
         """Removes a regularizer :meth:`add_training_loss` added."""
         losses = self.__dict__.get("_training_losses", [])
         if regularizer in losses:
             losses.remove(regularizer)
 
     @property
-    def quantizers(self):
+    def quantizers(self) -> list[quantizer_lib.TensorQuantizer]:
         """Every quantizer: inputs, outputs, params, then internal ones."""
         return [
             *self.input_quantizers,
@@ -540,7 +546,7 @@ class QuantizationWrapper(keras.layers.Layer):
             *self.internal_quantizers.values(),
         ]
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         serialize = keras.saving.serialize_keras_object
         config.update(
@@ -558,7 +564,7 @@ class QuantizationWrapper(keras.layers.Layer):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> QuantizationWrapper:
         deserialize = keras.saving.deserialize_keras_object
         config = dict(config)
         config["layer"] = deserialize(config["layer"])
