@@ -20,17 +20,24 @@ The simulation hooks quantizers in; the exporter hooks in named Identity
 ops, so the encodings name tensors of the exported graph.
 """
 
+from __future__ import annotations
+
 import contextlib
+import typing
 
 import keras
 from keras import ops
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterator
 
 __all__ = ["ATTENTION_TENSORS", "attention_hooks", "has_internal_tensors"]
 
 ATTENTION_TENSORS = ("query", "key", "value", "scores", "softmax", "context")
 
 
-def has_internal_tensors(layer):
+def has_internal_tensors(layer: keras.layers.Layer) -> bool:
     """Whether the simulation quantizes tensors inside ``layer``.
 
     Example:
@@ -98,7 +105,10 @@ def _attention(
 
 
 @contextlib.contextmanager
-def attention_hooks(layer, hook):
+def attention_hooks(
+    layer: keras.layers.MultiHeadAttention,
+    hook: Callable[[str, object], object],
+) -> Iterator[None]:
     """Runs ``layer``'s attention with ``hook(name, tensor)`` on its tensors.
 
     Args:

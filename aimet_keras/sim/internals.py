@@ -12,12 +12,19 @@ activations, which TFLite runs as two ops each (see
 the exporter names them, both through :func:`internal_hooks`.
 """
 
+from __future__ import annotations
+
 import contextlib
+import typing
 
 import keras
 
 from aimet_keras.sim import attention as attention_lib
 from aimet_keras.sim import layer_norm as layer_norm_lib
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
 
 __all__ = [
     "activation_tensors",
@@ -28,7 +35,9 @@ __all__ = [
 ]
 
 
-def partial_sums(layer, count=None):
+def partial_sums(
+    layer: keras.layers.Layer, count: int | None = None
+) -> tuple[str, ...]:
     """The names of an ``Add``'s partial sums: ``("sum_2", ...)``, or ().
 
     An ``Add`` of ``n`` inputs runs as ``n - 1`` two-input adds; all but
@@ -78,7 +87,7 @@ _DECOMPOSED_ACTIVATIONS = {
 }
 
 
-def activation_tensors(layer):
+def activation_tensors(layer: keras.layers.Layer) -> tuple[str, ...]:
     """The inner tensor of a decomposed ``Activation`` layer, or ().
 
     TFLite has no swish op: ``x * sigmoid(x)`` runs as LOGISTIC, whose int8
@@ -144,7 +153,7 @@ def _partial_sum_hooks(layer, hook):
         object.__delattr__(layer, "_merge_function")
 
 
-def patch_embedding_tensors(layer):
+def patch_embedding_tensors(layer: keras.layers.Layer) -> tuple[str, ...]:
     """``("tokens",)`` for keras-hub's ``ViTPatchingAndEmbedding``, else ().
 
     The layer convolves the image into patches, puts its class token in
@@ -186,7 +195,7 @@ def _patch_embedding_hooks(layer, hook):
         object.__delattr__(layer, "call")
 
 
-def internal_tensors(layer):
+def internal_tensors(layer: keras.layers.Layer) -> tuple[str, ...]:
     """The names of the inner tensors of ``layer`` a hook can see, or ().
 
     Example:
@@ -208,7 +217,9 @@ def internal_tensors(layer):
     )
 
 
-def internal_hooks(layer, hook):
+def internal_hooks(
+    layer: keras.layers.Layer, hook: Callable[[str, object], object]
+) -> AbstractContextManager[None]:
     """A context in which ``layer``'s calls pass inner tensors to ``hook``.
 
     Args:

@@ -35,11 +35,20 @@ and without ``rms_scaling`` is decomposed; :func:`unsupported_reason` says
 why a layer is not.
 """
 
+from __future__ import annotations
+
 import contextlib
 import math
+import typing
 
 import keras
 from keras import ops
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterator
+
+    import numpy as np
 
 __all__ = [
     "LAYER_NORM_TENSORS",
@@ -59,7 +68,7 @@ LAYER_NORM_TENSORS = ("mean", "centred", "sum_squares", "rsqrt", "normalized")
 SYMMETRIC_TENSORS = ("centred",)
 
 
-def is_layer_norm(layer):
+def is_layer_norm(layer: keras.layers.Layer) -> bool:
     """Whether ``layer`` is a ``keras.layers.LayerNormalization``.
 
     Example:
@@ -70,7 +79,9 @@ def is_layer_norm(layer):
     return isinstance(layer, keras.layers.LayerNormalization)
 
 
-def unsupported_reason(layer, rank):
+def unsupported_reason(
+    layer: keras.layers.LayerNormalization, rank: int
+) -> str | None:
     """Why ``layer`` cannot run decomposed on inputs of ``rank``, or None.
 
     Example:
@@ -88,7 +99,9 @@ def unsupported_reason(layer, rank):
     return None
 
 
-def decomposed_affine(gamma, beta, channels):
+def decomposed_affine(
+    gamma: object | None, beta: object | None, channels: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(scale, offset)`` of the last step: ``y * scale + offset``.
 
     Args:
@@ -148,7 +161,10 @@ def _decomposed(layer, hook, inputs):
 
 
 @contextlib.contextmanager
-def layer_norm_hooks(layer, hook):
+def layer_norm_hooks(
+    layer: keras.layers.LayerNormalization,
+    hook: Callable[[str, object], object],
+) -> Iterator[None]:
     """Runs ``layer`` decomposed, with ``hook(name, tensor)`` on its tensors.
 
     Args:

@@ -7,7 +7,15 @@ Keras class; the few layers whose type depends on their settings
 resolved in :func:`onnx_op_type`.
 """
 
+from __future__ import annotations
+
 import difflib
+import typing
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Collection
+
+    import keras
 
 __all__ = [
     "KERAS_TO_ONNX",
@@ -35,7 +43,9 @@ KERNEL_LAYERS = (
 )
 
 
-def keras_class_name(layer, names):
+def keras_class_name(
+    layer: keras.layers.Layer, names: Collection[str]
+) -> str | None:
     """The first of ``layer``'s Keras classes (its own or a base) in ``names``.
 
     A subclass of a Keras layer (``class MyConv(Conv2D)``) answers as its
@@ -54,7 +64,7 @@ def keras_class_name(layer, names):
     return None
 
 
-def did_you_mean(name, choices):
+def did_you_mean(name: str, choices: Collection[str]) -> str:
     """`` Did you mean 'X'?`` for the closest of ``choices``, or ``""``.
 
     Example:
@@ -252,7 +262,7 @@ ONNX_OP_TYPES = (
 )
 
 
-def onnx_op_type(layer):
+def onnx_op_type(layer: keras.layers.Layer) -> str:
     """AIMET's (ONNX) op type name of a Keras layer, or ``"Unknown"``.
 
     Args:

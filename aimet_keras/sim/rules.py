@@ -19,9 +19,16 @@ quantize (default: all but BatchNormalization-style moving statistics) and
 the output-channel axis of each weight for per-channel quantization.
 """
 
+from __future__ import annotations
+
 import dataclasses
+import typing
 
 from aimet_keras.sim import op_types
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterable
+    from collections.abc import Mapping
 
 __all__ = [
     "QuantizationRule",
@@ -91,8 +98,11 @@ _KERAS_HUB_LAYERS = {
 
 
 def register_quantization_rule(
-    layer_class, op_type, weights=None, channel_axes=None
-):
+    layer_class: type,
+    op_type: str,
+    weights: Iterable[str] | None = None,
+    channel_axes: Mapping[str, int | None] | None = None,
+) -> None:
     """Registers how to quantize a custom layer class (and its subclasses).
 
     Args:
@@ -135,12 +145,12 @@ def register_quantization_rule(
     )
 
 
-def unregister_quantization_rule(layer_class):
+def unregister_quantization_rule(layer_class: type) -> None:
     """Removes a rule registered for ``layer_class`` (no error if none)."""
     _REGISTRY.pop(layer_class, None)
 
 
-def rule_for(operation):
+def rule_for(operation: object) -> QuantizationRule:
     """The :class:`QuantizationRule` for a layer or operation.
 
     A layer with a ``quantization_proxy`` attribute (the layer it stands
