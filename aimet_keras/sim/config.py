@@ -46,11 +46,18 @@ activations, for TFLite's 16x8 mode with ``default_output_bw=16``) and
 ``"htp"`` (like AIMET's HTP V73 config).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import pathlib
+import typing
 
 from aimet_keras.sim import op_types
+
+if typing.TYPE_CHECKING:
+    import os
+
 
 __all__ = [
     "CONFIG_NAMES",
@@ -399,7 +406,9 @@ def _parse(data, source):
     )
 
 
-def load_quantsim_config(config=None):
+def load_quantsim_config(
+    config: QuantSimConfig | dict | str | os.PathLike | None = None,
+) -> QuantSimConfig:
     """Reads and checks an AIMET quantsim config.
 
     Args:

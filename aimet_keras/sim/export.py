@@ -31,11 +31,14 @@ inside MultiHeadAttention ``L/query:0``, ``L/scores:0``, ``L/softmax:0``...
 these names.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import logging
 import os
 import pathlib
+import typing
 
 import keras
 import numpy as np
@@ -46,6 +49,10 @@ from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.sim import internals as internals_lib
 from aimet_keras.sim import wrapper as wrapper_lib
+
+if typing.TYPE_CHECKING:
+    from aimet_keras.sim.quantsim import QuantizationSimModel
+
 
 __all__ = ["export_sim", "load_encodings", "tensor_names"]
 
@@ -73,7 +80,7 @@ class SiteNames:
     internals: dict
 
 
-def tensor_names(sim):
+def tensor_names(sim: QuantizationSimModel) -> list[SiteNames]:
     """The exported tensor name of every call site of a sim's model.
 
     Args:
@@ -298,7 +305,12 @@ def _write_saved_model(sim, path):
     archive.write_out(str(path), verbose=False)
 
 
-def export_sim(sim, path, filename_prefix, encoding_version="0.6.1"):
+def export_sim(
+    sim: QuantizationSimModel,
+    path: str | os.PathLike,
+    filename_prefix: str,
+    encoding_version: str = "0.6.1",
+) -> dict[str, pathlib.Path]:
     """Writes the SavedModel, the ``.keras`` sim and the encodings file.
 
     Everything is written into a temporary folder next to the targets and
@@ -342,7 +354,11 @@ def export_sim(sim, path, filename_prefix, encoding_version="0.6.1"):
     return targets
 
 
-def load_encodings(sim, path, params_only=False):
+def load_encodings(
+    sim: QuantizationSimModel,
+    path: str | os.PathLike,
+    params_only: bool = False,
+) -> list[str]:
     """Sets a sim's grids from an encodings file; returns what was set.
 
     Quantizers take the file's bitwidth, symmetry and data type. An enabled

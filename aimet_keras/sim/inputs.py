@@ -8,12 +8,21 @@ dtypes once per call; the data's values are only scanned after a failure,
 so calibration itself runs as fast as before.
 """
 
+from __future__ import annotations
+
 import os
 import pathlib
+import typing
 import zipfile
 
 import keras
 import numpy as np
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import tensorflow as tf
+
 
 __all__ = ["CalibrationData", "layer_class", "resolve_model"]
 
@@ -88,7 +97,7 @@ def _describe(value):
     return name + (f" of shape {tuple(shape)}" if shape is not None else "")
 
 
-def resolve_model(model):
+def resolve_model(model: keras.Model | str | os.PathLike) -> keras.Model:
     """Returns the ``keras.Model`` that ``model`` is, or names, or raises.
 
     Args:
@@ -135,7 +144,7 @@ def resolve_model(model):
     raise TypeError(f"{expected}; got {_describe(model)}.")
 
 
-def layer_class(layer):
+def layer_class(layer: keras.layers.Layer) -> str:
     """The class name of a layer, or of the layer a wrapper wraps."""
     return type(getattr(layer, "layer", layer)).__name__
 
@@ -319,7 +328,9 @@ class CalibrationData:
     [(3, 28, 28, 1), (1, 28, 28, 1)]
     """
 
-    def __init__(self, model, data, batch_size=32):
+    def __init__(
+        self, model: keras.Model, data: object, batch_size: int = 32
+    ) -> None:
         import tensorflow as tf
 
         self.model_name = model.name
@@ -564,14 +575,14 @@ class CalibrationData:
     # Batches.
 
     @property
-    def num_batches(self):
+    def num_batches(self) -> int | None:
         """How many batches :meth:`batches` yields, or None if unknown."""
         if not self.is_dataset:
             return -(-len(self.arrays[0]) // self.batch_size)
         count = int(self._dataset.cardinality())
         return count if count >= 0 else None
 
-    def batches(self):
+    def batches(self) -> Iterator[list]:
         """Yields each batch as a list of inputs, in input order, cast."""
         import tensorflow as tf
 
@@ -589,7 +600,7 @@ class CalibrationData:
                 for a, i in zip(self.arrays, self.inputs)
             ]
 
-    def as_dataset(self):
+    def as_dataset(self) -> tf.data.Dataset:
         """The data as a ``tf.data.Dataset`` of input tuples, cast."""
         import tensorflow as tf
 
@@ -612,7 +623,7 @@ class CalibrationData:
             return self._dataset.map(lambda *element: inputs(element[0]))
         return self._dataset.map(inputs)
 
-    def non_finite_input(self, index, batch):
+    def non_finite_input(self, index: int, batch: list) -> str | None:
         """Describes the first input of ``batch`` holding NaN or inf.
 
         Args:
@@ -656,7 +667,7 @@ class CalibrationData:
             )
         return None
 
-    def sample(self, index, offset):
+    def sample(self, index: int, offset: int) -> str:
         """How to name sample ``offset`` of batch ``index`` in a message."""
         if self.is_dataset:
             return f"calibration batch {index}, sample {offset} of the batch"

@@ -19,6 +19,8 @@ AIMET's rules kept here:
   depthwise kernels.
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 import keras
@@ -133,7 +135,11 @@ class LayerSpec:
     bias_grid_source: tuple = None
 
 
-def weight_channel_axis(layer, weight_name, rule=None):
+def weight_channel_axis(
+    layer: keras.layers.Layer,
+    weight_name: str,
+    rule: rules_lib.QuantizationRule | None = None,
+) -> int | tuple[int, ...]:
     """The output-channel axis of a layer's weight, by AIMET's rules.
 
     Depthwise kernels ``(H, W, I, M)`` flatten their last two axes,
@@ -206,12 +212,12 @@ def _fused_outputs(connections, config, kinds):
 
 
 def resolve_layer_specs(
-    model,
-    config=None,
-    default_output_bw=8,
-    default_param_bw=8,
-    default_data_type="int",
-):
+    model: keras.Model,
+    config: object = None,
+    default_output_bw: int = 8,
+    default_param_bw: int = 8,
+    default_data_type: str = "int",
+) -> dict[str, LayerSpec]:
     """Resolves a quantsim config into a :class:`LayerSpec` per layer.
 
     Args:
