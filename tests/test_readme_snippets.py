@@ -36,7 +36,8 @@ class Snippet:
     index: int  # 1-based, in README order
     line: int  # the opening fence's line number
     code: str
-    run: bool  # False: opted out with <!-- snippet: no-run -->
+    run: bool  # False: opted out with <!-- snippet: no-run: why -->
+    why: str = ""  # the opt-out's reason, as the README gives it
 
     @property
     def name(self):
@@ -62,6 +63,9 @@ def readme_snippets(text=None):
                     line=start,
                     code=textwrap.dedent("\n".join(body)) + "\n",
                     run=not previous.startswith(_NO_RUN),
+                    why=previous[len(_NO_RUN) :].strip(" :->")
+                    if previous.startswith(_NO_RUN)
+                    else "",
                 )
             )
             body = None
@@ -154,12 +158,15 @@ def test_snippet_compiles_and_defines_every_name_it_uses(snippet):
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=_IDS)
 def test_snippet_runs_on_its_own(snippet, tmp_path):
     if not snippet.run:
-        pytest.skip("opted out with <!-- snippet: no-run -->")
+        pytest.skip(f"README.md opts it out: {snippet.why}")
     if "export_onnx" in snippet.code and any(
         importlib.util.find_spec(name) is None
         for name in ("tf2onnx", "onnx", "onnxruntime")
     ):
-        pytest.skip("needs the [onnx] extra")
+        pytest.skip(
+            "the snippet calls export_onnx, which needs the [onnx] extra "
+            "(tf2onnx, onnx, onnxruntime); it is not installed"
+        )
     script = tmp_path / f"readme_snippet_{snippet.index}.py"
     script.write_text(snippet.code)
     work = tmp_path / "work"

@@ -1,38 +1,23 @@
 """The compression example: spatial SVD then channel pruning, then fit."""
 
-import json
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from tests.examples import run_example
 
 
 # Three minutes on two cores: tests/compress covers each step it chains.
 @pytest.mark.slow
 def test_compress_and_finetune_runs_and_halves_the_macs(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "compress_and_finetune.py"),
-            "--quick",
-            "--epochs",
-            "1",
-            "--candidates",
-            "3",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
+    summary, stdout = run_example(
+        "compress_and_finetune.py",
+        tmp_path,
+        "--quick",
+        "--epochs",
+        "1",
+        "--candidates",
+        "3",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "| + channel pruning |" in result.stdout
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "| + channel pruning |" in stdout
     original, svd, pruned, tuned = summary["rows"]
     assert 0.49 < pruned["macs_kept"] <= 0.5
     assert svd["macs_kept"] <= 0.75

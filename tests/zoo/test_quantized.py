@@ -82,11 +82,13 @@ def test_optimised_weights_sit_on_their_grids(name, variant):
 
 
 def test_w8a8_recipe_from_scratch_gives_the_shipped_encodings():
-    pytest.importorskip("numpy")
     try:
         images = quantized.calibration_images()
     except FileNotFoundError:
-        pytest.skip("needs the full Fashion-MNIST set (dataset-fashion-mnist)")
+        pytest.skip(
+            "the recipe calibrates on the full Fashion-MNIST training set, "
+            "from Debian's dataset-fashion-mnist (.ci/run installs it)"
+        )
     made, steps = quantized.make_quantized("resnet", "w8a8", images)
     assert [step["step"] for step in steps] == [
         "fold_for_deployment",
