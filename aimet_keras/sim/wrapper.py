@@ -19,6 +19,7 @@ import typing
 import keras
 
 from aimet_keras.quant import quantize as quantize_lib
+from aimet_keras.sim import integer_accumulation
 from aimet_keras.sim import internals as internals_lib
 from aimet_keras.sim import quantizer as quantizer_lib
 
@@ -332,7 +333,31 @@ class QuantizationWrapper(keras.layers.Layer):
         fused = self._fused_inference(training, args, kwargs)
         if fused is not None:
             return fused(*args, **kwargs)
+        integer = self._integer_inference(training, args, kwargs)
+        if integer is not None:
+            return integer
         return self._quantized_call(args, kwargs, training)
+
+    def _integer_inference(self, training, args, kwargs):
+        """Inference on integer levels for a convolution or Dense, as the
+        integer kernels of an export compute it (see
+        :mod:`aimet_keras.sim.integer_accumulation`); None where that does
+        not apply."""
+        if (
+            training
+            or kwargs
+            or len(args) != 1
+            or self.internal_quantizers
+            or quantizer_lib.override_active()
+            or self.__dict__.get("_replaced_weights")
+            or len(self.input_quantizers) != 1
+        ):
+            return None
+        (inputs,) = _quantize_leaves(args, self.input_quantizers)
+        outputs = integer_accumulation.integer_call(self, inputs)
+        if outputs is None:
+            return None
+        return self.output_quantizers[0](outputs)
 
     def _fused_inference(self, training, args, kwargs):
         """One XLA kernel for an element-wise layer and its quantizers.
