@@ -282,8 +282,15 @@ def _off_ties(x, encoding):
     return x + tf.where(level < 0, -1e-3 * delta, 1e-3 * delta)
 
 
-def _fp16_round_trip(x):
-    return tf.cast(tf.cast(x, tf.float16), x.dtype)
+def _float_round_trip(quantizer, x, scale=1.0):
+    """``x`` cast to the quantizer's float format and back (an 8-bit
+    format's scale times ``scale``, as a scaled weight needs)."""
+    encoding = quantizer.encoding
+    if encoding.delta is not None and scale != 1.0:
+        encoding = encoding_lib.float_encoding(
+            encoding.bitwidth, encoding.exponent_bits, encoding.delta * scale
+        )
+    return quantize_lib.quantize_dequantize(x, encoding, axis=quantizer.axis)
 
 
 def _per_channel(values, channels):
@@ -848,7 +855,7 @@ def deployment_graph(
         if not quantizer.enabled:
             return inputs
         if quantizer.data_type == "float":
-            return _fp16_round_trip(inputs)
+            return _float_round_trip(quantizer, inputs, scale)
         encoding = encodings[id(quantizer)]
         if scale != 1.0:
             encoding = _scaled(encoding, scale)

@@ -20,6 +20,10 @@ AIMET read, and back:
   an asymmetric grid with offset 0, the same values. The
   ``axis`` of a per-channel entry is the Keras axis of the tensor (for
   example 3 for a Conv2D kernel ``(H, W, I, O)``), written only when given.
+  Float tensors are ``float16``, ``bfloat16``, or ``float8e4m3fn`` /
+  ``float8e5m2`` with their ``y_scale`` (8-bit floats are 2.0.0 only;
+  0.6.1 and 1.0.0, like AIMET, hold 16-bit casts and cannot tell bf16 from
+  fp16).
 
 AIMET's flat AdaRound file (``{param_name: [entry, ...]}``) reads as 0.6.1
 param encodings.
@@ -74,8 +78,20 @@ def _channels(enc):
 # ----------------------------------------------------------------- 0.6.1
 
 
-def _to_0_6_1(enc):
+def _scaled_float_refused(name, enc, version):
+    """8-bit floats carry a scale, which only 2.0.0 files hold."""
+    fmt = enc.float_format
+    if fmt is not None and not fmt.is_cast:
+        raise ValueError(
+            f"Tensor {name!r} is {fmt.name}: encodings {version} hold float "
+            "tensors as 16-bit casts only (as AIMET writes them); write "
+            "version 2.0.0, whose float8 entries carry the scale."
+        )
+
+
+def _to_0_6_1(name, enc):
     if enc.is_float:
+        _scaled_float_refused(name, enc, "0.6.1")
         return [{"bitwidth": enc.bitwidth, "dtype": "float"}]
     return [
         {
@@ -124,6 +140,7 @@ def _from_scale_offset(scale, offset, bitwidth, symmetric, where):
 
 def _to_1_0_0(name, enc):
     if enc.is_float:
+        _scaled_float_refused(name, enc, "1.0.0")
         return {
             "name": name,
             "dtype": "FLOAT",
@@ -167,7 +184,19 @@ def _from_1_0_0(entry, where):
 
 def _to_2_0_0(name, enc, axis):
     if enc.is_float:
-        return {"name": name, "output_dtype": f"float{enc.bitwidth}"}
+        fmt = enc.float_format
+        if fmt is None:
+            return {"name": name, "output_dtype": "float32"}
+        entry = {"name": name, "output_dtype": fmt.onnx_dtype}
+        if not fmt.is_cast:
+            scales = np.atleast_1d(np.asarray(enc.delta, np.float64))
+            if scales.size > 1:
+                entry["y_scale"] = [float(d) for d in scales]
+                if axis is not None:
+                    entry["axis"] = int(axis)
+            else:
+                entry["y_scale"] = float(scales[0])
+        return entry
     if enc.bitwidth not in _ONNX_INT_WIDTHS:
         raise ValueError(
             f"Tensor {name!r}: 2.0.0 encodings need a bitwidth in "
@@ -194,11 +223,25 @@ def _to_2_0_0(name, enc, axis):
     return entry
 
 
+# 2.0.0's float output types: (bitwidth, exponent bits).
+_FLOAT_TYPES = {
+    "float32": (32, None),
+    "float16": (16, 5),
+    "bfloat16": (16, 8),
+    "float8e4m3fn": (8, 4),
+    "float8e5m2": (8, 5),
+}
+
+
 def _from_2_0_0(entry, where):
     try:
         dtype = entry["output_dtype"]
-        if dtype.startswith("float"):
-            return encoding_lib.float_encoding(int(dtype[len("float") :]))
+        if dtype in _FLOAT_TYPES:
+            bitwidth, exponent_bits = _FLOAT_TYPES[dtype]
+            scale = None
+            if bitwidth == 8:
+                scale = np.asarray(entry["y_scale"], np.float64)
+            return encoding_lib.float_encoding(bitwidth, exponent_bits, scale)
         signed = dtype.startswith("int")
         bitwidth = int(dtype[3:] if signed else dtype[4:])
         scale = np.atleast_1d(entry["y_scale"]).astype(np.float64).tolist()
@@ -269,7 +312,7 @@ def encodings_to_dict(
     data = {"version": version}
     for key, encodings in sections.items():
         if version == "0.6.1":
-            data[key] = {n: _to_0_6_1(e) for n, e in encodings.items()}
+            data[key] = {n: _to_0_6_1(n, e) for n, e in encodings.items()}
         elif version == "1.0.0":
             data[key] = [_to_1_0_0(n, e) for n, e in encodings.items()]
         else:

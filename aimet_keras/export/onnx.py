@@ -103,8 +103,10 @@ def _check_sim(sim):
             role = roles[id(quantizer)]
             if quantizer.data_type == "float":
                 errors.append(
-                    f"{role.describe()} is fp16: ONNX QDQ holds integer grids; "
-                    "give it an integer data type in the config."
+                    f"{role.describe()} is {quantizer.type_name}"
+                    ": the ONNX QDQ export holds integer grids; give it an "
+                    "integer data type in the config (8-bit float grids are "
+                    "written to encodings 2.0.0 by sim.export)."
                 )
             elif quantizer.bitwidth > 8 and not role.is_bias:
                 errors.append(

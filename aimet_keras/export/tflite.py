@@ -201,8 +201,10 @@ def _check_sim(sim, mode):
             what = role.describe()
             if quantizer.data_type == "float":
                 errors.append(
-                    f"{what} is fp16; TFLite's integer models have no fp16 "
-                    "tensors: give it an integer data type in the config."
+                    f"{what} is {quantizer.type_name}; TFLite's integer "
+                    "models have no float tensors: give it an integer data "
+                    "type in the config (or set_precision it to an integer "
+                    "bitwidth)."
                 )
                 continue
             encoding = quantizer.encoding

@@ -61,7 +61,8 @@ class MixedPrecisionResult:
         fp32: the phase-2 score with every quantizer off.
         baseline: the phase-2 score with every group at the most precise
             candidate.
-        chosen: ``{group name: (activation bits, weight bits)}``.
+        chosen: ``{group name: (activation, weight)}``: bitwidths for
+            integer grids, type names (``"fp16"``) for float formats.
         chosen_score: its phase-2 score.
         relative_cost: its cost over the baseline's.
         pareto: ``[{"relative_cost", "score" or None, "step"}]`` along the
@@ -82,36 +83,60 @@ class MixedPrecisionResult:
     files: dict
 
 
-def _candidate(candidate):
-    """``(activation bits, weight bits)`` from AIMET's or the short form."""
-    if (
-        isinstance(candidate, tuple)
-        and len(candidate) == 2
-        and all(isinstance(part, tuple) for part in candidate)
-    ):
-        (activation, activation_type), (param, param_type) = candidate
-        # "int", or AIMET's QuantizationDataType.int.
-        kinds = {getattr(t, "name", t) for t in (activation_type, param_type)}
-        if kinds != {"int"}:
-            raise ValueError(
-                f"AMP candidate {candidate!r}: only integer candidates are "
-                "supported; write ((8, 'int'), (4, 'int'))."
-            )
-        candidate = (activation, param)
-    if (
-        not isinstance(candidate, tuple)
-        or len(candidate) != 2
-        or not all(isinstance(bits, int) for bits in candidate)
-    ):
+def _side(part, candidate):
+    """One side of a candidate as a data type name (``"int8"``,
+    ``"fp16"``, ``"fp8_e4m3"``)."""
+    from aimet_keras.quant import float_formats
+
+    if isinstance(part, tuple) and len(part) == 2:
+        bits, kind = part
+        # "int"/"float", or AIMET's QuantizationDataType.int/.float.
+        kind = getattr(kind, "name", kind)
+        if kind == "int" and isinstance(bits, int):
+            part = bits
+        elif kind == "float" and bits in (8, 16):
+            part = float_formats.float_format(bits).name
+    if isinstance(part, int) and not isinstance(part, bool):
+        part = f"int{part}"
+    try:
+        mixed_lib._data_type(part if isinstance(part, str) else None)
+    except ValueError:
+        part = None
+    if not isinstance(part, str):
         raise ValueError(
-            f"AMP candidate {candidate!r}: use (activation bits, weight "
-            "bits), e.g. (8, 4), or AIMET's ((8, 'int'), (4, 'int'))."
+            f"AMP candidate {candidate!r}: use (activation, weight) with "
+            "each side a bitwidth (8), a data type name ('int8', 'fp16', "
+            "'bf16', 'fp8_e4m3', 'fp8_e5m2') or AIMET's (16, 'float'); "
+            "e.g. (8, 4) or ((8, 'int'), (4, 'int'))."
         )
-    return candidate
+    return part
+
+
+def _candidate(candidate):
+    """``(activation type, weight type)`` names from AIMET's form, the
+    short form or type names."""
+    if not isinstance(candidate, tuple) or len(candidate) != 2:
+        _side(None, candidate)  # raises
+    return tuple(_side(part, candidate) for part in candidate)
+
+
+def _public(candidate):
+    """A candidate as the result gives it: ints for integer grids."""
+    return tuple(
+        int(side[3:]) if side.startswith("int") else side for side in candidate
+    )
+
+
+def _bits(side):
+    return mixed_lib._data_type(side)[1]
 
 
 def _name(candidate):
-    return f"a{candidate[0]}w{candidate[1]}"
+    """``"a8w4"`` for integers, ``"afp16wfp16"`` for float types."""
+    return "".join(
+        f"{prefix}{side[3:] if side.startswith('int') else side}"
+        for prefix, side in zip("aw", candidate)
+    )
 
 
 def _producer_quantizers(wrapper, by_layer):
@@ -200,12 +225,18 @@ def _apply(sim, groups, assignment):
     """Sets every group's bitwidths; grids recomputed where they changed."""
     changed_params = False
     for name, (_, activations, params) in groups.items():
-        activation_bits, param_bits = assignment[name]
+        activation_type, param_type = (
+            mixed_lib._data_type(side) for side in assignment[name]
+        )
         for quantizer in activations:
-            mixed_lib._set_bitwidth(quantizer, activation_bits)
+            mixed_lib._set_type(quantizer, *activation_type)
         for quantizer in params:
-            if quantizer.bitwidth != param_bits:
-                quantizer.bitwidth = param_bits
+            if mixed_lib._type_of(quantizer) != param_type:
+                (
+                    quantizer.data_type,
+                    quantizer.bitwidth,
+                    quantizer.exponent_bits,
+                ) = param_type
                 changed_params = True
     if changed_params:
         sim._compute_param_encodings()
@@ -215,7 +246,7 @@ def _apply(sim, groups, assignment):
 def _cost(groups, costs, assignment, metric):
     total = 0
     for name, (wrappers, _, _) in groups.items():
-        activation_bits, param_bits = assignment[name]
+        activation_bits, param_bits = map(_bits, assignment[name])
         for wrapper in wrappers:
             cost = costs.get(wrapper.name)
             if cost is None:
@@ -244,9 +275,12 @@ def choose_mixed_precision(
         sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`
             (integer grids; weights not frozen). Changed in place: it ends
             with the chosen bitwidths.
-        candidates: ``(activation bits, weight bits)`` pairs, e.g.
-            ``[(8, 8), (8, 4), (16, 8)]``, or AIMET's
-            ``((8, "int"), (4, "int"))``.
+        candidates: ``(activation, weight)`` pairs: bitwidths of integer
+            grids, e.g. ``[(8, 8), (8, 4), (16, 8)]``; data type names,
+            ``("fp16", "fp16")`` or ``("fp8_e4m3", "int8")`` (see
+            :func:`~aimet_keras.ptq.set_precision`); or AIMET's
+            ``((8, "int"), (4, "int"))`` and ``((16, "float"), (16,
+            "float"))``. Cost counts a format's bits like an integer's.
         eval_callback_for_phase1: ``f(model) -> float`` (higher is better),
             called once per group and candidate: keep its data small.
         eval_callback_for_phase2: the score for the front and the final
@@ -290,7 +324,7 @@ def choose_mixed_precision(
 
     choices = sorted(
         {_candidate(c) for c in candidates},
-        key=lambda c: (c[1], c[0]),
+        key=lambda c: (_bits(c[1]), _bits(c[0]), c),
         reverse=True,
     )
     if len(choices) < 2:
@@ -398,7 +432,7 @@ def choose_mixed_precision(
     result = MixedPrecisionResult(
         fp32=fp32,
         baseline=walk_score(0),
-        chosen=dict(chosen),
+        chosen={group: _public(c) for group, c in chosen.items()},
         chosen_score=chosen_score,
         relative_cost=pareto[chosen_index]["relative_cost"],
         pareto=pareto,
@@ -530,7 +564,9 @@ def _write(result, folder, cost_metric):
             {
                 "fp32": result.fp32,
                 "baseline": result.baseline,
-                "chosen": {k: _name(v) for k, v in result.chosen.items()},
+                "chosen": {
+                    k: _name(_candidate(v)) for k, v in result.chosen.items()
+                },
                 "chosen_score": result.chosen_score,
                 "relative_cost": result.relative_cost,
                 "cost_metric": cost_metric,

@@ -429,7 +429,7 @@ def rebuild_sim(
         default_output_bw=sim._args["activation_bitwidth"],
         default_param_bw=sim._args["param_bitwidth"],
         config_file=sim.config,
-        default_data_type=sim._args["dtype"],
+        default_data_type=sim.default_data_type,
         in_place=True,
     )
     for wrapper in new.quant_wrappers():

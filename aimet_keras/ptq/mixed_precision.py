@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import typing
 
+import numpy as np
+
 from aimet_keras.quant import encoding as encoding_lib
 
 if typing.TYPE_CHECKING:
@@ -64,21 +66,63 @@ def _matcher(sim, layers):
     return lambda wrapper: any(test(wrapper) for test in tests)
 
 
-def _set_bitwidth(quantizer, bitwidth):
-    """An activation quantizer's new bitwidth, its grid recomputed."""
-    if quantizer.bitwidth == bitwidth:
+def _data_type(target):
+    """``(data_type, bitwidth, exponent_bits)`` of a set_precision target
+    (None stays None)."""
+    from aimet_keras.quant import float_formats
+
+    if target is None:
+        return None
+    if isinstance(target, str):
+        if target in float_formats.FORMATS:
+            fmt = float_formats.FORMATS[target]
+            return "float", fmt.bitwidth, fmt.exponent_bits
+        if target.startswith("int") and target[3:].isdigit():
+            encoding_lib._check_bitwidth(int(target[3:]))
+            return "int", int(target[3:]), None
+        raise ValueError(
+            f"set_precision: {target!r} is not a data type; use a bitwidth, "
+            f"'int<bits>' or a float format: {sorted(float_formats.FORMATS)}."
+        )
+    encoding_lib._check_bitwidth(target)
+    return "int", target, None
+
+
+def _type_of(quantizer):
+    return quantizer.data_type, quantizer.bitwidth, quantizer.exponent_bits
+
+
+def _set_type(quantizer, data_type, bitwidth, exponent_bits):
+    """An activation quantizer's new type, its grid recomputed."""
+    if _type_of(quantizer) == (data_type, bitwidth, exponent_bits):
         return
     encoding = quantizer.encoding if quantizer.is_initialized else None
+    quantizer.data_type = data_type
     quantizer.bitwidth = bitwidth
-    if encoding is None:
+    quantizer.exponent_bits = exponent_bits
+    calibrated = data_type == "int" or quantizer.scaled_float
+    if not calibrated:
+        return  # a cast needs no grid
+    if encoding is None or encoding.max is None:
+        quantizer._initialized = False  # calibrate again
         return
     if int(quantizer.observer.num_updates.numpy()) > 0:
         # Calibrated here: the observer still holds the statistics, so the
-        # grid is the one calibrating at this bitwidth gives.
+        # grid is the one calibrating at this type gives.
         quantizer.compute_encoding()
         return
     # An encoding set or loaded: its range on the new grid (the old grid's
     # zero-point nudge, up to half an old step, stays in the range).
+    if quantizer.scaled_float:
+        largest = np.maximum(np.abs(encoding.min), np.abs(encoding.max))
+        quantizer.set_encoding(
+            encoding_lib.float_encoding(
+                bitwidth,
+                exponent_bits,
+                largest / quantizer._float_format.largest,
+            )
+        )
+        return
     quantizer.set_encoding(
         encoding_lib.compute_encoding(
             encoding.min,
@@ -94,13 +138,18 @@ def _set_bitwidth(quantizer, bitwidth):
 def set_precision(
     sim: QuantizationSimModel,
     layers: object,
-    activation: int | None = None,
-    param: int | None = None,
+    activation: int | str | None = None,
+    param: int | str | None = None,
 ) -> list[str]:
-    """Sets the bitwidth of the chosen layers' quantizers (mixed precision).
+    """Sets the bitwidth or data type of the chosen layers' quantizers.
 
-    Only enabled integer quantizers change: a tensor the config leaves in
-    float (or simulates as fp16) stays so.
+    A bitwidth (an int) changes enabled integer quantizers only: a tensor
+    the config leaves in float (or simulates as fp16) stays so. A data type
+    by name changes every enabled quantizer but 32-bit ones (biases) to
+    that type: ``"int8"``, ``"int4"``, ``"int16"``..., or a float format,
+    ``"fp16"``, ``"bf16"``, ``"fp8_e4m3"``, ``"fp8_e5m2"`` (see
+    :mod:`aimet_keras.quant.float_formats`). Grids are recomputed from the
+    statistics of the last calibration, or from the range they had.
 
     Args:
         sim: a :class:`~aimet_keras.sim.QuantizationSimModel`.
@@ -109,11 +158,11 @@ def set_precision(
             ``"Gemm"``; see ``sim.specs``), a Keras layer class (every layer
             of that class), a callable taking the original layer and
             returning a bool, or a list of these.
-        activation: bitwidth of the layers' activation quantizers (their
-            enabled inputs, outputs and internal tensors, such as
-            MultiHeadAttention's softmax), or None to leave them.
-        param: bitwidth of the layers' weight quantizers, or None to leave
-            them.
+        activation: bitwidth or data type of the layers' activation
+            quantizers (their enabled inputs, outputs and internal tensors,
+            such as MultiHeadAttention's softmax), or None to leave them.
+        param: bitwidth or data type of the layers' weight quantizers, or
+            None to leave them.
 
     Returns:
         The names of the quantizers set: activations, then weights, each
@@ -139,9 +188,8 @@ def set_precision(
     >>> sim.model.get_layer("residual").output_quantizers[0].encoding.bitwidth
     16
     """
-    for bitwidth in (activation, param):
-        if bitwidth is not None:
-            encoding_lib._check_bitwidth(bitwidth)
+    activation_type = _data_type(activation)
+    param_type = _data_type(param)
     matches = _matcher(sim, layers)
     wrappers = [w for w in sim.quant_wrappers() if matches(w)]
     if not wrappers:
@@ -150,8 +198,10 @@ def set_precision(
             "names are those of sim.model's wrapped layers."
         )
 
-    def chosen(quantizers):
-        return [q for q in quantizers if q.enabled and q.data_type == "int"]
+    def chosen(quantizers, target):
+        if isinstance(target, int):
+            return [q for q in quantizers if q.enabled and q.data_type == "int"]
+        return [q for q in quantizers if q.enabled and q.bitwidth != 32]
 
     activations, params = [], []
     for wrapper in wrappers:
@@ -161,10 +211,11 @@ def set_precision(
                     *wrapper.input_quantizers,
                     *wrapper.output_quantizers,
                     *wrapper.internal_quantizers.values(),
-                ]
+                ],
+                activation,
             )
         if param is not None:
-            params += chosen(wrapper.param_quantizers.values())
+            params += chosen(wrapper.param_quantizers.values(), param)
     frozen = [q.name for q in params if id(q) in sim._frozen]
     if frozen:
         raise ValueError(
@@ -173,10 +224,14 @@ def set_precision(
             "set the precision before freezing them."
         )
     for quantizer in activations:
-        _set_bitwidth(quantizer, activation)
-    recompute = any(q.is_initialized and q.bitwidth != param for q in params)
+        _set_type(quantizer, *activation_type)
+    recompute = any(
+        q.is_initialized and _type_of(q) != param_type for q in params
+    )
     for quantizer in params:
-        quantizer.bitwidth = param
+        quantizer.data_type, quantizer.bitwidth, quantizer.exponent_bits = (
+            param_type
+        )
     if recompute:
         # A weight's grid comes from the weight: computed again, as
         # compute_encodings would, for the quantizers whose bitwidth changed.

@@ -1,5 +1,6 @@
 """The number grid: encodings, quantize-dequantize and calibration observers."""
 
+from aimet_keras.quant import float_formats
 from aimet_keras.quant import observers
 from aimet_keras.quant.encoding import MAX_BITWIDTH
 from aimet_keras.quant.encoding import MIN_BITWIDTH
@@ -10,6 +11,9 @@ from aimet_keras.quant.encoding import float_encoding
 from aimet_keras.quant.encoding import grid_from_range
 from aimet_keras.quant.encoding import num_steps
 from aimet_keras.quant.encoding import round_half_away_from_zero
+from aimet_keras.quant.float_formats import FloatFormat
+from aimet_keras.quant.float_formats import float_format
+from aimet_keras.quant.float_formats import float_quantize_dequantize
 from aimet_keras.quant.observers import MinMaxObserver
 from aimet_keras.quant.observers import MseObserver
 from aimet_keras.quant.observers import Observer
@@ -26,6 +30,7 @@ __all__ = [
     "MAX_BITWIDTH",
     "MIN_BITWIDTH",
     "Encoding",
+    "FloatFormat",
     "MinMaxObserver",
     "MseObserver",
     "Observer",
@@ -35,6 +40,9 @@ __all__ = [
     "compute_encoding",
     "encoding_from_scale_offset",
     "float_encoding",
+    "float_format",
+    "float_formats",
+    "float_quantize_dequantize",
     "grid_from_range",
     "grid_integers",
     "num_steps",

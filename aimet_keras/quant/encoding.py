@@ -36,7 +36,7 @@ MIN_BITWIDTH = 2
 MAX_BITWIDTH = 32
 # AIMET's MIN_RANGE: every grid spans at least this much.
 MIN_RANGE = 0.01
-FLOAT_BITWIDTHS = (16, 32)
+FLOAT_BITWIDTHS = (8, 16, 32)
 
 
 def _check_bitwidth(bitwidth, name="bitwidth"):
@@ -272,6 +272,17 @@ class Encoding:
     dtype: str = "int"
     strict_symmetric: bool = False
     unsigned_symmetric: bool = False
+    exponent_bits: int | None = None
+
+    @property
+    def float_format(self):
+        """The :class:`~aimet_keras.quant.float_formats.FloatFormat` of a
+        float encoding below 32 bits, else None."""
+        if not self.is_float or self.bitwidth == 32:
+            return None
+        from aimet_keras.quant import float_formats
+
+        return float_formats.float_format(self.bitwidth, self.exponent_bits)
 
     @property
     def scale(self) -> float | np.ndarray | None:
@@ -298,7 +309,15 @@ class Encoding:
 
     def __repr__(self):
         if self.is_float:
-            return f"Encoding(dtype='float', bitwidth={self.bitwidth})"
+            fmt = self.float_format
+            if fmt is None or fmt.is_cast:
+                return f"Encoding(dtype='float', bitwidth={self.bitwidth})"
+            scale = (
+                "unset"
+                if self.delta is None
+                else f"{float(np.max(self.delta)):.6g}"
+            )
+            return f"Encoding(dtype='float', {fmt.name}, scale={scale})"
         kind = "symmetric" if self.is_symmetric else "asymmetric"
         if self.is_per_channel:
             return (
@@ -314,26 +333,74 @@ class Encoding:
         )
 
 
-def float_encoding(bitwidth: int = 16) -> Encoding:
-    """AIMET's float data type: the tensor is cast to fp16 and back.
+def float_encoding(
+    bitwidth: int = 16,
+    exponent_bits: int | None = None,
+    scale: float | np.ndarray | None = None,
+) -> Encoding:
+    """A float data type: AIMET's ``dtype: "float"`` tensors.
+
+    16 bits is a cast to fp16 (or bf16 with ``exponent_bits=8``), 32 bits
+    leaves the tensor as it is, and 8 bits is an fp8 format (E4M3, or E5M2
+    with ``exponent_bits=5``) scaled by ``scale``: the tensor's largest
+    magnitude over the format's largest value (see
+    :mod:`aimet_keras.quant.float_formats`).
 
     Args:
-        bitwidth: 16 (fp16) or 32 (no-op). Defaults to 16.
+        bitwidth: 8, 16 or 32. Defaults to 16.
+        exponent_bits: the format's exponent bits; defaults to E4M3 at 8
+            bits and fp16 at 16.
+        scale: the scale of an 8-bit format, per tensor or per channel.
+            Defaults to None (1.0).
 
     Returns:
         An :class:`Encoding` with ``dtype="float"``.
+
+    Raises:
+        ValueError: for a bitwidth and exponent width that name no format.
 
     Example:
 
     >>> float_encoding(16)
     Encoding(dtype='float', bitwidth=16)
+    >>> float_encoding(8, scale=0.01)
+    Encoding(dtype='float', fp8_e4m3, scale=0.01)
     """
     if bitwidth not in FLOAT_BITWIDTHS:
         raise ValueError(
             f"bitwidth={bitwidth!r} is not a float data type AIMET supports; "
             f"use one of {FLOAT_BITWIDTHS}."
         )
-    return Encoding(bitwidth=bitwidth, dtype="float")
+    if bitwidth == 32:
+        return Encoding(bitwidth=32, dtype="float")
+    from aimet_keras.quant import float_formats
+
+    fmt = float_formats.float_format(bitwidth, exponent_bits)
+    if fmt.is_cast:
+        return Encoding(
+            bitwidth=bitwidth, dtype="float", exponent_bits=fmt.exponent_bits
+        )
+    delta = None
+    if scale is not None:
+        delta = np.asarray(scale, np.float64)
+        if (
+            delta.ndim > 1
+            or not np.all(np.isfinite(delta))
+            or np.any(delta <= 0)
+        ):
+            raise ValueError(
+                f"A {fmt.name} scale must be positive and finite, one value "
+                f"or one per channel; got {scale!r}."
+            )
+    limit = None if delta is None else delta * fmt.largest
+    return Encoding(
+        bitwidth=bitwidth,
+        dtype="float",
+        exponent_bits=fmt.exponent_bits,
+        delta=delta,
+        min=None if limit is None else -limit,
+        max=limit,
+    )
 
 
 def _as_range_array(value, name):

@@ -258,6 +258,33 @@ class Observer(keras.layers.Layer):
         Raises:
             ValueError: if no data was seen.
         """
+        lo, hi = self.propose_range(
+            bitwidth, is_symmetric, strict_symmetric, unsigned_symmetric
+        )
+        return encoding_lib.compute_encoding(
+            lo, hi, bitwidth, is_symmetric, strict_symmetric, unsigned_symmetric
+        )
+
+    def propose_range(
+        self,
+        bitwidth: int,
+        is_symmetric: bool = False,
+        strict_symmetric: bool = False,
+        unsigned_symmetric: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``(min, max)`` the scheme picks for such a grid, before
+        AIMET's grid rules nudge it (what 8-bit float formats scale by).
+
+        Arguments as :meth:`compute_encoding`; per channel arrays when the
+        observer has an ``axis``, else scalars.
+
+        Example:
+
+        >>> observer = get("tf")
+        >>> observer.update(tf.constant([-0.5, 1.3]))
+        >>> [round(float(v), 2) for v in observer.propose_range(8)]
+        [-0.5, 1.3]
+        """
         encoding_lib._check_bitwidth(bitwidth)
         self._check_seen()
         lo, hi = self._propose_range(
@@ -265,9 +292,7 @@ class Observer(keras.layers.Layer):
         )
         if self.axis is None:
             lo, hi = lo[0], hi[0]
-        return encoding_lib.compute_encoding(
-            lo, hi, bitwidth, is_symmetric, strict_symmetric, unsigned_symmetric
-        )
+        return lo, hi
 
     def save_own_variables(self, store: dict) -> None:
         if self.save_statistics:

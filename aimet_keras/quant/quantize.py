@@ -257,7 +257,17 @@ def quantize_dequantize(
             f"{type(encoding).__name__}. Build one with compute_encoding()."
         )
     if encoding.is_float:
-        return x if encoding.bitwidth == 32 else _cast_to_fp16(x)
+        fmt = encoding.float_format
+        if fmt is None:
+            return x
+        from aimet_keras.quant import float_formats
+
+        scale = 1.0 if encoding.delta is None else tf.constant(encoding.delta)
+        if not fmt.is_cast and np.ndim(encoding.delta) == 1:
+            scale = tf.reshape(
+                scale, _broadcast_shape(x, axis, np.size(encoding.delta))
+            )
+        return float_formats.float_quantize_dequantize(x, fmt, scale)
     if axis is not None and not encoding.is_per_channel:
         raise ValueError(
             f"axis={axis!r} was given but the encoding is per-tensor; pass "

@@ -440,8 +440,12 @@ def _set_from_file(quantizer, encoding):
     if encoding.is_float:
         quantizer.data_type = "float"
         quantizer.bitwidth = encoding.bitwidth
+        quantizer.exponent_bits = encoding.exponent_bits
+        if encoding.delta is not None:  # an 8-bit format's scale
+            quantizer.set_encoding(encoding)
         return
     quantizer.data_type = "int"
+    quantizer.exponent_bits = None
     quantizer.bitwidth = encoding.bitwidth
     quantizer.is_symmetric = encoding.is_symmetric
     if encoding.strict_symmetric is not None:  # None: the file cannot say

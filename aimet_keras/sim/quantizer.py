@@ -78,8 +78,8 @@ class TensorQuantizer(keras.layers.Layer):
     """Observes a tensor, then fake-quantizes it on AIMET's grid.
 
     Args:
-        bitwidth: bits of the grid, 2 to 32 (16 or 32 for
-            ``data_type="float"``). Defaults to 8.
+        bitwidth: bits of the grid, 2 to 32 (8, 16 or 32 for
+            ``data_type="float"``: fp8, fp16/bf16, float32). Defaults to 8.
         is_symmetric: signed symmetric grid. Defaults to False.
         strict_symmetric: drop one level of a symmetric grid. Defaults to
             False.
@@ -91,8 +91,10 @@ class TensorQuantizer(keras.layers.Layer):
         quant_scheme: the calibration scheme, any name
             :func:`aimet_keras.quant.observers.get` accepts. Defaults to
             ``"tf_enhanced"``.
-        data_type: ``"int"`` or ``"float"`` (fp16 cast). Defaults to
-            ``"int"``.
+        data_type: ``"int"`` or ``"float"`` (a float format, see
+            :mod:`aimet_keras.quant.float_formats`: 16-bit formats are
+            casts, 8-bit ones are scaled by a calibrated maximum). Defaults
+            to ``"int"``.
         enabled: quantize (True) or pass values through. Defaults to True.
         range_learning: make ``encoding_min``/``encoding_max`` trainable.
             A ``fixed_range`` grid, which the target fixes, is never
@@ -110,6 +112,9 @@ class TensorQuantizer(keras.layers.Layer):
             from the zero of the signed integer the target stores (TFLite's
             int8 average pooling), not up a level as AIMET does. Per-tensor
             quantizers only. Defaults to False.
+        exponent_bits: a float format's exponent bits: 4 (E4M3) or 5 (E5M2)
+            at 8 bits, 5 (fp16) or 8 (bf16) at 16. Defaults to E4M3 and
+            fp16; ignored for integer grids.
 
     Input shape:
         Any float tensor; the channel axes must keep their size.
@@ -143,6 +148,7 @@ class TensorQuantizer(keras.layers.Layer):
         init_batches: int = 0,
         fixed_range: tuple[float, float] | None = None,
         ties_away_from_zero: bool = False,
+        exponent_bits: int | None = None,
         **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)
@@ -152,8 +158,12 @@ class TensorQuantizer(keras.layers.Layer):
                 "'int' or 'float'."
             )
         if data_type == "float":
-            encoding_lib.float_encoding(bitwidth)  # validates 16 / 32
+            # Validates the format; 32 bits has none.
+            exponent_bits = encoding_lib.float_encoding(
+                bitwidth, exponent_bits
+            ).exponent_bits
         else:
+            exponent_bits = None
             encoding_lib._check_bitwidth(bitwidth)
         self.bitwidth = int(bitwidth)
         self.is_symmetric = bool(is_symmetric)
@@ -162,6 +172,7 @@ class TensorQuantizer(keras.layers.Layer):
         self.axis = tuple(axis) if isinstance(axis, list) else axis
         self.quant_scheme = quant_scheme
         self.data_type = data_type
+        self.exponent_bits = exponent_bits
         self.enabled = bool(enabled)
         # The target fixes a fixed_range grid (TFLite's 1/256 for sigmoid
         # and softmax): learning it would move the sim off the target.
@@ -235,20 +246,23 @@ class TensorQuantizer(keras.layers.Layer):
             return override(self, inputs)
         if not self.enabled:
             return inputs
-        if self.data_type == "float":
+        if self.data_type == "float" and not self.scaled_float:
             return quantize_lib.quantize_dequantize(
-                inputs, encoding_lib.float_encoding(self.bitwidth)
+                inputs,
+                encoding_lib.float_encoding(self.bitwidth, self.exponent_bits),
             )
         if self.observing:
             self.observer.update(inputs)
             return inputs
         if not self.is_initialized:  # (a holding tie counts as one)
-            if not self.init_batches:
+            if not self.init_batches or self.scaled_float:
                 return inputs
             lo, hi = self._range_from_first_batches(inputs)
             return quantize_lib.quantize_dequantize_range(
                 inputs, lo, hi, *self._grid_settings
             )
+        if self.scaled_float:
+            return self._fake_float_cast(inputs)
         lo, hi = self._grid_range()
         if self.ties_away_from_zero:
             inputs = self._ties_toward_signed_zero(inputs, lo, hi)
@@ -260,6 +274,46 @@ class TensorQuantizer(keras.layers.Layer):
             else quantize_lib.quantize_dequantize_fixed_range
         )
         return quantize(inputs, lo, hi, *self._grid_settings, axis=self.axis)
+
+    @property
+    def scaled_float(self) -> bool:
+        """Whether this quantizer casts to an 8-bit float format, whose
+        scale calibration sets (see :mod:`aimet_keras.quant.float_formats`)."""
+        return self.data_type == "float" and self.bitwidth < 16
+
+    @property
+    def type_name(self) -> str:
+        """The data type in words: ``"int8"``, ``"fp16"``, ``"fp8_e4m3"``.
+
+        Example:
+
+        >>> TensorQuantizer(16, data_type="float", exponent_bits=8).type_name
+        'bf16'
+        """
+        if self.data_type == "int":
+            return f"int{self.bitwidth}"
+        if self.bitwidth == 32:
+            return "float32"
+        return self._float_format.name
+
+    @property
+    def _float_format(self):
+        from aimet_keras.quant import float_formats
+
+        return float_formats.float_format(self.bitwidth, self.exponent_bits)
+
+    def _fake_float_cast(self, inputs):
+        from aimet_keras.quant import float_formats
+
+        fmt = self._float_format
+        ops = keras.ops
+        scale = ops.stop_gradient(self.encoding_max) / fmt.largest
+        if self.axis is not None:
+            shape = quantize_lib._broadcast_shape(
+                inputs, self.axis, self.observer.num_channels
+            )
+            scale = ops.reshape(scale, shape)
+        return float_formats.float_quantize_dequantize(inputs, fmt, scale)
 
     def _ties_toward_signed_zero(self, inputs, lo, hi):
         """``inputs``, a thousandth of a step lower where the stored signed
@@ -430,6 +484,7 @@ class TensorQuantizer(keras.layers.Layer):
             self.is_initialized,
             self.data_type,
             self.bitwidth,
+            self.exponent_bits,
             self.is_symmetric,
             self.strict_symmetric,
             self.unsigned_symmetric,
@@ -466,6 +521,23 @@ class TensorQuantizer(keras.layers.Layer):
         Raises:
             ValueError: if the observer saw no data.
         """
+        if self.scaled_float:
+            # AIMET's float quantizers take the largest magnitude of the
+            # range the scheme picks for an asymmetric grid (unnudged).
+            if self.fixed_range is not None:
+                lo, hi = self.fixed_range
+            else:
+                lo, hi = self.observer.propose_range(self.bitwidth)
+            largest = np.maximum(np.abs(lo), np.abs(hi))
+            largest = np.maximum(largest, encoding_lib.MIN_RANGE)
+            self.set_encoding(
+                encoding_lib.float_encoding(
+                    self.bitwidth,
+                    self.exponent_bits,
+                    largest / self._float_format.largest,
+                )
+            )
+            return
         if self.fixed_range is not None:
             self.set_encoding(
                 encoding_lib.compute_encoding(
@@ -498,6 +570,9 @@ class TensorQuantizer(keras.layers.Layer):
                 f"TensorQuantizer {self.name} is not built; call it on a "
                 "tensor (or build it) before setting an encoding."
             )
+        if encoding.is_float and self.data_type == "float":
+            self._set_float_encoding(encoding)
+            return
         if encoding.is_float or encoding.bitwidth != self.bitwidth:
             raise ValueError(
                 f"TensorQuantizer {self.name} quantizes to {self.bitwidth}-bit "
@@ -523,14 +598,57 @@ class TensorQuantizer(keras.layers.Layer):
         self.has_encoding.assign(1)
         self._initialized = True
 
+    def _set_float_encoding(self, encoding):
+        same = (encoding.bitwidth, encoding.exponent_bits) == (
+            self.bitwidth,
+            self.exponent_bits,
+        )
+        if not same:
+            raise ValueError(
+                f"TensorQuantizer {self.name} casts to "
+                f"{self.encoding!r}; got {encoding!r}. Change the "
+                "quantizer's bitwidth and exponent_bits first."
+            )
+        if not self.scaled_float:
+            return  # a cast has nothing to set
+        if encoding.delta is None:
+            raise ValueError(
+                f"TensorQuantizer {self.name}: {encoding!r} has no scale; an "
+                "8-bit float format needs one (calibrate, or pass scale= "
+                "to float_encoding)."
+            )
+        expected = self.observer.num_channels if self.axis is not None else 1
+        if np.size(encoding.delta) not in (1, expected):
+            raise ValueError(
+                f"TensorQuantizer {self.name} has {expected} channel(s); the "
+                f"encoding has {np.size(encoding.delta)} scales."
+            )
+        largest = np.broadcast_to(
+            np.asarray(encoding.max, np.float64),
+            self.encoding_max.shape,
+        )
+        self.encoding_min.assign((-largest).astype("float32"))
+        self.encoding_max.assign(largest.astype("float32"))
+        self.has_encoding.assign(1)
+        self._initialized = True
+
     @property
     def encoding(self) -> encoding_lib.Encoding | None:
         """The current :class:`~aimet_keras.quant.Encoding`, or None."""
-        if not self.enabled or self.data_type == "float":
-            return (
-                encoding_lib.float_encoding(self.bitwidth)
-                if self.enabled
-                else None
+        if not self.enabled:
+            return None
+        if self.data_type == "float":
+            if not self.scaled_float:
+                return encoding_lib.float_encoding(
+                    self.bitwidth, self.exponent_bits
+                )
+            if not self.is_initialized:
+                return None
+            largest = self.encoding_max.numpy().astype("float64")
+            return encoding_lib.float_encoding(
+                self.bitwidth,
+                self.exponent_bits,
+                largest / self._float_format.largest,
             )
         if not self.is_initialized:
             return None
@@ -560,6 +678,7 @@ class TensorQuantizer(keras.layers.Layer):
             init_batches=self.init_batches,
             fixed_range=self.fixed_range,
             ties_away_from_zero=self.ties_away_from_zero,
+            exponent_bits=self.exponent_bits,
         )
         return config
 

@@ -133,8 +133,11 @@ class QuantizationSimModel:
         config_file: a quantsim config (path, shipped name or dict; see
             :func:`~aimet_keras.sim.load_quantsim_config`). Defaults to
             AIMET's default config.
-        default_data_type: ``"int"`` or ``"float"`` (fp16). Defaults to
-            ``"int"``.
+        default_data_type: ``"int"``, ``"float"`` (fp16), or a float
+            format every quantizer takes: ``"fp16"``, ``"bf16"``,
+            ``"fp8_e4m3"``, ``"fp8_e5m2"`` (8-bit formats are scaled by a
+            calibrated maximum; see :mod:`aimet_keras.quant.float_formats`).
+            Defaults to ``"int"``.
         in_place: when True the sim runs on the caller's own layers, so
             training ``sim.model`` trains the caller's weights; when False
             (the default) it runs on copies and the caller's model is left
@@ -190,11 +193,7 @@ class QuantizationSimModel:
                 f"rounding_mode={rounding_mode!r} is not supported yet; use "
                 "'nearest'."
             )
-        if default_data_type not in ("int", "float"):
-            raise ValueError(
-                f"default_data_type={default_data_type!r}; use 'int' or "
-                "'float' (fp16)."
-            )
+        spec_lib.resolve_data_type(default_data_type)  # validates
         for argument, bits in (
             ("default_output_bw", default_output_bw),
             ("default_param_bw", default_param_bw),
@@ -208,11 +207,13 @@ class QuantizationSimModel:
                     "2 to 32 bits."
                 )
         self.quant_scheme = quant_scheme
+        self.default_data_type = default_data_type
         self._frozen = set()
         self._args = dict(
             activation_bitwidth=default_output_bw,
             param_bitwidth=default_param_bw,
-            dtype=default_data_type,
+            # AIMET's quantizer_args name the kind: "int" or "float".
+            dtype="int" if default_data_type == "int" else "float",
         )
         self._observer_scheme, self._range_learning = _SCHEMES[quant_scheme]
         model = inputs_lib.resolve_model(model)
@@ -383,7 +384,7 @@ class QuantizationSimModel:
         active = [
             q
             for q in self._activation_quantizers()
-            if q.enabled and q.data_type == "int"
+            if q.enabled and (q.data_type == "int" or q.scaled_float)
         ]
         for quantizer in active:
             quantizer.observer.reset()
@@ -623,7 +624,10 @@ class QuantizationSimModel:
             for key, quantizer in wrapper.param_quantizers.items():
                 if id(quantizer) in self._frozen:
                     continue
-                if not quantizer.enabled or quantizer.data_type != "int":
+                calibrated = quantizer.data_type == "int" or (
+                    quantizer.scaled_float
+                )
+                if not quantizer.enabled or not calibrated:
                     continue
                 weight = values[key]
                 value = keras.ops.convert_to_numpy(weight)
@@ -981,7 +985,9 @@ class QuantizationSimModel:
                 axis = (
                     "" if quantizer.axis is None else f" axis={quantizer.axis}"
                 )
-                return f"{quantizer.data_type}{quantizer.bitwidth} {kind}{axis}"
+                if quantizer.data_type == "float":
+                    return f"{quantizer.type_name}{axis}"
+                return f"{quantizer.type_name} {kind}{axis}"
 
             ins = ", ".join(describe(q) for q in wrapper.input_quantizers)
             outs = ", ".join(describe(q) for q in wrapper.output_quantizers)

@@ -103,6 +103,30 @@ class QuantizerSpec:
     data_type: str = "int"
     fixed_range: tuple = None
     ties_away_from_zero: bool = False
+    exponent_bits: int = None
+
+
+def resolve_data_type(data_type: str):
+    """The float format a sim's ``default_data_type`` names, or None for
+    ``"int"`` (``"float"`` is fp16, as in AIMET).
+
+    Example:
+
+    >>> resolve_data_type("fp8_e5m2").exponent_bits
+    5
+    """
+    from aimet_keras.quant import float_formats
+
+    if data_type == "int":
+        return None
+    if data_type == "float":
+        return float_formats.FORMATS["fp16"]
+    if data_type in float_formats.FORMATS:
+        return float_formats.FORMATS[data_type]
+    raise ValueError(
+        f"default_data_type={data_type!r}; use 'int', 'float' (fp16) or a "
+        f"float format: {sorted(float_formats.FORMATS)}."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,8 +251,11 @@ def resolve_layer_specs(
         default_output_bw: activation bitwidth. Defaults to 8.
         default_param_bw: weight bitwidth (a param's ``bitwidth`` in the
             config wins). Defaults to 8.
-        default_data_type: ``"int"``, or ``"float"`` for fp16 (bitwidth
-            16). Defaults to ``"int"``.
+        default_data_type: ``"int"``; ``"float"`` for fp16; or a float
+            format's name, ``"fp16"``, ``"bf16"``, ``"fp8_e4m3"`` or
+            ``"fp8_e5m2"`` (see :mod:`aimet_keras.quant.float_formats`):
+            every quantizer then takes that format, whatever the
+            bitwidths. Defaults to ``"int"``.
 
     Returns:
         ``{layer name: LayerSpec}`` for every layer but the input layers.
@@ -253,18 +280,24 @@ def resolve_layer_specs(
     rules = {n: rules_lib.rule_for(s.operation) for n, s in sites.items()}
     kinds = {n: rule.op_type for n, rule in rules.items()}
     fused, paired_bns = _fused_outputs(connections, config, kinds)
-    float_type = default_data_type == "float"
+    float_format = resolve_data_type(default_data_type)
 
     def tensor_spec(enabled, symmetric, bitwidth, axis=None, fixed=None):
+        if float_format is not None and bitwidth != 32:
+            # (A 32-bit tensor, such as a bias, stays float32.)
+            bitwidth = float_format.bitwidth
         return QuantizerSpec(
             enabled=bool(enabled),
-            bitwidth=16 if float_type else bitwidth,
+            bitwidth=bitwidth,
             is_symmetric=bool(symmetric),
             strict_symmetric=config.strict_symmetric,
             unsigned_symmetric=config.unsigned_symmetric,
             axis=axis,
-            data_type=default_data_type,
+            data_type="int" if float_format is None else "float",
             fixed_range=fixed,
+            exponent_bits=None
+            if float_format is None or bitwidth == 32
+            else float_format.exponent_bits,
         )
 
     def is_float(tensor):

@@ -11,15 +11,17 @@ __all__ = ["SUITES", "get_suite"]
 
 # Suite name (and module name) -> one-line description.
 SUITES = {
-    "amp": (
-        "automatic mixed precision (A8W8/A8W4 by weight memory) on the "
-        "ResNet and MobileNetV2 nets at 0.3 and 1 point allowed drops, "
-        "beside all-W8 and all-W4; full test set; Pareto plots"
-    ),
     "analysis": (
         "QuantAnalyzer on the reference models at W8A8 and W4A8 and on a "
         "ResNet with an injected outlier channel: scores, the most harmful "
         "layers, time; the HTML report's screenshot"
+    ),
+    "analysis_amp": (
+        "automatic mixed precision (A8W8/A8W4 by weight memory) on the "
+        "ResNet and MobileNetV2 nets beside all-W8 and all-W4, with Pareto "
+        "plots and AMP's time; int8 against fp8 (E4M3, E5M2), fp16 and bf16 "
+        "at W/A on the reference nets and on a ResNet with an outlier "
+        "channel; full test set"
     ),
     "aimet_onnx": (
         "AIMET itself (aimet-onnx, own venv): W4A8 and W4A4 per-channel "

@@ -54,8 +54,20 @@ def _screenshot(page, path):
     return path
 
 
-def run(quick=False, update_results=False):
+def outlier_resnet():
+    """The folded ResNet with ``stage2_a_conv``'s first channel scaled by
+    ``OUTLIER_SCALE`` and ``stage2_b_conv`` by its inverse: the same FP32
+    function with an outlier channel in between."""
     from aimet_keras import ptq
+    from aimet_keras import zoo
+
+    model = ptq.fold_for_deployment(zoo.load_model("resnet", compile=False))
+    return zoo.inject_outlier_channel(
+        model, "stage2_a_conv", "stage2_b_conv", scale=OUTLIER_SCALE
+    )
+
+
+def run(quick=False, update_results=False):
     from aimet_keras import zoo
     from aimet_keras.analysis import QuantAnalyzer
 
@@ -77,12 +89,6 @@ def run(quick=False, update_results=False):
             ]
         )
         return float(np.mean(predictions.argmax(-1) == labels))
-
-    def outlier_resnet():
-        model = ptq.fold_for_deployment(zoo.load_model("resnet", compile=False))
-        return zoo.inject_outlier_channel(
-            model, "stage2_a_conv", "stage2_b_conv", scale=OUTLIER_SCALE
-        )
 
     cases = [
         (name, f"W{bits}A8", lambda name=name: zoo.load_model(name), bits)

@@ -141,8 +141,9 @@ def test_front_and_plot_are_written_and_phase1_is_cached(chosen, data):
     "candidates, message",
     [
         ([(8, 8)], "at least two"),
-        ([(8, 8), (8, "4")], "activation bits, weight"),
-        ([(8, 8), ((8, "float"), (16, "float"))], "only integer"),
+        ([(8, 8), (8, "4")], "each side a bitwidth"),
+        ([(8, 8), ((8, "float"), (12, "float"))], "each side a bitwidth"),
+        ([(8, 8), ("fp8", 8)], "each side a bitwidth"),
     ],
 )
 def test_bad_candidates_are_explained(candidates, message):

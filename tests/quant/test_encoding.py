@@ -418,7 +418,7 @@ def test_shape_mismatch_raises():
         compute_encoding(np.zeros((2, 2)), np.ones((2, 2)), 8)
 
 
-@pytest.mark.parametrize("bitwidth", [8, 4, 0, 64, "16"])
+@pytest.mark.parametrize("bitwidth", [12, 4, 0, 64, "16"])
 def test_float_encoding_rejects_non_float_bitwidth(bitwidth):
     with pytest.raises(ValueError, match="bitwidth"):
         float_encoding(bitwidth)

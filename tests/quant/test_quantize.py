@@ -834,8 +834,8 @@ def test_non_encoding_raises():
         quantize_dequantize(tf.zeros((2,)), (0.1, -3))
 
 
-@pytest.mark.parametrize("bitwidth", [8, 4])
-def test_float_encoding_8_raises(bitwidth):
+@pytest.mark.parametrize("bitwidth", [12, 4])
+def test_float_encoding_without_a_format_raises(bitwidth):
     with pytest.raises(ValueError, match="bitwidth"):
         float_encoding(bitwidth)
 

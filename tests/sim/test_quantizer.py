@@ -101,7 +101,9 @@ def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="data_type='bf16'"):
         TensorQuantizer(data_type="bf16")
     with pytest.raises(ValueError, match="float data type"):
-        TensorQuantizer(bitwidth=8, data_type="float")
+        TensorQuantizer(bitwidth=12, data_type="float")
+    with pytest.raises(ValueError, match="exponent_bits=3"):
+        TensorQuantizer(bitwidth=8, data_type="float", exponent_bits=3)
     with pytest.raises(ValueError, match="quant_scheme='best'"):
         TensorQuantizer(quant_scheme="best")
 

@@ -117,8 +117,8 @@ def test_bad_input():
         QuantizationSimModel(model, default_param_bw=1)
     with pytest.raises(ValueError, match="default_output_bw=40"):
         QuantizationSimModel(model, default_output_bw=40)
-    with pytest.raises(ValueError, match="default_data_type='bf16'"):
-        QuantizationSimModel(model, default_data_type="bf16")
+    with pytest.raises(ValueError, match="default_data_type='float8'"):
+        QuantizationSimModel(model, default_data_type="float8")
     with pytest.raises(ValueError, match="'sequential.*' is not built"):
         QuantizationSimModel(keras.Sequential([keras.layers.Dense(2)]))
     with pytest.raises(ValueError, match="per_chanel"):
