@@ -16,8 +16,9 @@ recalibration), and the eval callback scores each setting:
   grid, histograms of activations and weights, and per-channel weight
   ranges before and after cross-layer equalization (the picture in Nagel et
   al. 2019's data-free quantization paper).
-* **exports** (``compare_exports=True``): the integer TFLite export run
-  layer by layer against the sim, and the first layer where it departs.
+* **exports** (``compare_exports=True``): the integer TFLite export and
+  the QDQ ONNX export (in onnxruntime) run layer by layer against the sim,
+  and the first layer where each departs.
 
 :meth:`QuantAnalyzer.analyze` returns a :class:`QuantAnalysis` and writes
 ``quant_analysis.json``, the charts, and ``quant_analysis.html``: one
@@ -56,6 +57,7 @@ from aimet_keras import _progress
 if typing.TYPE_CHECKING:
     import os
     from collections.abc import Callable
+    from collections.abc import Sequence
 
     import keras
 
@@ -108,6 +110,10 @@ class QuantAnalysis:
             Markdown, or None.
         first_departure: the first layer where TFLite departs from the sim,
             or None.
+        onnx_comparison: the layer-by-layer comparison of the QDQ ONNX
+            export (run in onnxruntime) as Markdown, or None.
+        onnx_first_departure: the first layer where ONNX departs from the
+            sim, or None.
         notes: what could not be analyzed, and why.
     """
 
@@ -119,6 +125,8 @@ class QuantAnalysis:
     files: dict = dataclasses.field(default_factory=dict)
     export_comparison: str | None = None
     first_departure: str | None = None
+    onnx_comparison: str | None = None
+    onnx_first_departure: str | None = None
     notes: list = dataclasses.field(default_factory=list)
 
     def harm(self, layer: LayerAnalysis) -> float:
@@ -148,6 +156,8 @@ class QuantAnalysis:
             "ranked": [layer.name for layer in self.ranked],
             "first_departure": self.first_departure,
             "export_comparison": self.export_comparison,
+            "onnx_first_departure": self.onnx_first_departure,
+            "onnx_comparison": self.onnx_comparison,
             "files": {key: str(path) for key, path in self.files.items()},
             "notes": list(self.notes),
         }
@@ -275,7 +285,7 @@ class QuantAnalyzer:
         results_dir: str | os.PathLike = "quant_analyzer_results",
         fold_batch_norms: bool = True,
         compare_cle: bool = True,
-        compare_exports: bool = False,
+        compare_exports: bool | Sequence[str] = False,
         verbose: int | str = "auto",
         **sim_options: object,
     ) -> QuantAnalysis:
@@ -294,9 +304,11 @@ class QuantAnalyzer:
                 batch norms folded, as deployed. Defaults to True.
             compare_cle: also draw per-channel weight ranges after
                 cross-layer equalization. Defaults to True.
-            compare_exports: also export to integer TFLite and compare it
-                with the sim layer by layer (needs a config TFLite can
-                express, such as ``"tflite_int8"``, and the MSE data).
+            compare_exports: also export to integer TFLite and to QDQ ONNX
+                and compare each with the sim layer by layer: True for
+                both, or the names of some (``["tflite"]``). Needs a config
+                they can express, such as ``"tflite_int8"``, and the MSE
+                data; an export that refuses the sim leaves a note.
                 Defaults to False.
             verbose: a progress bar over the layers: 1, 0 or ``"auto"``
                 (in a terminal). Defaults to ``"auto"``.
@@ -388,7 +400,18 @@ class QuantAnalyzer:
         if compare_cle:
             cle = _cle_ranges(self._model, float_model, analysis.notes)
         if compare_exports:
-            _compare_exports(sim, analysis, self._mse_data, folder)
+            kinds = (
+                {"tflite", "onnx"}
+                if compare_exports is True
+                else set(compare_exports)
+            )
+            unknown = kinds - {"tflite", "onnx"}
+            if unknown:
+                raise ValueError(
+                    f"compare_exports={compare_exports!r}: unknown exports "
+                    f"{sorted(unknown)}; use 'tflite' and/or 'onnx'."
+                )
+            _compare_exports(sim, analysis, self._mse_data, folder, kinds)
         _write_results(analysis, sim, statistics, cle, folder)
         return analysis
 
@@ -555,7 +578,7 @@ def _cle_ranges(model, folded, notes):
     }
 
 
-def _compare_exports(sim, analysis, mse_data, folder):
+def _compare_exports(sim, analysis, mse_data, folder, kinds):
     from aimet_keras import export_tflite
     from aimet_keras.export import layer_outputs
 
@@ -566,19 +589,39 @@ def _compare_exports(sim, analysis, mse_data, folder):
         )
         return
     data = mse_data[0][:64]
+    reference = layer_outputs.sim_layer_outputs(sim, data)
+    steps = layer_outputs.output_steps(sim)
     try:
-        exported = export_tflite(sim, folder / "model_int8.tflite")
+        exported = (
+            export_tflite(sim, folder / "model_int8.tflite")
+            if "tflite" in kinds
+            else None
+        )
     except ValueError as error:
         analysis.notes.append(f"No TFLite comparison: {error}")
+        exported = None
+    if exported is not None:
+        report = layer_outputs.compare_layer_outputs(
+            reference, layer_outputs.tflite_layer_outputs(exported, data), steps
+        )
+        analysis.export_comparison = report.to_markdown()
+        analysis.first_departure = report.first_departure
+        analysis.files["tflite"] = exported.path
+    if "onnx" not in kinds:
+        return
+    try:
+        from aimet_keras import export_onnx
+
+        onnx_export = export_onnx(sim, folder / "model_qdq.onnx")
+    except (ImportError, ValueError) as error:
+        analysis.notes.append(f"No ONNX comparison: {error}")
         return
     report = layer_outputs.compare_layer_outputs(
-        layer_outputs.sim_layer_outputs(sim, data),
-        layer_outputs.tflite_layer_outputs(exported, data),
-        layer_outputs.output_steps(sim),
+        reference, layer_outputs.onnx_layer_outputs(onnx_export, data), steps
     )
-    analysis.export_comparison = report.to_markdown()
-    analysis.first_departure = report.first_departure
-    analysis.files["tflite"] = exported.path
+    analysis.onnx_comparison = report.to_markdown()
+    analysis.onnx_first_departure = report.first_departure
+    analysis.files["onnx"] = onnx_export.qdq_path
 
 
 def _write_results(analysis, sim, statistics, cle, folder):
@@ -727,12 +770,20 @@ def _html(analysis):
         if key.startswith("weight_ranges_")
     )
     exports = ""
-    if analysis.export_comparison:
-        exports = (
-            "<h2>TFLite export against the sim</h2>"
-            f"<p>First departure: <b>{escape(str(analysis.first_departure))}"
-            f"</b></p><pre>{escape(analysis.export_comparison)}</pre>"
-        )
+    for title, first, table in (
+        ("TFLite", analysis.first_departure, analysis.export_comparison),
+        (
+            "ONNX (onnxruntime)",
+            analysis.onnx_first_departure,
+            analysis.onnx_comparison,
+        ),
+    ):
+        if table:
+            exports += (
+                f"<h2>{title} export against the sim</h2>"
+                f"<p>First departure: <b>{escape(str(first))}"
+                f"</b></p><pre>{escape(table)}</pre>"
+            )
     notes = "".join(f"<li>{escape(note)}</li>" for note in analysis.notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

@@ -878,12 +878,17 @@ def _analyze(values):
         default_output_bw=values["activation-bits"].value,
         config_file=_config(values),
         results_dir=values["out"].value,
-        compare_exports="tflite" in values["export"].value,
+        compare_exports=sorted(
+            {"tflite", "onnx"} & set(values["export"].value)
+        ),
         verbose=0 if values["quiet"].value else "auto",
     )
     say(analysis.to_markdown(top=10))
     if analysis.first_departure:
         say(f"TFLite departs from the sim first at {analysis.first_departure}")
+    if analysis.onnx_first_departure:
+        first = analysis.onnx_first_departure
+        say(f"ONNX departs from the sim first at {first}")
     say(f"report: {analysis.files['html']}")
     if values["json"].value:
         summary = {

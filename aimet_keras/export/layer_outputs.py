@@ -40,6 +40,7 @@ from aimet_keras.graph import prepare as prepare_lib
 if typing.TYPE_CHECKING:
     import os
 
+    from aimet_keras.export.onnx import OnnxExport
     from aimet_keras.export.tflite import TFLiteExport
     from aimet_keras.sim.quantsim import QuantizationSimModel
 
@@ -49,6 +50,7 @@ __all__ = [
     "compare_layer_outputs",
     "fp32_layer_outputs",
     "layer_probe",
+    "onnx_layer_outputs",
     "output_steps",
     "save_layer_outputs",
     "sim_layer_outputs",
@@ -259,6 +261,84 @@ def tflite_layer_outputs(
         for layer, name in exported.layer_tensors.items()
         if name in by_name
     }
+
+
+def onnx_layer_outputs(
+    exported: OnnxExport, inputs: object
+) -> dict[str, np.ndarray]:
+    """Each layer's quantized output in an exported QDQ ONNX model.
+
+    Runs the QDQ model in onnxruntime with the layers' dequantized outputs
+    (:attr:`~aimet_keras.export.onnx.OnnxExport.layer_tensors`) added as
+    graph outputs.
+
+    Args:
+        exported: the :class:`~aimet_keras.export.onnx.OnnxExport`
+            :func:`~aimet_keras.export.export_onnx` returned.
+        inputs: float model inputs, one array per model input, or a dict
+            keyed by input name.
+
+    Returns:
+        ``{layer name: array}`` for the layers whose output the sim
+        quantizes.
+
+    Example:
+
+    >>> import tempfile
+    >>> from aimet_keras import export_onnx
+    >>> inputs = keras.Input((4,), name="x")
+    >>> hidden = keras.layers.Dense(3, activation="relu", name="fc1")(inputs)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="fc2")(hidden))
+    >>> sim = QuantizationSimModel(model, config_file="tflite_int8")
+    >>> images = np.random.default_rng(0).random((8, 4)).astype("float32")
+    >>> sim.compute_encodings(images)
+    >>> exported = export_onnx(sim, f"{tempfile.mkdtemp()}/m.onnx")
+    >>> {k: v.shape for k, v in onnx_layer_outputs(exported, images).items()}
+    {'fc1': (8, 3), 'fc2': (8, 2)}
+    """
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(str(exported.qdq_path))
+    present = {o.name for o in model.graph.output}
+    wanted = {
+        layer: name
+        for layer, name in exported.layer_tensors.items()
+        if name not in present
+    }
+    for name in wanted.values():
+        model.graph.output.append(
+            onnx.helper.make_tensor_value_info(
+                name, onnx.TensorProto.FLOAT, None
+            )
+        )
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    names = [i.name for i in session.get_inputs()]
+    if isinstance(inputs, dict):
+        feed = {name: np.asarray(inputs[name]) for name in names}
+    else:
+        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        feed = {
+            name: np.asarray(values, np.float32)
+            for name, values in zip(names, inputs)
+        }
+    outputs = [o.name for o in session.get_outputs()]
+    values = dict(zip(outputs, session.run(outputs, feed)))
+    return {
+        layer: _keras_layout(values[name], exported.layer_shapes.get(layer))
+        for layer, name in exported.layer_tensors.items()
+        if name in values
+    }
+
+
+def _keras_layout(values, shape):
+    """``values`` channels-last where tf2onnx left them channels-first."""
+    if shape is None or values.ndim < 3 or values.shape[1:] == shape[1:]:
+        return values
+    moved = np.moveaxis(values, 1, -1)
+    return moved if moved.shape[1:] == tuple(shape[1:]) else values
 
 
 @dataclasses.dataclass(frozen=True)

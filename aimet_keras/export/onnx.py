@@ -71,12 +71,20 @@ class OnnxExport:
         encodings_path: the encodings of the FP32 model's tensors.
         changes: where the QDQ model departs from the sim (empty when it
             uses the sim's grids throughout).
+        layer_tensors: ``{layer name: QDQ model tensor}``, the dequantized
+            output of each layer whose output the sim quantizes (see
+            :func:`~aimet_keras.export.layer_outputs.onnx_layer_outputs`).
+        layer_shapes: ``{layer name: Keras output shape}`` (batch dimension
+            first, None), to put channels-first ONNX tensors back in the
+            Keras layout.
     """
 
     qdq_path: pathlib.Path
     fp32_path: pathlib.Path
     encodings_path: pathlib.Path
     changes: tuple
+    layer_tensors: dict = dataclasses.field(default_factory=dict)
+    layer_shapes: dict = dataclasses.field(default_factory=dict)
 
 
 def _check_sim(sim):
@@ -320,6 +328,34 @@ def _activation_encodings(model, graph):
     return found
 
 
+def _layer_output_tensors(model, graph):
+    """``{layer: tensor}``: the DequantizeLinear output after each layer's
+    first output quantizer."""
+    import re
+
+    readers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    found = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        match = re.search(r"^(.*aimet_fake_quant_\d+)", node.name) or re.search(
+            r"^(.*aimet_fake_quant_\d+)", node.output[0]
+        )
+        if not match or match.group(1) not in graph.fake_quant_ops:
+            continue
+        role, _ = graph.fake_quant_ops[match.group(1)]
+        if role.kind != "output" or role.key != 0 or role.layer in found:
+            continue
+        for reader in readers.get(node.output[0], []):
+            if reader.op_type == "DequantizeLinear":
+                found[role.layer] = reader.output[0]
+                break
+    return found
+
+
 def _strip_qdq(model):
     """A copy of the QDQ model without its QDQ pairs; returns the renames.
 
@@ -474,6 +510,7 @@ def export_onnx(
     ):
         changes.append(_INT8_SATURATION)
     activations = _activation_encodings(model, graph)
+    layer_tensors = _layer_output_tensors(model, graph)
     fp32, rename = _strip_qdq(model)
     activations = {rename.get(k, k): v for k, v in activations.items()}
     data = encodings_lib.encodings_to_dict(
@@ -505,4 +542,9 @@ def export_onnx(
         fp32_path=targets["fp32"],
         encodings_path=targets["encodings"],
         changes=tuple(changes),
+        layer_tensors=layer_tensors,
+        layer_shapes={
+            layer: tuple(sim.model.get_layer(layer).output.shape)
+            for layer in layer_tensors
+        },
     )

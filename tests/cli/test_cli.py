@@ -298,7 +298,7 @@ def test_analyze_writes_the_report_and_ranks_layers(model_file, tmp_path):
             "--weight-bits",
             "4",
             "--export",
-            "tflite",
+            "tflite,onnx",
             "--out",
             str(tmp_path / "report"),
             "--json",
@@ -314,4 +314,5 @@ def test_analyze_writes_the_report_and_ranks_layers(model_file, tmp_path):
         summary["first_departure"], str
     )
     assert summary["export_comparison"]  # the TFLite export was compared
+    assert summary["onnx_comparison"]  # and the ONNX one
     assert (tmp_path / "report" / "quant_analysis.html").is_file()

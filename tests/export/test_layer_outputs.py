@@ -1,8 +1,9 @@
-"""Per-layer outputs of FP32, sim and TFLite, and where they part."""
+"""Per-layer outputs of FP32, sim, TFLite and ONNX, and where they part."""
 
 import numpy as np
 import pytest
 
+from aimet_keras import export_onnx
 from aimet_keras import export_tflite
 from aimet_keras.export import layer_outputs as lo
 
@@ -18,6 +19,38 @@ def outputs(resnet_sim, test_images, tmp_path_factory):
         "sim": lo.sim_layer_outputs(resnet_sim, images),
         "tflite": lo.tflite_layer_outputs(exported, images),
     }
+
+
+def test_onnx_follows_the_sim_until_a_grid_changes(
+    resnet_sim, test_images, tmp_path
+):
+    pytest.importorskip("onnxruntime", reason="needs the [onnx] extra")
+    images = test_images[0][:32]
+    exported = export_onnx(resnet_sim, tmp_path / "m.onnx")
+    onnx_outputs = lo.onnx_layer_outputs(exported, images)
+    sim_outputs = lo.sim_layer_outputs(resnet_sim, images)
+    steps = lo.output_steps(resnet_sim)
+    assert {"stem_relu", "stage2_a_relu", "logits"} <= set(onnx_outputs)
+    report = lo.compare_layer_outputs(sim_outputs, onnx_outputs, steps)
+    assert report.first_departure is None
+    assert all(row.off_fraction < 0.01 for row in report.rows)
+    # The sim's stage2_a_relu grid shrinks to a tenth after the export:
+    # ONNX departs there first.
+    quantizer = resnet_sim.model.get_layer("stage2_a_relu").output_quantizers[0]
+    before = quantizer.encoding
+    try:
+        from aimet_keras.quant import compute_encoding
+
+        quantizer.set_encoding(
+            compute_encoding(float(before.min), float(before.max) * 0.1, 8)
+        )
+        resnet_sim._retrace()
+        moved = lo.sim_layer_outputs(resnet_sim, images)
+    finally:
+        quantizer.set_encoding(before)
+        resnet_sim._retrace()
+    report = lo.compare_layer_outputs(moved, onnx_outputs, steps)
+    assert report.first_departure == "stage2_a_relu"
 
 
 def test_all_three_are_keyed_by_layer_name(outputs, resnet_sim):
