@@ -44,11 +44,13 @@ import tensorflow as tf
 from aimet_keras.export import encodings as encodings_lib
 from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
+from aimet_keras.ptq import mixed_precision as mixed_lib
 from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.sim import op_types
 
 if typing.TYPE_CHECKING:
     import os
+    from collections.abc import Sequence
 
 __all__ = ["Adaround", "AdaroundParameters"]
 
@@ -280,6 +282,7 @@ class Adaround:
         default_quant_scheme: str = "tf_enhanced",
         config_file: str | os.PathLike | None = None,
         verbose: bool = True,
+        param_bw_override_list: Sequence[tuple[object, int]] = (),
     ) -> keras.Model:
         """AdaRounds every Conv/Depthwise/ConvTranspose/Dense kernel.
 
@@ -297,11 +300,16 @@ class Adaround:
             config_file: the quantsim config (per-channel or not, which
                 weights). Defaults to AIMET's default.
             verbose: print one progress line per layer. Defaults to True.
+            param_bw_override_list: ``[(layer or layer name, bits)]``:
+                layers whose weights take other bits than
+                ``default_param_bw`` (AIMET's argument of that name), for
+                example the weight bits mixed precision chose.
 
         Returns:
             A new functional model whose kernels are the AdaRounded
             (hard-rounded) weights; the caller's model is unchanged. Build
-            the sim with the same ``default_param_bw`` and call
+            the sim with the same ``default_param_bw`` (and overrides, see
+            :func:`~aimet_keras.ptq.set_precision`) and call
             ``set_and_freeze_param_encodings`` with the written file.
 
         Example:
@@ -327,6 +335,9 @@ class Adaround:
             default_param_bw=default_param_bw,
             config_file=config_file,
         )
+        for layer, bits in param_bw_override_list:
+            name = layer if isinstance(layer, str) else layer.name
+            mixed_lib.set_precision(sim, name, param=bits)
         sim._compute_param_encodings()
         connections = connections_lib.layer_connections(working)
         sites = {s.operation.name: s for s in prepare_lib.walk(working)}

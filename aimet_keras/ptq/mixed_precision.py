@@ -26,6 +26,7 @@ import typing
 import numpy as np
 
 from aimet_keras.quant import encoding as encoding_lib
+from aimet_keras.sim import spec as spec_lib
 
 if typing.TYPE_CHECKING:
     from aimet_keras.sim.quantsim import QuantizationSimModel
@@ -161,8 +162,9 @@ def set_precision(
         activation: bitwidth or data type of the layers' activation
             quantizers (their enabled inputs, outputs and internal tensors,
             such as MultiHeadAttention's softmax), or None to leave them.
-        param: bitwidth or data type of the layers' weight quantizers, or
-            None to leave them.
+        param: bitwidth or data type of the layers' weight quantizers
+            (biases and LayerNorm's beta keep theirs), or None to leave
+            them.
 
     Returns:
         The names of the quantizers set: activations, then weights, each
@@ -215,7 +217,13 @@ def set_precision(
                 activation,
             )
         if param is not None:
-            params += chosen(wrapper.param_quantizers.values(), param)
+            # Biases keep their own grids (32 bits where the config says).
+            weights = [
+                q
+                for key, q in wrapper.param_quantizers.items()
+                if not spec_lib.is_bias_weight(key.split("/")[-1])
+            ]
+            params += chosen(weights, param)
     frozen = [q.name for q in params if id(q) in sim._frozen]
     if frozen:
         raise ValueError(

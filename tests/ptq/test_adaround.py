@@ -10,6 +10,7 @@ import pytest
 from aimet_keras.ptq import Adaround
 from aimet_keras.ptq import AdaroundParameters
 from aimet_keras.ptq import adaround
+from aimet_keras.ptq import set_precision
 from aimet_keras.quant import quantize_dequantize
 from aimet_keras.sim import QuantizationSimModel
 from tests.ptq import assert_kernel_on_its_grid
@@ -155,3 +156,37 @@ def test_every_layer_reconstructs_better_than_nearest(tmp_path):
 
         assert error(adarounded) < error(nearest), name
         layer.kernel.assign(adarounded)
+
+
+def test_param_bw_override_list_rounds_those_layers_to_their_bits(tmp_path):
+    params = AdaroundParameters(
+        DATA, num_batches=2, default_num_iterations=20, batch_size=32
+    )
+    model = _model()
+    rounded = Adaround.apply_adaround(
+        model,
+        params,
+        tmp_path,
+        "mixed",
+        default_param_bw=8,
+        param_bw_override_list=[("dw", 4), (model.get_layer("fc"), 3)],
+        verbose=False,
+    )
+    written = json.loads((tmp_path / "mixed.encodings").read_text())
+    bits = {name.split("/")[0]: e[0]["bitwidth"] for name, e in written.items()}
+    assert bits == {"conv": 8, "dw": 4, "fc": 3}
+    sim = QuantizationSimModel(rounded, default_param_bw=8)
+    set_precision(sim, "dw", param=4)
+    set_precision(sim, "fc", param=3)
+    sim.set_and_freeze_param_encodings(tmp_path / "mixed.encodings")
+    for name in bits:
+        assert_kernel_on_its_grid(sim.model.get_layer(name))
+    with pytest.raises(ValueError, match="no layer of the sim matches"):
+        Adaround.apply_adaround(
+            model,
+            params,
+            tmp_path,
+            "bad",
+            param_bw_override_list=[("missing", 4)],
+            verbose=False,
+        )

@@ -125,3 +125,15 @@ def test_weights_after_calibration_get_grids_from_the_weights():
     np.testing.assert_allclose(encoding.max, np.abs(kernel).max(), rtol=0.2)
     levels = np.unique(quantizer(kernel).numpy())
     assert len(levels) <= 16
+
+
+def test_weight_bits_leave_32_bit_biases_alone():
+    # tflite_int8 quantizes biases to 32 bits: a 4-bit weight setting must
+    # not turn them into 4-bit grids.
+    sim = QuantizationSimModel(_residual_model(), config_file="tflite_int8")
+    assert set_precision(sim, "fc1", param=4) == ["fc1_kernel"]
+    quantizers = sim.model.get_layer("fc1").param_quantizers
+    assert quantizers["bias"].bitwidth == 32
+    assert quantizers["kernel"].bitwidth == 4
+    sim.compute_encodings(_data())
+    assert quantizers["bias"].encoding.bitwidth == 32
