@@ -80,6 +80,11 @@ SUITES = {
         "W8A8 top-1 against FP32 and the TFLite converter's own int8, "
         "TFLite and ONNX top-1 agreement with the sim"
     ),
+    "real_fidelity_integer_kernels": (
+        "real_fidelity's EfficientNetB0, EfficientNetV2B0 and MobileNetV2 "
+        "rows and EfficientNetB0's 2-epoch QAT row again, after the sim "
+        "took the integer kernels' arithmetic"
+    ),
     "real_models": (
         "stock keras.applications at 224x224 end to end (sim, TFLite, "
         "ONNX): agreement with FP32 and of the exports with the sim, "
