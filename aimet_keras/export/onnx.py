@@ -312,41 +312,37 @@ def _quantize_kernels(model, sim, graph, weight_dtype):
     return done, changes
 
 
-def _activation_encodings(model, graph):
-    """``{QuantizeLinear input name: the sim's Encoding}``."""
+def _quantize_nodes(model, graph):
+    """``(QuantizeLinear node, QuantizerRole, Encoding)`` for each node the
+    deployment graph's fake-quantization ops became."""
     import re
 
-    found = {}
+    pattern = re.compile(r"^(.*aimet_fake_quant_\d+)")
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear":
             continue
-        match = re.search(r"^(.*aimet_fake_quant_\d+)", node.name) or re.search(
-            r"^(.*aimet_fake_quant_\d+)", node.output[0]
-        )
+        match = pattern.search(node.name) or pattern.search(node.output[0])
         if match and match.group(1) in graph.fake_quant_ops:
-            found[node.input[0]] = graph.fake_quant_ops[match.group(1)][1]
-    return found
+            yield (node, *graph.fake_quant_ops[match.group(1)])
+
+
+def _activation_encodings(model, graph):
+    """``{QuantizeLinear input name: the sim's Encoding}``."""
+    return {
+        node.input[0]: encoding
+        for node, _, encoding in _quantize_nodes(model, graph)
+    }
 
 
 def _layer_output_tensors(model, graph):
     """``{layer: tensor}``: the DequantizeLinear output after each layer's
     first output quantizer."""
-    import re
-
     readers = {}
     for node in model.graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
     found = {}
-    for node in model.graph.node:
-        if node.op_type != "QuantizeLinear":
-            continue
-        match = re.search(r"^(.*aimet_fake_quant_\d+)", node.name) or re.search(
-            r"^(.*aimet_fake_quant_\d+)", node.output[0]
-        )
-        if not match or match.group(1) not in graph.fake_quant_ops:
-            continue
-        role, _ = graph.fake_quant_ops[match.group(1)]
+    for node, role, _ in _quantize_nodes(model, graph):
         if role.kind != "output" or role.key != 0 or role.layer in found:
             continue
         for reader in readers.get(node.output[0], []):
