@@ -130,6 +130,20 @@ def _channels_last(layer):
     return getattr(layer, "data_format", "channels_last") == "channels_last"
 
 
+def _on_last_axis(layer, axis):
+    """Whether ``axis`` (an int or a one-int list) is the layer's last axis.
+
+    keras.applications writes the channel axis as 3 (``bn_axis = 3``) where
+    other code writes -1; both name the channels of a 4-D tensor.
+    """
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            return False
+        axis = axis[0]
+    rank = len(layer.output.shape)
+    return axis in (-1, rank - 1)
+
+
 def _role(layer):
     """How ``layer`` relates its input channels to its output channels."""
     kind = _stock_class(layer)
@@ -140,7 +154,7 @@ def _role(layer):
             return "channelwise"
         return None
     if kind == "BatchNormalization":
-        return "channelwise" if layer.axis in (-1, [-1]) else None
+        return "channelwise" if _on_last_axis(layer, layer.axis) else None
     if kind in _PASS_THROUGH:
         activation = getattr(layer, "activation", None)
         name = getattr(activation, "__name__", "")
@@ -150,7 +164,7 @@ def _role(layer):
     if kind in _TIES:
         return "tie"
     if kind == "Concatenate":
-        return "concat" if layer.axis == -1 else None
+        return "concat" if _on_last_axis(layer, layer.axis) else None
     return None
 
 
