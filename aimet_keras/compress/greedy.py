@@ -76,6 +76,9 @@ class CompressionStats:
         baseline_score: ``eval_callback`` on the original model.
         eval_scores: ``{layer name: {ratio: score}}``.
         threshold: the score threshold the search chose.
+        latency_rounds: for ``"latency"`` with a tolerance, one
+            ``(target given to the table, table's estimate, measured whole
+            model time ratio)`` per search round.
     """
 
     scheme: str
@@ -91,6 +94,7 @@ class CompressionStats:
     baseline_score: float
     eval_scores: dict
     threshold: float
+    latency_rounds: tuple = ()
 
     def plot(self, path: str | os.PathLike) -> pathlib.Path:
         """Writes the per-layer sensitivity chart to ``path`` (.svg or .png).
@@ -359,6 +363,7 @@ def compress_model(
     data: object = None,
     num_reconstruction_samples: int = 5000,
     latency_table: LatencyTable | None = None,
+    latency_tolerance: float | None = 0.03,
     verbose: int | str = "auto",
 ) -> tuple[keras.Model, CompressionStats]:
     """Compresses ``model`` to ``target_comp_ratio`` of its cost, greedily.
@@ -404,6 +409,16 @@ def compress_model(
             timing layers for ``cost_metric="latency"`` (its batch size,
             threads and cache file). Defaults to None: a new
             ``LatencyTable()`` (batch 32, 2 threads).
+        latency_tolerance: with ``cost_metric="latency"``, the compressed
+            model is converted and timed whole against the original (the
+            table's batch and threads, interleaved); while its time ratio
+            misses the target by more than this fraction of the target
+            (what the layers timed alone leave out: adds, pooling, memory
+            traffic between layers), the choice is made again for the
+            target scaled by the miss, up to four rounds, from the same
+            sensitivity table. The round closest to the target is
+            returned. None: trust the table's estimate, time nothing
+            whole. Defaults to 0.03.
         verbose: a progress bar over the candidates scored: 1 always, 0
             never, ``"auto"`` in a terminal. Defaults to ``"auto"``.
 
@@ -411,7 +426,9 @@ def compress_model(
         ``(compressed model, CompressionStats)``. The achieved ratio is at
         most the target and within a rank's or channel's cost of it, unless
         the candidates cannot reach it (then it is the closest above or
-        below).
+        below). For ``"latency"`` with a tolerance it is the whole model's
+        measured time ratio, within the tolerance unless four rounds did
+        not get there (``stats.latency_rounds`` shows each).
 
     Raises:
         ValueError: for a ratio outside (0, 1), an unknown scheme, metric or
@@ -451,6 +468,11 @@ def compress_model(
         )
     if not isinstance(multiplicity, int) or multiplicity < 1:
         raise ValueError(f"multiplicity={multiplicity!r}; use an int >= 1.")
+    if latency_tolerance is not None and not 0 < latency_tolerance < 1:
+        raise ValueError(
+            f"latency_tolerance={latency_tolerance!r}; use a fraction of the "
+            "target in (0, 1), or None to trust the latency table."
+        )
     prepared = prepare_lib.prepare_model(model)
     names = [layer.name for layer in prepared.layers]
     ignored = set(modules_to_ignore or ())
@@ -560,19 +582,33 @@ def compress_model(
     def model_ratio(ratios):
         return method.model_cost(units_at(ratios)) / total
 
-    threshold, ratios = _search_threshold(
-        selected, candidates, scores, model_ratio, target_comp_ratio
-    )
-    ratios = _fill_up(
-        ratios, candidates, scores, model_ratio, target_comp_ratio
-    )
-    units = _top_up(
-        units_at(ratios),
-        method,
-        lambda name, ratio: _interpolated_score(scores[name], baseline, ratio),
-        total * target_comp_ratio,
-    )
-    result = method.build(units)
+    def choose(target):
+        threshold, ratios = _search_threshold(
+            selected, candidates, scores, model_ratio, target
+        )
+        ratios = _fill_up(ratios, candidates, scores, model_ratio, target)
+        units = _top_up(
+            units_at(ratios),
+            method,
+            lambda name, ratio: _interpolated_score(
+                scores[name], baseline, ratio
+            ),
+            total * target,
+        )
+        return threshold, units, method.build(units)
+
+    threshold, units, result = choose(target_comp_ratio)
+    rounds, measured = [], None
+    if times is not None and latency_tolerance is not None:
+        threshold, units, result, rounds, measured = _land_on_time(
+            prepared,
+            times.table,
+            choose,
+            (threshold, units, result),
+            lambda chosen: method.model_cost(chosen) / total,
+            target_comp_ratio,
+            latency_tolerance,
+        )
     after = cost_lib.model_cost(result)
     chosen = {
         name: method.unit_ratio(name, units[name]) if name in units else 1.0
@@ -584,7 +620,9 @@ def compress_model(
         target_comp_ratio=target_comp_ratio,
         # Time is the table's estimate (the sum of the layers timed alone).
         achieved_comp_ratio=(
-            method.model_cost(units) / total
+            measured
+            if measured is not None
+            else method.model_cost(units) / total
             if times is not None
             else after.total(cost_metric) / total
         ),
@@ -597,8 +635,51 @@ def compress_model(
         baseline_score=baseline,
         eval_scores=scores,
         threshold=threshold,
+        latency_rounds=tuple(rounds),
     )
     return result, stats
+
+
+_LATENCY_ROUNDS = 4
+
+
+def _land_on_time(original, table, choose, first, estimate, target, tolerance):
+    """Times the chosen model whole and searches again until its measured
+    time ratio is within ``tolerance`` of ``target``.
+
+    ``choose(table target) -> (threshold, units, model)``. The second round
+    scales the table's target by ``target / measured``; later rounds take
+    the secant through the last two (the layers timed alone miss a share
+    of the model's time that changes slowly with the choice: the measured
+    ratio is close to affine in the table's target).
+    Returns the closest round's ``(threshold, units, model)``, the rounds
+    ``[(table target, estimate, measured)]`` and the closest's measured
+    ratio.
+    """
+    aim, chosen, rounds = target, first, []
+    best = None
+    for _ in range(_LATENCY_ROUNDS):
+        whole, compressed = table.model_seconds([original, chosen[2]])
+        measured = compressed / whole
+        rounds.append((aim, estimate(chosen[1]), measured))
+        miss = abs(measured - target)
+        if best is None or miss < best[0]:
+            best = miss, chosen, rounds[-1]
+        if miss <= tolerance * target:
+            break
+        if len(rounds) == 1 or rounds[-1][2] == rounds[-2][2]:
+            aim *= target / measured  # as if time were proportional
+        else:  # the secant through the last two rounds
+            (aim0, _, measured0), (aim1, _, measured1) = rounds[-2:]
+            secant = aim1 + (target - measured1) * (aim1 - aim0) / (
+                measured1 - measured0
+            )
+            # Steps of whole channels or ranks make the slope rough.
+            aim = min(max(secant, aim1 / 2), aim1 * 1.5)
+        aim = min(0.999, max(0.001, aim))
+        chosen = choose(aim)
+    _, chosen, closest = best
+    return (*chosen, rounds, closest[2])
 
 
 def _search_threshold(selected, candidates, scores, model_ratio, target):

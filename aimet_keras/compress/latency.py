@@ -172,6 +172,38 @@ class LatencyTable:
             self._save()
         return self._times[key]
 
+    def model_seconds(self, models: Sequence[keras.Model]) -> list[float]:
+        """Seconds per batch of each whole model, timed interleaved.
+
+        Each model is converted to FP32 TFLite as it is (not cached: a
+        search times the models it builds), its input resized to
+        ``batch_size``, and timed as the table's layers are: the fastest
+        round of each, the models' rounds alternating, so that they are
+        compared under the same load.
+
+        Args:
+            models: built ``keras.Model`` objects with one fixed-size input.
+
+        Returns:
+            Seconds of one invoke per model, in order.
+
+        Example:
+
+        >>> inputs = keras.Input((8, 8, 3))
+        >>> wide = keras.Model(inputs, keras.layers.Conv2D(32, 3)(inputs))
+        >>> thin = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
+        >>> table = LatencyTable(batch_size=2, num_threads=1, rounds=2)
+        >>> len(table.model_seconds([wide, thin]))
+        2
+        """
+        contents = []
+        for model in models:
+            with contextlib.redirect_stdout(io.StringIO()):
+                contents.append(
+                    tf.lite.TFLiteConverter.from_keras_model(model).convert()
+                )
+        return self._fastest(contents)
+
     def _convert(self, specs, shape):
         keras.utils.set_random_seed(0)
         inputs = keras.Input(shape, batch_size=self.batch_size)
@@ -188,9 +220,12 @@ class LatencyTable:
         interpreter = tflite_lib.load_interpreter(
             model_content=content, num_threads=self.num_threads
         )
-        interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
-        sample = np.random.default_rng(0).random(detail["shape"], np.float32)
+        shape = [self.batch_size, *detail["shape"][1:]]
+        if list(detail["shape"]) != shape:  # a whole model's batch of 1
+            interpreter.resize_tensor_input(detail["index"], shape)
+        interpreter.allocate_tensors()
+        sample = np.random.default_rng(0).random(shape, np.float32)
         interpreter.set_tensor(detail["index"], sample)
         for _ in range(3):
             interpreter.invoke()

@@ -19,6 +19,8 @@ class _BlockTable(LatencyTable):
     channels in blocks of 8, plus a fixed cost per layer (so that one
     layer split in two costs more than its MACs say)."""
 
+    block = BLOCK
+
     def _measure(self, specs, shape):
         seconds = 0.0
         height, width = (shape[0], shape[1]) if len(shape) == 3 else (1, 1)
@@ -26,10 +28,27 @@ class _BlockTable(LatencyTable):
         for class_name, config in specs:
             outputs = config["units" if class_name == "Dense" else "filters"]
             kernel = math.prod(config.get("kernel_size", (1,)))
-            blocks = math.ceil(channels / BLOCK) * math.ceil(outputs / BLOCK)
+            blocks = math.ceil(channels / self.block) * math.ceil(
+                outputs / self.block
+            )
             seconds += 1e-6 * (height * width * kernel * blocks + 20)
             channels = outputs
         return seconds
+
+
+class _OverheadTable(_BlockTable):
+    """Whole models cost their weighted layers' times plus a fixed
+    overhead (what the layers timed alone leave out), so the table's
+    estimate misses the whole model's ratio."""
+
+    block = 1  # fine steps: the search can land close
+    OVERHEAD = 2.0  # seconds; the weighted layers take 3
+
+    def model_seconds(self, models):
+        return [
+            sum(layer_latencies(model, self).values()) + self.OVERHEAD
+            for model in models
+        ]
 
 
 def _model():
@@ -115,6 +134,7 @@ def test_svd_by_time_picks_whole_blocks_and_lands_under_the_target(images):
         num_comp_ratio_candidates=4,
         latency_table=table,
         modules_to_ignore=["conv0"],
+        latency_tolerance=None,  # the table's estimate, checked below
     )
     assert stats.cost_metric == "latency" and stats.ranks
     # A rank inside a block costs what the whole block does: the largest
@@ -152,6 +172,7 @@ def test_channel_pruning_by_time(images, tmp_path):
             data=images,
             num_reconstruction_samples=200,
             latency_table=table,
+            latency_tolerance=None,
             eval_scores_path=str(scores),
         )
 
@@ -169,3 +190,54 @@ def test_channel_pruning_by_time(images, tmp_path):
     calls.clear()
     _, again = prune(evaluate)
     assert calls == [] and again.kept_channels == stats.kept_channels
+
+
+def test_the_whole_model_is_timed_until_its_ratio_is_on_target(images):
+    """The layers' estimate alone lands off the target once the rest of
+    the model's time counts; timing the whole model and searching again
+    lands within the tolerance."""
+    model = _model()
+    evaluate = _evaluate(images, model.predict(images, verbose=0))
+    table = _OverheadTable()
+    options = dict(
+        scheme="channel_pruning",
+        cost_metric="latency",
+        num_comp_ratio_candidates=10,
+        data=images,
+        num_reconstruction_samples=200,
+        latency_table=table,
+    )
+    trusting, estimate = compress_model(
+        model, evaluate, 1, 0.6, latency_tolerance=None, **options
+    )
+    (original, compressed) = table.model_seconds([model, trusting])
+    assert compressed / original > 0.6 * 1.03  # the estimate alone misses
+    landed, stats = compress_model(model, evaluate, 1, 0.6, **options)
+    assert len(stats.latency_rounds) > 1
+    first_target, first_estimate, first_measured = stats.latency_rounds[0]
+    assert first_target == 0.6
+    assert first_measured == pytest.approx(compressed / original)
+    assert stats.achieved_comp_ratio == pytest.approx(0.6, rel=0.03)
+    (original, compressed) = table.model_seconds([model, landed])
+    assert compressed / original == pytest.approx(stats.achieved_comp_ratio)
+    with pytest.raises(ValueError, match="latency_tolerance"):
+        compress_model(model, evaluate, 1, 0.6, latency_tolerance=0, **options)
+
+
+def test_whole_models_are_timed_on_the_tables_batch():
+    inputs = keras.Input((16, 16, 8))
+    wide = keras.Model(inputs, keras.layers.Conv2D(64, 3)(inputs))
+    table = LatencyTable(batch_size=3, num_threads=1, rounds=2, invokes=2)
+    (seconds,) = table.model_seconds([wide])
+    assert seconds > 0
+    interpreter = table._interpreter(
+        __import__("tensorflow")
+        .lite.TFLiteConverter.from_keras_model(wide)
+        .convert()
+    )
+    assert interpreter.get_input_details()[0]["shape"].tolist() == [
+        3,
+        16,
+        16,
+        8,
+    ]
