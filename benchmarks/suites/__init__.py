@@ -32,6 +32,12 @@ SUITES = {
         "(greedy ratios), then fine-tuned; full test set accuracy, TFLite "
         "and Keras latency vs FP32, per-layer ratios"
     ),
+    "compression_real": (
+        "keras.applications ResNet50, MobileNetV2 and VGG16 at 224x224 "
+        "(weights=None): channel pruning, spatial SVD + pruning and weight "
+        "SVD to half the MACs, pruning by measured time to half the TFLite "
+        "time; MACs, TFLite batch 1 / 32 and model.predict time ratios"
+    ),
     "export": (
         "integer TFLite (and QDQ ONNX) export of the W8A8 sim: agreement "
         "with the sim (full test set, fer on faces), TFLite latency and size "
