@@ -12,6 +12,7 @@ from aimet_keras.compress.callbacks import accuracy_evaluator
 from aimet_keras.compress.cost import LayerCost
 from aimet_keras.compress.cost import ModelCost
 from aimet_keras.compress.cost import model_cost
+from aimet_keras.compress.distill import distilled_data
 from aimet_keras.compress.greedy import CompressionStats
 from aimet_keras.compress.greedy import compress_model
 from aimet_keras.compress.latency import LatencyTable
@@ -46,6 +47,7 @@ __all__ = [
     "max_spatial_svd_rank",
     "max_weight_svd_rank",
     "model_cost",
+    "distilled_data",
     "spatial_svd",
     "spatial_svd_layers",
     "svd_rank",

@@ -32,6 +32,11 @@ SUITES = {
         "(greedy ratios), then fine-tuned; full test set accuracy, TFLite "
         "and Keras latency vs FP32, per-layer ratios"
     ),
+    "compression_data_free": (
+        "spatial SVD of the ResNet to half its MACs with no refit data, "
+        "with inputs distilled from its batch norms, and with real images: "
+        "full test set top-1"
+    ),
     "compression_real": (
         "keras.applications ResNet50, MobileNetV2 and VGG16 at 224x224 "
         "(weights=None): channel pruning, spatial SVD + pruning and weight "
