@@ -86,7 +86,8 @@ def _define_flags():
         "string",
         "data",
         None,
-        "Calibration data: .npz, .npy, image folder or .tfrecord.",
+        "Calibration data: .npz, .npy, image folder or .tfrecord; compress "
+        "also takes 'distilled' (inputs made from the model's batch norms).",
     )
     define("string", "eval-data", None, "Labelled data to measure top-1 on.")
     define("integer", "calibration-size", 1000, "Calibration samples used.")
@@ -774,10 +775,16 @@ def _compress(values):
     say = (lambda *a: None) if values["quiet"].value else print
     started = time.perf_counter()
     model, evaluation, labels = _model_and_labelled_data(values, "compress")
-    data = None
-    if values["data"].value is not None:
-        data, _ = _data(values, "data", model, False, "calibration")
     from aimet_keras import compress
+
+    data = None
+    if values["data"].value == "distilled":
+        say("distilling inputs from the model's batch norms")
+        data = compress.distilled_data(
+            model, verbose=0 if values["quiet"].value else "auto"
+        )
+    elif values["data"].value is not None:
+        data, _ = _data(values, "data", model, False, "calibration")
 
     target = values["target-ratio"].value
     if not 0 < target < 1:
@@ -802,6 +809,7 @@ def _compress(values):
         "model": values["model"].value,
         "scheme": values["compression"].value,
         "cost_metric": values["cost-metric"].value,
+        "refit_data": values["data"].value,
         "target_ratio": target,
         "achieved_ratio": float(stats.achieved_comp_ratio),
         "macs": [int(stats.original_cost[0]), int(stats.compressed_cost[0])],

@@ -240,6 +240,28 @@ def test_compress_keeps_the_target_cost_and_saves_the_model(labelled, tmp_path):
     assert cli.main(argv[:-2] + ["--target-ratio", "1.5"]) == 2
 
 
+def test_compress_refits_on_inputs_distilled_from_the_model(labelled, tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="b")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(x)
+    path = tmp_path / "normed.keras"
+    keras.Model(inputs, outputs, name="normed").save(path)
+    data, _ = labelled
+    summary_path = tmp_path / "s.json"
+    argv = ["aimet-keras", "compress", "--model", str(path), "--quiet"]
+    argv += ["--eval-data", str(data), "--target-ratio", "0.7"]
+    argv += ["--candidates", "4", "--out", str(tmp_path / "out")]
+    argv += ["--data", "distilled", "--json", str(summary_path)]
+    assert cli.main(argv) == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["refit_data"] == "distilled"
+    assert summary["achieved_ratio"] <= 0.7 + 1e-6
+
+
 def test_export_rebuilds_the_sim_from_its_encodings(
     model_file, labelled, tmp_path
 ):
