@@ -414,9 +414,10 @@ def compress_model(
             table's batch and threads, interleaved); while its time ratio
             misses the target by more than this fraction of the target
             (what the layers timed alone leave out: adds, pooling, memory
-            traffic between layers), the choice is made again for the
-            target scaled by the miss, up to four rounds, from the same
-            sensitivity table. The round closest to the target is
+            traffic between layers), the choice is made again, from the
+            same sensitivity table, for a corrected target (scaled by the
+            miss, then by the secant through the last two rounds), up to
+            four rounds. The round closest to the target is
             returned. None: trust the table's estimate, time nothing
             whole. Defaults to 0.03.
         verbose: a progress bar over the candidates scored: 1 always, 0
