@@ -668,15 +668,18 @@ def _land_on_time(original, table, choose, first, estimate, target, tolerance):
             best = miss, chosen, rounds[-1]
         if miss <= tolerance * target:
             break
-        if len(rounds) == 1 or rounds[-1][2] == rounds[-2][2]:
-            aim *= target / measured  # as if time were proportional
-        else:  # the secant through the last two rounds
+        proportional = measured / aim
+        slope = None
+        if len(rounds) > 1 and rounds[-1][0] != rounds[-2][0]:
             (aim0, _, measured0), (aim1, _, measured1) = rounds[-2:]
-            secant = aim1 + (target - measured1) * (aim1 - aim0) / (
-                measured1 - measured0
-            )
-            # Steps of whole channels or ranks make the slope rough.
-            aim = min(max(secant, aim1 / 2), aim1 * 1.5)
+            slope = (measured1 - measured0) / (aim1 - aim0)
+        # The secant only where its slope is sane: timing noise and steps
+        # of whole channels or ranks can make two close rounds measure
+        # alike, or in the wrong order, and the secant then leaps.
+        if slope is not None and 0.25 < slope / proportional < 4:
+            aim += (target - measured) / slope
+        else:
+            aim *= target / measured  # as if time were proportional
         aim = min(0.999, max(0.001, aim))
         chosen = choose(aim)
     _, chosen, closest = best

@@ -241,3 +241,44 @@ def test_whole_models_are_timed_on_the_tables_batch():
         16,
         8,
     ]
+
+
+class _ScriptedTable:
+    """Whole-model time ratios read from a script keyed by the aim."""
+
+    def __init__(self, script):
+        self.script = script
+
+    def model_seconds(self, models):
+        return [1.0, self.script(models[1])]
+
+
+def test_two_rounds_measuring_alike_do_not_make_the_search_leap():
+    """Timing noise: the second round measures what the first did (its
+    aim a little lower). The third round keeps scaling down, as if time
+    were proportional, instead of following a flat secant far off."""
+    from aimet_keras.compress import greedy
+
+    measured = {0.5: 0.519, 0.482: 0.521}
+    aims = []
+
+    def choose(aim):
+        aims.append(aim)
+        return None, {}, aim  # the "model" is its aim
+
+    def seconds(model):
+        # Time is the aim plus a fixed share; the second round is noisy.
+        return measured.get(round(model, 3), model + 0.02)
+
+    _, _, model, rounds, ratio = greedy._land_on_time(
+        None,
+        _ScriptedTable(seconds),
+        choose,
+        (None, {}, 0.5),
+        lambda units: 0.0,
+        0.5,
+        0.03,
+    )
+    assert [round(r[0], 3) for r in rounds[:2]] == [0.5, 0.482]
+    assert aims[1] < aims[0]  # the third round aims lower still
+    assert ratio == pytest.approx(0.5, rel=0.03)
