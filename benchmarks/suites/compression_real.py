@@ -9,11 +9,12 @@ the same crops. Each compressed model is rebuilt, converted to FP32 TFLite
 (its output checked against Keras) and timed against the original,
 interleaved: TFLite at batch 1 and 32 on 2 threads, and ``model.predict``.
 
-Rows per architecture: channel pruning to half the MACs; spatial SVD
-(AIMET's 0.75) then channel pruning to half the MACs; where the
-architecture has 1x1 layers, weight SVD alone; and channel pruning by
-measured time (``cost_metric="latency"``, batch 1) to half the original's
-TFLite time, landing by timing the whole model.
+Rows (``METHODS``): channel pruning to half the MACs (every model);
+spatial SVD (AIMET's 0.75) then channel pruning to half the MACs (ResNet50
+and VGG16: MobileNetV2's kxk layers are depthwise); weight SVD alone
+(ResNet50's 1x1 layers); and channel pruning by measured time
+(``cost_metric="latency"``, batch 1) to half the original's TFLite time,
+landing by timing the whole model (ResNet50, MobileNetV2).
 """
 
 import contextlib
