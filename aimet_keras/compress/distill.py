@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from aimet_keras import _progress as progress_lib
+from aimet_keras.compress import pruning
 from aimet_keras.graph import prepare as prepare_lib
 
 __all__ = ["distilled_data"]
@@ -33,9 +34,9 @@ def _batch_norms(model):
         if type(layer) is not keras.layers.BatchNormalization:
             continue
         calls[layer.name] = calls.get(layer.name, 0) + 1
-        rank = len(site.inputs[0].shape)
-        axis = layer.axis[0] if isinstance(layer.axis, list) else layer.axis
-        if axis not in (-1, rank - 1) or calls[layer.name] > 1:
+        if calls[layer.name] > 1 or not pruning._on_last_axis(
+            layer, layer.axis
+        ):
             continue
         mean = keras.ops.convert_to_numpy(layer.moving_mean)
         variance = keras.ops.convert_to_numpy(layer.moving_variance)
