@@ -44,6 +44,13 @@ def _parser():
         help="smaller sizes for a smoke run; writes <suite>-quick.md/.json",
     )
     run.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only this model of a suite that takes model names "
+        "(repeatable); the results are written as <suite>-<NAME>...",
+    )
+    run.add_argument(
         "--results-dir",
         default=None,
         help=f"where to write results (default: {SCRATCH_DIR}, or "
@@ -70,7 +77,18 @@ def main(argv=None):
     # A suite that makes shipped files takes the flag too.
     if "update_results" in inspect.signature(module.run).parameters:
         options["update_results"] = args.update_results
+    if args.only:
+        if "names" not in inspect.signature(module.run).parameters:
+            print(
+                f"Suite {args.suite!r} runs all its models; drop --only.",
+                file=sys.stderr,
+            )
+            return 2
+        options["names"] = tuple(args.only)
     report = module.run(**options)
+    if args.only:
+        # A partial run must not replace the whole suite's results.
+        report.suite = "-".join((report.suite, *args.only))
     machine = harness.machine_info()
     print(report.to_markdown(machine))
     directory = args.results_dir or (

@@ -42,12 +42,20 @@ def _classifier_head(x):
     return layers.Softmax(name="probabilities")(x)
 
 
-def resnet(widths: tuple[int, int, int] = (16, 32, 64)) -> keras.Model:
+def resnet(
+    widths: tuple[int, int, int] = (16, 32, 64),
+    input_shape: tuple[int, int, int] = INPUT_SHAPE,
+    stem_strides: int = 1,
+) -> keras.Model:
     """A small ResNet: a stem, then one basic residual block per stage.
 
     Args:
         widths: channels of the three stages; stages two and three halve the
             resolution. Defaults to ``(16, 32, 64)``.
+        input_shape: ``(height, width, channels)`` of the images. Defaults
+            to Fashion-MNIST's ``(28, 28, 1)``.
+        stem_strides: the stem convolution's strides; 2 halves the
+            resolution before the first stage (for larger inputs).
 
     Returns:
         An untrained functional ``keras.Model`` named ``resnet``.
@@ -57,9 +65,12 @@ def resnet(widths: tuple[int, int, int] = (16, 32, 64)) -> keras.Model:
     >>> model = resnet()
     >>> model.output_shape
     (None, 10)
+    >>> wide = resnet((32, 64, 128), input_shape=(64, 64, 1), stem_strides=2)
+    >>> wide.get_layer("stage1_a_conv").output.shape
+    (None, 32, 32, 32)
     """
-    inputs = keras.Input(INPUT_SHAPE, name="image")
-    x = _conv_bn(inputs, widths[0], 3, 1, "stem")
+    inputs = keras.Input(input_shape, name="image")
+    x = _conv_bn(inputs, widths[0], 3, stem_strides, "stem")
     for stage, width in enumerate(widths):
         strides = 1 if stage == 0 else 2
         name = f"stage{stage + 1}"

@@ -259,8 +259,12 @@ def _architecture(name, settings, folder):
     )
 
 
-def run(quick=False):
+def run(quick=False, names=None):
     """Runs the suite (``quick``: ResNet50 at 32x32, one candidate ratio).
+
+    Args:
+        quick: a smoke run.
+        names: the architectures to run (default: all of ``ARCHITECTURES``).
 
     Returns:
         A :class:`benchmarks.harness.Report`.
@@ -270,7 +274,15 @@ def run(quick=False):
         candidates=QUICK["candidates"] if quick else CANDIDATES,
         quick=quick,
     )
-    architectures = QUICK["architectures"] if quick else ARCHITECTURES
+    architectures = names or (
+        QUICK["architectures"] if quick else ARCHITECTURES
+    )
+    unknown = sorted(set(architectures) - set(ARCHITECTURES))
+    if unknown:
+        raise ValueError(
+            f"compression_real has no architecture {unknown}; choose from "
+            f"{ARCHITECTURES}."
+        )
     results = {}
     with tempfile.TemporaryDirectory(prefix="compression_real_") as folder:
         for name in architectures:

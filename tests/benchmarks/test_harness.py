@@ -138,3 +138,39 @@ def test_a_run_writes_to_scratch_unless_asked_to_update(tmp_path, monkeypatch):
     assert not committed.exists()
     assert main(["run", "--suite", "grid", "--update-results"]) == 0
     assert (committed / "grid.md").is_file()
+
+
+def test_a_partial_run_is_written_beside_the_whole_suite(tmp_path, monkeypatch):
+    class Suite:
+        @staticmethod
+        def run(quick=False, names=None):
+            return harness.Report("compression_real", extra={"names": names})
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(suites, "get_suite", lambda name: Suite)
+    argv = ["run", "--suite", "compression_real", "--only", "MobileNetV2"]
+    assert main(argv) == 0
+    written = tmp_path / "artifacts/benchmark_results"
+    assert sorted(p.name for p in written.iterdir()) == [
+        "compression_real-MobileNetV2.json",
+        "compression_real-MobileNetV2.md",
+    ]
+    assert (
+        '"MobileNetV2"'
+        in (written / "compression_real-MobileNetV2.json").read_text()
+    )
+
+
+def test_only_is_refused_by_a_suite_that_runs_everything(
+    tmp_path, monkeypatch, capsys
+):
+    class Suite:
+        @staticmethod
+        def run(quick=False):
+            raise AssertionError("must not run")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(suites, "get_suite", lambda name: Suite)
+    assert main(["run", "--suite", "grid", "--only", "x"]) == 2
+    assert "drop --only" in capsys.readouterr().err
+    assert not (tmp_path / "artifacts").exists()
