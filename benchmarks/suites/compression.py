@@ -191,16 +191,23 @@ def _compress(
     data,
     folder,
     latency_table=None,
+    multiplicity=None,
 ):
     """One greedy stage: ``model`` to ``ratio`` of its own MACs.
 
     ``data`` feeds the least-squares reconstructions: spatial SVD refits
     each second factor to the original layer's output, channel pruning
-    reconstructs the kept part of each pruned kernel.
+    reconstructs the kept part of each pruned kernel. ``multiplicity``
+    rounds ranks and kept channels (default: ``PRUNING_MULTIPLICITY`` for
+    pruning, 1 for SVD).
     """
     from aimet_keras import compress
 
     metric = "mac" if latency_table is None else "latency"
+    if multiplicity is None:
+        multiplicity = (
+            PRUNING_MULTIPLICITY if scheme == "channel_pruning" else 1
+        )
     return compress.compress_model(
         model,
         evaluate,
@@ -211,12 +218,13 @@ def _compress(
         latency_table=latency_table,
         num_comp_ratio_candidates=candidates,
         modules_to_ignore=list(IGNORED),
-        eval_scores_path=os.path.join(folder, f"{scheme}_{metric}_scores.json"),
+        # Scores depend on the multiplicity (it sets each candidate's rank).
+        eval_scores_path=os.path.join(
+            folder, f"{scheme}_{metric}_m{multiplicity}_scores.json"
+        ),
         data=data,
         num_reconstruction_samples=NUM_RECONSTRUCTION_SAMPLES,
-        multiplicity=(
-            PRUNING_MULTIPLICITY if scheme == "channel_pruning" else 1
-        ),
+        multiplicity=multiplicity,
     )
 
 
@@ -249,16 +257,23 @@ def _two_stages_by_time(
 
 
 def _two_stages(
-    original, svd_ratio, evaluate, iterations, candidates, calibration, folder
+    original,
+    svd_ratio,
+    evaluate,
+    iterations,
+    candidates,
+    calibration,
+    folder,
+    multiplicity=None,
 ):
     """Spatial SVD to ``svd_ratio`` of the original's MACs, then channel
-    pruning to ``TARGET_RATIO`` of them overall; a dict of the models,
-    stats, costs and seconds."""
+    pruning to ``TARGET_RATIO`` of them overall (``multiplicity``: see
+    ``_compress``); a dict of the models, stats, costs and seconds."""
     scoring = evaluate, iterations, candidates, calibration, folder
     original_macs = _cost(original).macs
     start = time.perf_counter()
     svd_model, svd_stats = _compress(
-        original, "spatial_svd", svd_ratio, *scoring
+        original, "spatial_svd", svd_ratio, *scoring, multiplicity=multiplicity
     )
     svd_seconds = time.perf_counter() - start
     svd_cost = _cost(svd_model)
@@ -266,7 +281,11 @@ def _two_stages(
     cp_target = TARGET_RATIO * original_macs / svd_cost.macs
     start = time.perf_counter()
     cp_model, cp_stats = _compress(
-        svd_model, "channel_pruning", cp_target, *scoring
+        svd_model,
+        "channel_pruning",
+        cp_target,
+        *scoring,
+        multiplicity=multiplicity,
     )
     return dict(
         svd_model=svd_model,
