@@ -12,12 +12,14 @@ AIMET read, and back:
   and ``scale``; float tensors are ``{"bitwidth": 16, "dtype": "float"}``.
 * 1.0.0: lists of ``{name, enc_type, dtype, bw, is_sym, scale: [..],
   offset: [..]}``, plus ``excluded_layers``.
-* 2.0.0: lists of ``{name, output_dtype, y_scale, y_zero_point, axis}``
-  aligned with ONNX ``QuantizeLinear``: signed symmetric grids are
-  ``int<bw>`` with zero point 0, everything else ``uint<bw>`` with
-  ``y_zero_point = -offset``. 2.0.0 has no word for strict or unsigned
-  symmetric grids: they read back as the full signed symmetric grid and as
-  an asymmetric grid with offset 0, the same values. The
+* 2.0.0: one list, ``"encodings"``, of ``{name, output_dtype, y_scale,
+  y_zero_point, axis}`` for params and activations alike (as AIMET writes
+  and validates it), aligned with ONNX ``QuantizeLinear``: signed
+  symmetric grids are ``int<bw>`` with zero point 0, everything else
+  ``uint<bw>`` with ``y_zero_point = -offset``. 2.0.0 has no word for
+  strict or unsigned symmetric grids: they read back as the full signed
+  symmetric grid and as an asymmetric grid with offset 0, the same
+  values. The
   ``axis`` of a per-channel entry is the Keras axis of the tensor (for
   example 3 for a Conv2D kernel ``(H, W, I, O)``), written only when given.
   Float tensors are ``float16``, ``bfloat16``, or ``float8e4m3fn`` /
@@ -310,34 +312,44 @@ def encodings_to_dict(
         "activation_encodings": activation_encodings,
     }
     data = {"version": version}
+    if version == "2.0.0":
+        # One list: a 2.0.0 file does not say which tensors are params.
+        data["encodings"] = [
+            _to_2_0_0(n, e, axes.get(n))
+            for encodings in sections.values()
+            for n, e in encodings.items()
+        ]
     for key, encodings in sections.items():
         if version == "0.6.1":
             data[key] = {n: _to_0_6_1(n, e) for n, e in encodings.items()}
         elif version == "1.0.0":
             data[key] = [_to_1_0_0(n, e) for n, e in encodings.items()]
-        else:
-            data[key] = [
-                _to_2_0_0(n, e, axes.get(n)) for n, e in encodings.items()
-            ]
     if quantizer_args is not None:
         data["quantizer_args"] = dict(quantizer_args)
-    if version != "0.6.1":
+    if version == "1.0.0":
         data["excluded_layers"] = list(excluded_layers)
     return data
 
 
 def encodings_from_dict(
-    data: dict, source: str = "encodings"
+    data: dict,
+    source: str = "encodings",
+    param_names: Sequence[str] | None = None,
 ) -> tuple[dict[str, Encoding], dict[str, Encoding]]:
     """Reads any supported layout into ``(param, activation)`` encodings.
 
     Accepts AIMET's 0.6.1, 1.0.0 and 2.0.0 files and its flat AdaRound
-    parameter file (read as param encodings).
+    parameter file (read as param encodings). A 2.0.0 file keeps params
+    and activations in one ``"encodings"`` list; its entries named in
+    ``param_names`` are params, the others activations.
 
     Args:
         data: the parsed JSON.
         source: a name for error messages (the file path). Defaults to
             ``"encodings"``.
+        param_names: the model's parameter tensor names, which sort a
+            2.0.0 file's entries. Defaults to None: every entry of a
+            2.0.0 ``"encodings"`` list reads as an activation.
 
     Returns:
         A tuple ``(param_encodings, activation_encodings)`` of
@@ -369,6 +381,8 @@ def encodings_from_dict(
             f"{source}: version {version!r} is not supported; aimet_keras "
             f"reads {ENCODING_VERSIONS} and AdaRound's flat files."
         )
+    if version == "2.0.0":
+        return _sections_2_0_0(data, source, param_names)
     result = []
     for key in ("param_encodings", "activation_encodings"):
         section = data.get(key, {} if version == "0.6.1" else [])
@@ -378,15 +392,8 @@ def encodings_from_dict(
             items = section.items()
             reader = _from_0_6_1
         else:
-            if not isinstance(section, list):
-                raise ValueError(f"{source}: {key!r} must be a list.")
-            for entry in section:
-                if "name" not in entry:
-                    raise ValueError(
-                        f"{source}: an entry of {key!r} has no name."
-                    )
-            items = [(entry["name"], entry) for entry in section]
-            reader = _from_1_0_0 if version == "1.0.0" else _from_2_0_0
+            items = _named_entries(section, key, source)
+            reader = _from_1_0_0
         result.append(
             {
                 n: reader(e, f"{source}: tensor {n!r} in {key!r}")
@@ -394,6 +401,59 @@ def encodings_from_dict(
             }
         )
     return tuple(result)
+
+
+def _named_entries(section, key, source):
+    """``[(name, entry)]`` of a list section; names must be unique."""
+    if not isinstance(section, list):
+        raise ValueError(f"{source}: {key!r} must be a list.")
+    items, seen = [], set()
+    for position, entry in enumerate(section):
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ValueError(
+                f"{source}: entry {position} of {key!r} is not an object "
+                "with a 'name'."
+            )
+        name = entry["name"]
+        if name in seen:
+            raise ValueError(
+                f"{source}: tensor {name!r} appears twice in {key!r}; "
+                "which grid is meant is unclear."
+            )
+        seen.add(name)
+        items.append((name, entry))
+    return items
+
+
+def _sections_2_0_0(data, source, param_names):
+    """A 2.0.0 file's ``(params, activations)``.
+
+    AIMET's layout is one ``"encodings"`` list. Files aimet_keras wrote
+    before it followed that layout split the list into
+    ``"param_encodings"`` and ``"activation_encodings"``; they still read.
+    """
+    if "encodings" in data:
+        params = set(param_names or ())
+        result = ({}, {})
+        for name, entry in _named_entries(
+            data["encodings"], "encodings", source
+        ):
+            where = f"{source}: tensor {name!r}"
+            result[name not in params][name] = _from_2_0_0(entry, where)
+        return result
+    sections = ("param_encodings", "activation_encodings")
+    if not any(key in data for key in sections):
+        raise ValueError(
+            f"{source}: a 2.0.0 encodings file needs an 'encodings' list; "
+            f"this one has only {sorted(data)}."
+        )
+    return tuple(
+        {
+            n: _from_2_0_0(e, f"{source}: tensor {n!r} in {key!r}")
+            for n, e in _named_entries(data.get(key, []), key, source)
+        }
+        for key in sections
+    )
 
 
 def write_encodings(path: str | os.PathLike, data: dict) -> pathlib.Path:
@@ -423,12 +483,15 @@ def write_encodings(path: str | os.PathLike, data: dict) -> pathlib.Path:
 
 def read_encodings(
     path: str | os.PathLike,
+    param_names: Sequence[str] | None = None,
 ) -> tuple[dict[str, Encoding], dict[str, Encoding]]:
     """Reads an encodings file into ``(param, activation)`` encodings.
 
     Args:
         path: an AIMET encodings JSON file (0.6.1, 1.0.0, 2.0.0 or
             AdaRound's flat parameter file).
+        param_names: the model's parameter tensor names, which sort a
+            2.0.0 file's single list (see :func:`encodings_from_dict`).
 
     Returns:
         A tuple of ``{name: Encoding}`` dicts, as :func:`encodings_from_dict`.
@@ -442,4 +505,4 @@ def read_encodings(
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
-    return encodings_from_dict(data, source=str(path))
+    return encodings_from_dict(data, str(path), param_names)

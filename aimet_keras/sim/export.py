@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import pathlib
 import typing
+import warnings
 
 import keras
 import numpy as np
@@ -55,8 +55,6 @@ if typing.TYPE_CHECKING:
 
 
 __all__ = ["export_sim", "load_encodings", "tensor_names"]
-
-_LOG = logging.getLogger("aimet_keras")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,8 +376,10 @@ def load_encodings(
         ValueError: for a tensor name the sim does not have, or an encoding
             that does not fit its quantizer, naming the tensor and file.
     """
-    params, activations = encodings_lib.read_encodings(path)
     table = _quantizer_table(sim)
+    params, activations = encodings_lib.read_encodings(
+        path, [n for n, (_, kind) in table.items() if kind == "param"]
+    )
     wanted = {"param": params, "activation": activations}
     for kind, section in wanted.items():
         if params_only and kind == "activation":
@@ -393,7 +393,14 @@ def load_encodings(
                     f"{known[:8]}{' ...' if len(known) > 8 else ''}. Export "
                     "the encodings from a sim of the same model."
                 )
-    done, loaded = set(), []
+    if table and not params and not (activations and not params_only):
+        raise ValueError(
+            f"{path} holds no encodings for this sim"
+            + (" (none of its params)" if params_only else "")
+            + "; loading it would disable every quantizer. Check that it "
+            "is the encodings file of this model."
+        )
+    done, loaded, disabled = set(), [], []
     for name, (quantizer, kind) in table.items():
         if params_only and kind == "activation":
             continue
@@ -403,7 +410,7 @@ def load_encodings(
                 continue  # set_and_freeze leaves the other weights alone
             if quantizer.enabled and id(quantizer) not in done:
                 quantizer.enabled = False
-                _LOG.info("%s: no encoding for %s: disabled.", path, name)
+                disabled.append(name)
             continue
         if id(quantizer) in done:
             continue
@@ -417,6 +424,14 @@ def load_encodings(
     for quantizer, encoding in loaded:
         if quantizer.tied and not _same_grid(quantizer.encoding, encoding):
             quantizer.untie()
+    if disabled:
+        # AIMET disables them too; say so, a partial file is often a mistake.
+        warnings.warn(
+            f"{path} has no encodings for {len(disabled)} enabled "
+            f"quantizer(s) of this sim, now disabled: {disabled[:5]}"
+            f"{' ...' if len(disabled) > 5 else ''}.",
+            stacklevel=3,
+        )
     sim._retrace()
     return sorted(
         name for name, (quantizer, _) in table.items() if id(quantizer) in done

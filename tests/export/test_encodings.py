@@ -81,7 +81,7 @@ def test_round_trip_through_a_file(version, tmp_path):
         axes = None
     data = enc_io.encodings_to_dict(params, activations, version, axes=axes)
     path = enc_io.write_encodings(tmp_path / "model.encodings", data)
-    got_params, got_activations = enc_io.read_encodings(path)
+    got_params, got_activations = enc_io.read_encodings(path, list(params))
     assert set(got_params) == set(params)
     assert set(got_activations) == set(activations)
     if version == "2.0.0":
@@ -127,8 +127,10 @@ def test_2_0_0_zero_points_follow_onnx():
     data = enc_io.encodings_to_dict(
         params, activations, "2.0.0", axes={"conv2d/kernel:0": 3}
     )
-    entries = {e["name"]: e for e in data["param_encodings"]}
-    entries.update({e["name"]: e for e in data["activation_encodings"]})
+    # AIMET's layout: one list for params and activations alike.
+    assert sorted(data) == ["encodings", "version"]
+    entries = {e["name"]: e for e in data["encodings"]}
+    assert set(entries) == set(params) | set(activations)
     kernel = entries["conv2d/kernel:0"]
     assert kernel["output_dtype"] == "int8" and kernel["axis"] == 3
     assert kernel["y_zero_point"] == [0, 0, 0]
@@ -138,6 +140,56 @@ def test_2_0_0_zero_points_follow_onnx():
     assert unsigned["output_dtype"] == "uint8" and unsigned["y_zero_point"] == 0
     assert entries["dense/kernel:0"]["output_dtype"] == "int4"
     assert entries["dense/bias:0"]["output_dtype"] == "float16"
+
+
+def test_2_0_0_entries_are_sorted_by_the_models_param_names():
+    params, activations = _example_encodings()
+    data = enc_io.encodings_to_dict(params, activations, "2.0.0")
+    got_params, got_activations = enc_io.encodings_from_dict(
+        data, param_names=["conv2d/kernel:0", "dense/kernel:0", "dense/bias:0"]
+    )
+    assert set(got_params) == set(params)
+    assert set(got_activations) == set(activations)
+    # Without the names, nothing is taken for a param.
+    none, everything = enc_io.encodings_from_dict(data)
+    assert none == {} and set(everything) == set(params) | set(activations)
+
+
+def test_2_0_0_files_with_the_older_split_sections_still_read():
+    params, activations = _example_encodings()
+    data = enc_io.encodings_to_dict(params, activations, "2.0.0")
+    entries = {e["name"]: e for e in data.pop("encodings")}
+    data["param_encodings"] = [entries[n] for n in params]
+    data["activation_encodings"] = [entries[n] for n in activations]
+    got_params, got_activations = enc_io.encodings_from_dict(data)
+    assert set(got_params) == set(params)
+    assert set(got_activations) == set(activations)
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"version": "2.0.0"}, "needs an 'encodings' list"),
+        ({"version": "2.0.0", "encodings": {}}, "must be a list"),
+        ({"version": "2.0.0", "encodings": [{"y_scale": 1}]}, "'name'"),
+        ({"version": "2.0.0", "encodings": [3]}, "entry 0"),
+        (
+            {
+                "version": "2.0.0",
+                "encodings": 2
+                * [{"name": "t", "output_dtype": "uint8", "y_scale": 0.1}],
+            },
+            "'t' appears twice",
+        ),
+        (
+            {"version": "1.0.0", "param_encodings": [{"name": "t"}] * 2},
+            "'t' appears twice",
+        ),
+    ],
+)
+def test_malformed_list_sections_are_refused(data, match):
+    with pytest.raises(ValueError, match=match):
+        enc_io.encodings_from_dict(data, "model.encodings")
 
 
 def test_2_0_0_rejects_bitwidths_without_an_onnx_type():

@@ -127,10 +127,7 @@ def test_sim_in_a_float_format_exports_2_0_0_and_reloads(
     np.testing.assert_allclose(quantized, fp32, atol=0.25 * np.abs(fp32).max())
     files = sim.export(tmp_path, "model", encoding_version="2.0.0")
     entries = json.loads(files["encodings"].read_text())
-    dtypes = {
-        e["output_dtype"]
-        for e in entries["activation_encodings"] + entries["param_encodings"]
-    }
+    dtypes = {e["output_dtype"] for e in entries["encodings"]}
     expected = float_formats.FORMATS[data_type].onnx_dtype
     assert dtypes == {expected}
     reloaded = QuantizationSimModel(model)  # int8 until the file says
@@ -157,13 +154,13 @@ def test_encoding_files_read_float8_scales():
     data = encodings_lib.encodings_to_dict(
         {"k": encoding}, {}, version="2.0.0", axes={"k": 3}
     )
-    assert data["param_encodings"][0] == {
+    assert data["encodings"][0] == {
         "name": "k",
         "output_dtype": "float8e5m2",
         "y_scale": [0.5, 0.25],
         "axis": 3,
     }
-    params, _ = encodings_lib.encodings_from_dict(data)
+    params, _ = encodings_lib.encodings_from_dict(data, param_names=["k"])
     assert params["k"].float_format.name == "fp8_e5m2"
     np.testing.assert_array_equal(params["k"].delta, [0.5, 0.25])
 

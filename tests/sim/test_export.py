@@ -217,3 +217,70 @@ def test_attention_inner_tensors_are_quantized_and_exported(tmp_path):
     fresh = QuantizationSimModel(model)
     fresh.load_encodings_to_sim(paths["encodings"])
     np.testing.assert_array_equal(before, fresh.model.predict(data, verbose=0))
+
+
+def _small_sim():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2), name="x"),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+    data = np.random.default_rng(0).normal(size=(16, 6, 6, 2))
+    sim = QuantizationSimModel(model, config_file="tflite_int8")
+    sim.compute_encodings(data.astype("float32"))
+    return model, sim, data.astype("float32")
+
+
+def _enabled(sim):
+    return sorted(
+        q.name
+        for w in sim.quant_wrappers()
+        for q in (
+            *w.input_quantizers,
+            *w.output_quantizers,
+            *w.param_quantizers.values(),
+        )
+        if q.enabled
+    )
+
+
+def test_2_0_0_files_have_aimets_one_list_and_load_every_quantizer(tmp_path):
+    model, sim, data = _small_sim()
+    paths = sim.export(tmp_path, "small", encoding_version="2.0.0")
+    written = json.loads(paths["encodings"].read_text())
+    assert "param_encodings" not in written
+    names = [entry["name"] for entry in written["encodings"]]
+    assert "conv/kernel:0" in names and "x:0" in names
+    fresh = QuantizationSimModel(model, config_file="tflite_int8")
+    fresh.load_encodings_to_sim(paths["encodings"])
+    assert _enabled(fresh) == _enabled(sim)
+    np.testing.assert_array_equal(
+        sim.model.predict(data, verbose=0), fresh.model.predict(data, verbose=0)
+    )
+
+
+def test_a_file_naming_none_of_the_sims_tensors_is_refused(tmp_path):
+    model, sim, _ = _small_sim()
+    path = tmp_path / "empty.encodings"
+    path.write_text(json.dumps({"version": "2.0.0", "encodings": []}))
+    before = _enabled(sim)
+    with pytest.raises(ValueError, match="empty.encodings holds no encodings"):
+        sim.load_encodings_to_sim(path)
+    assert _enabled(sim) == before
+
+
+def test_a_partial_file_warns_which_quantizers_it_disables(tmp_path):
+    model, sim, _ = _small_sim()
+    paths = sim.export(tmp_path, "small", encoding_version="2.0.0")
+    written = json.loads(paths["encodings"].read_text())
+    written["encodings"] = [
+        e for e in written["encodings"] if e["name"] != "head:0"
+    ]
+    paths["encodings"].write_text(json.dumps(written))
+    fresh = QuantizationSimModel(model, config_file="tflite_int8")
+    with pytest.warns(UserWarning, match=r"1 enabled quantizer.*'head:0'"):
+        fresh.load_encodings_to_sim(paths["encodings"])
