@@ -15,6 +15,10 @@ and VGG16: MobileNetV2's kxk layers are depthwise); weight SVD alone
 (ResNet50's 1x1 layers); and channel pruning by measured time
 (``cost_metric="latency"``, batch 1) to half the original's TFLite time,
 landing by timing the whole model (ResNet50, MobileNetV2).
+
+``python -m benchmarks run --suite compression_real --only MobileNetV2``
+runs one architecture and writes ``compression_real-MobileNetV2.md``
+beside the whole suite's results.
 """
 
 import contextlib
