@@ -205,7 +205,12 @@ def _convert(graph, sim, opset):
     try:
         # tf2onnx.convert loads (and logs) inside the block.
         with quiet_lib.quiet_conversion():
-            model, _ = tf2onnx.convert.from_graph_def(
+            from_graph_def = tf2onnx.convert.from_graph_def
+            # tf2onnx numbers the ops it adds from a process-wide counter
+            # (loading it counts too): start it afresh, so that an export's
+            # names do not depend on what the process converted before.
+            tf2onnx.utils.INTERNAL_NAME = 1
+            model, _ = from_graph_def(
                 frozen.graph.as_graph_def(),
                 input_names=inputs,
                 output_names=outputs,
@@ -218,7 +223,43 @@ def _convert(graph, sim, opset):
             f"tf2onnx could not convert {sim.model.name!r}: "
             f"{str(error).splitlines()[0]}"
         ) from None
+    _name_shared_constants(model)
     return model
+
+
+def _name_shared_constants(model):
+    """Names each initializer that several nodes read after its first
+    reader, and sorts the initializers by name.
+
+    tf2onnx merges equal constants (two layers' zero points, say) and keeps
+    whichever name and place its iteration meets first, which varies from
+    run to run: naming the survivor after the first node that reads it
+    (graph order is stable) makes the file's bytes the same on every run.
+    """
+    import onnx
+
+    graph = model.graph
+    readers = {}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, index))
+    outputs = {o.name for o in graph.output}
+    for initializer in graph.initializer:
+        found = readers.get(initializer.name, [])
+        if len(found) < 2 or initializer.name in outputs:
+            continue
+        first, index = found[0]
+        name = f"{first.name}_input{index}"
+        for node, position in found:
+            node.input[position] = name
+        initializer.name = name
+    ordered = []
+    for initializer in sorted(graph.initializer, key=lambda t: t.name):
+        copy = onnx.TensorProto()
+        copy.CopyFrom(initializer)
+        ordered.append(copy)
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
 
 
 def _kernel_owner(node, graph):
