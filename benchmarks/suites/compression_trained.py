@@ -123,7 +123,7 @@ def _trained(data, epochs, quick):
     )
     seconds = time.perf_counter() - start
     if not quick:
-        model.save_weights(path)
+        real_fidelity.save_weights_atomically(model, path)
     return model, seconds
 
 

@@ -82,6 +82,14 @@ def cached_weights_path(name, size):
     )
 
 
+def save_weights_atomically(model, path):
+    """``model.save_weights(path)`` by way of a temporary file in the same
+    folder: a run killed midway leaves no truncated cache for the next."""
+    partial = path[: -len(".weights.h5")] + ".partial.weights.h5"
+    model.save_weights(partial)
+    os.replace(partial, path)
+
+
 def _trained(name, size):
     """The stock model trained on Fashion-MNIST, from the cache if there."""
     import keras
@@ -102,7 +110,7 @@ def _trained(name, size):
     start = time.perf_counter()
     model.fit(images, labels, batch_size=BATCH, epochs=EPOCHS, verbose=0)
     seconds = time.perf_counter() - start
-    model.save_weights(path)
+    save_weights_atomically(model, path)
     _reestimate(model, images)
     return model, seconds
 
