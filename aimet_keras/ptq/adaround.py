@@ -119,9 +119,24 @@ class AdaroundParameters:
                 batches.append(np.asarray(element))
             if not batches:
                 raise ValueError("AdaroundParameters.data_set is empty.")
-            return np.concatenate(batches)
+            return _finite(np.concatenate(batches))
         data = np.asarray(self.data_set)
-        return data[: self.num_batches * self.batch_size]
+        return _finite(data[: self.num_batches * self.batch_size])
+
+
+def _finite(samples):
+    """``samples``, refused when any holds NaN or inf: AdaRound would
+    otherwise optimise on NaN losses and round blindly, silently."""
+    if samples.dtype.kind == "f" and not np.isfinite(samples).all():
+        rows = ~np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)
+        bad = np.flatnonzero(rows)
+        raise ValueError(
+            f"AdaroundParameters.data_set holds NaN or inf in {bad.size} "
+            f"of its {len(samples)} samples (first: sample {bad[0]}). Drop "
+            "or fix them (np.isfinite finds them); nothing was rounded or "
+            "written."
+        )
+    return samples
 
 
 def _broadcast(values, kernel_shape, axis):

@@ -190,3 +190,29 @@ def test_param_bw_override_list_rounds_those_layers_to_their_bits(tmp_path):
             param_bw_override_list=[("missing", 4)],
             verbose=False,
         )
+
+
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_nan_in_the_data_is_refused_before_anything_is_written(
+    tmp_path, as_dataset
+):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    data = np.random.default_rng(0).normal(size=(16, 6, 6, 2))
+    data = data.astype("float32")
+    data[5, 1, 1, 0] = np.nan
+    data[9, 0, 0, 1] = np.inf
+    data_set = tf.data.Dataset.from_tensor_slices(data).batch(8)
+    params = AdaroundParameters(
+        data_set if as_dataset else data,
+        num_batches=2,
+        batch_size=8,
+        default_num_iterations=5,
+    )
+    with pytest.raises(ValueError, match=r"2 of its 16 samples.*sample 5"):
+        Adaround.apply_adaround(model, params, tmp_path, "m", verbose=False)
+    assert list(tmp_path.iterdir()) == []
