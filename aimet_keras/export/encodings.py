@@ -381,10 +381,19 @@ def encodings_from_dict(
             f"{source}: version {version!r} is not supported; aimet_keras "
             f"reads {ENCODING_VERSIONS} and AdaRound's flat files."
         )
+    sections = ("param_encodings", "activation_encodings")
     if version == "2.0.0":
-        return _sections_2_0_0(data, source, param_names)
+        if "encodings" in data:
+            return _one_list_2_0_0(data["encodings"], source, param_names)
+        # Files aimet_keras wrote before it followed AIMET's layout split
+        # the list into the two sections; they still read.
+        if not any(key in data for key in sections):
+            raise ValueError(
+                f"{source}: a 2.0.0 encodings file needs an 'encodings' "
+                f"list; this one has only {sorted(data)}."
+            )
     result = []
-    for key in ("param_encodings", "activation_encodings"):
+    for key in sections:
         section = data.get(key, {} if version == "0.6.1" else [])
         if version == "0.6.1":
             if not isinstance(section, dict):
@@ -393,7 +402,7 @@ def encodings_from_dict(
             reader = _from_0_6_1
         else:
             items = _named_entries(section, key, source)
-            reader = _from_1_0_0
+            reader = _from_1_0_0 if version == "1.0.0" else _from_2_0_0
         result.append(
             {
                 n: reader(e, f"{source}: tensor {n!r} in {key!r}")
@@ -425,35 +434,14 @@ def _named_entries(section, key, source):
     return items
 
 
-def _sections_2_0_0(data, source, param_names):
-    """A 2.0.0 file's ``(params, activations)``.
-
-    AIMET's layout is one ``"encodings"`` list. Files aimet_keras wrote
-    before it followed that layout split the list into
-    ``"param_encodings"`` and ``"activation_encodings"``; they still read.
-    """
-    if "encodings" in data:
-        params = set(param_names or ())
-        result = ({}, {})
-        for name, entry in _named_entries(
-            data["encodings"], "encodings", source
-        ):
-            where = f"{source}: tensor {name!r}"
-            result[name not in params][name] = _from_2_0_0(entry, where)
-        return result
-    sections = ("param_encodings", "activation_encodings")
-    if not any(key in data for key in sections):
-        raise ValueError(
-            f"{source}: a 2.0.0 encodings file needs an 'encodings' list; "
-            f"this one has only {sorted(data)}."
-        )
-    return tuple(
-        {
-            n: _from_2_0_0(e, f"{source}: tensor {n!r} in {key!r}")
-            for n, e in _named_entries(data.get(key, []), key, source)
-        }
-        for key in sections
-    )
+def _one_list_2_0_0(entries, source, param_names):
+    """``(params, activations)`` of AIMET's 2.0.0 ``"encodings"`` list."""
+    params = set(param_names or ())
+    result = ({}, {})
+    for name, entry in _named_entries(entries, "encodings", source):
+        where = f"{source}: tensor {name!r}"
+        result[name not in params][name] = _from_2_0_0(entry, where)
+    return result
 
 
 def write_encodings(path: str | os.PathLike, data: dict) -> pathlib.Path:

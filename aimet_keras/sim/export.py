@@ -393,7 +393,8 @@ def load_encodings(
                     f"{known[:8]}{' ...' if len(known) > 8 else ''}. Export "
                     "the encodings from a sim of the same model."
                 )
-    if table and not params and not (activations and not params_only):
+    named = params if params_only else {**params, **activations}
+    if table and not named:
         raise ValueError(
             f"{path} holds no encodings for this sim"
             + (" (none of its params)" if params_only else "")

@@ -217,44 +217,46 @@ def test_qat_trains_the_sim_and_needs_labels(
     assert "has no labels" in capsys.readouterr().err
 
 
-def test_compress_keeps_the_target_cost_and_saves_the_model(labelled, tmp_path):
+def _compress_argv(name, first_block, data, ratio, tmp_path):
+    """Saves a small conv net (``first_block`` after its first conv) and
+    returns ``(model path, compress argv)``."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = first_block(keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs))
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(3, activation="softmax")(x)
-    path = tmp_path / "wide.keras"
-    keras.Model(inputs, outputs, name="wide").save(path)
-    data, _ = labelled
-    summary_path = tmp_path / "s.json"
+    path = tmp_path / f"{name}.keras"
+    keras.Model(inputs, outputs, name=name).save(path)
     argv = ["aimet-keras", "compress", "--model", str(path), "--quiet"]
-    argv += ["--eval-data", str(data), "--target-ratio", "0.6"]
+    argv += ["--eval-data", str(data), "--target-ratio", str(ratio)]
     argv += ["--candidates", "4", "--out", str(tmp_path / "out")]
+    return path, argv
+
+
+def test_compress_keeps_the_target_cost_and_saves_the_model(labelled, tmp_path):
+    data, _ = labelled
+    path, argv = _compress_argv(
+        "wide", keras.layers.ReLU(), data, 0.6, tmp_path
+    )
+    summary_path = tmp_path / "s.json"
     assert cli.main(argv + ["--json", str(summary_path)]) == 0
     summary = json.loads(summary_path.read_text())
     assert summary["achieved_ratio"] <= 0.6 + 1e-6
     assert summary["macs"][1] < summary["macs"][0]
     saved = keras.saving.load_model(summary["artifacts"]["keras"])
     assert saved.count_params() < keras.saving.load_model(path).count_params()
-    assert cli.main(argv[:-2] + ["--target-ratio", "1.5"]) == 2
+    assert cli.main(argv + ["--target-ratio", "1.5"]) == 2
 
 
 def test_compress_refits_on_inputs_distilled_from_the_model(labelled, tmp_path):
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
-    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
-    x = keras.layers.Conv2D(16, 3, padding="same", name="b")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(3, activation="softmax")(x)
-    path = tmp_path / "normed.keras"
-    keras.Model(inputs, outputs, name="normed").save(path)
     data, _ = labelled
+
+    def batch_norm_relu(x):
+        return keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+
+    _, argv = _compress_argv("normed", batch_norm_relu, data, 0.7, tmp_path)
     summary_path = tmp_path / "s.json"
-    argv = ["aimet-keras", "compress", "--model", str(path), "--quiet"]
-    argv += ["--eval-data", str(data), "--target-ratio", "0.7"]
-    argv += ["--candidates", "4", "--out", str(tmp_path / "out")]
     argv += ["--data", "distilled", "--json", str(summary_path)]
     assert cli.main(argv) == 0
     summary = json.loads(summary_path.read_text())
