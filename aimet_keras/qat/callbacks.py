@@ -22,9 +22,11 @@ ranges are put back after every step. One compiled step serves the run.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
+import pathlib
 import typing
 
 import keras
@@ -765,6 +767,17 @@ class ExportBestEpoch(keras.callbacks.Callback):
                 "fit for 'val_*' metrics, or pick one of those."
             )
         value = float(value)
+        if not math.isfinite(value):
+            # A NaN never compares better, but as the first value it would
+            # be kept as the best and exported.
+            _LOG.warning(
+                "ExportBestEpoch: %s is %s at epoch %d; that epoch is not a "
+                "candidate.",
+                self.monitor,
+                value,
+                epoch,
+            )
+            return
         if self.best_value is None or _MODES[self.mode](value, self.best_value):
             self.best_epoch, self.best_value = epoch, value
             self._best_weights = copy.deepcopy(self.model.get_weights())
@@ -781,19 +794,43 @@ class ExportBestEpoch(keras.callbacks.Callback):
             self.best_value,
         )
         from aimet_keras.export import onnx as onnx_lib
+        from aimet_keras.export import staging as staging_lib
         from aimet_keras.export import tflite as tflite_lib
 
-        if "aimet" in self.formats:
-            self.paths["aimet"] = self.sim.export(
-                self.path, self.filename_prefix
-            )
-        if "tflite" in self.formats:
-            self.paths["tflite"] = tflite_lib.export_tflite(
-                self.sim,
-                os.path.join(self.path, f"{self.filename_prefix}.tflite"),
-            )
-        if "onnx" in self.formats:
-            self.paths["onnx"] = onnx_lib.export_onnx(
-                self.sim,
-                os.path.join(self.path, f"{self.filename_prefix}.onnx"),
-            )
+        # Every format or none: a failure (or a kill) midway leaves the
+        # previous run's files as they were.
+        paths = {}
+        with staging_lib.staged_folder(self.path) as work:
+            if "aimet" in self.formats:
+                paths["aimet"] = self.sim.export(work, self.filename_prefix)
+            if "tflite" in self.formats:
+                paths["tflite"] = tflite_lib.export_tflite(
+                    self.sim, work / f"{self.filename_prefix}.tflite"
+                )
+            if "onnx" in self.formats:
+                paths["onnx"] = onnx_lib.export_onnx(
+                    self.sim, work / f"{self.filename_prefix}.onnx"
+                )
+        self.paths = _moved(paths, work, pathlib.Path(self.path))
+
+
+def _moved(value, staged, folder):
+    """``value`` (paths, a dict or an export's dataclass of them) with
+    every path in ``staged`` pointing at the same name in ``folder``."""
+    if isinstance(value, dict):
+        return {k: _moved(v, staged, folder) for k, v in value.items()}
+    if dataclasses.is_dataclass(value):
+        return dataclasses.replace(
+            value,
+            **{
+                field.name: _moved(getattr(value, field.name), staged, folder)
+                for field in dataclasses.fields(value)
+                if isinstance(getattr(value, field.name), (str, os.PathLike))
+            },
+        )
+    if isinstance(value, (str, os.PathLike)):
+        path = pathlib.Path(value)
+        if path.parent == staged:
+            moved = folder / path.name
+            return str(moved) if isinstance(value, str) else moved
+    return value

@@ -193,6 +193,9 @@ class TensorQuantizer(keras.layers.Layer):
                 f"got axis={self.axis!r}."
             )
         self.observing = False
+        # Set by the sim: what the tensor is, for error messages.
+        self.label = None
+        self.check_finite = True
         # The statistics (a 512-bin histogram per channel for tf_enhanced)
         # serve calibration only: the saved model holds the grids, not
         # them, and a reloaded sim recalibrates from fresh data.
@@ -254,9 +257,13 @@ class TensorQuantizer(keras.layers.Layer):
         if self.observing:
             self.observer.update(inputs)
             return inputs
-        if not self.is_initialized:  # (a holding tie counts as one)
-            if not self.init_batches or self.scaled_float:
-                return inputs
+        # (a holding tie counts as initialized)
+        first_batches = not self.is_initialized
+        if first_batches and (not self.init_batches or self.scaled_float):
+            return inputs
+        if self.check_finite:
+            inputs = self._checked_finite(inputs)
+        if first_batches:
             lo, hi = self._range_from_first_batches(inputs)
             return quantize_lib.quantize_dequantize_range(
                 inputs, lo, hi, *self._grid_settings
@@ -274,6 +281,25 @@ class TensorQuantizer(keras.layers.Layer):
             else quantize_lib.quantize_dequantize_fixed_range
         )
         return quantize(inputs, lo, hi, *self._grid_settings, axis=self.axis)
+
+    def _checked_finite(self, inputs):
+        """``inputs``, with an op that stops the step on NaN or inf.
+
+        Quantizing clamps inf (and, in some kernels, NaN) onto the grid,
+        so without it a training or evaluation batch holding them could
+        give finite, wrong numbers silently. The first quantizer on the
+        path reports it (later ones wait on its output). XLA compiles the
+        check away.
+        """
+        import tensorflow as tf
+
+        where = self.label or f"Quantizer {self.name!r}"
+        return tf.debugging.check_numerics(
+            inputs,
+            f"{where} was given NaN or inf (check the data with np.isfinite; "
+            "if the data is finite, this layer or one before it made them; "
+            "sim.check_finite = False turns this check off)",
+        )
 
     @property
     def scaled_float(self) -> bool:
@@ -490,6 +516,7 @@ class TensorQuantizer(keras.layers.Layer):
             self.unsigned_symmetric,
             self.range_learning,
             self.init_batches,
+            self.check_finite,
             None if self._tie is None else self._tie.switches(),
         )
 
@@ -654,13 +681,27 @@ class TensorQuantizer(keras.layers.Layer):
             return None
         if self.tied:
             return self._tie.encoding()
+        low = self.encoding_min.numpy().astype("float64")
+        high = self.encoding_max.numpy().astype("float64")
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            # Range learning on NaN gradients, say: no file gets this grid.
+            bad = ~(np.isfinite(low) & np.isfinite(high))
+            where = (
+                f"in {int(bad.sum())} of its {bad.size} channels"
+                if bad.ndim
+                else f"(min {float(low)}, max {float(high)})"
+            )
+            raise ValueError(
+                f"{self.label or f'Quantizer {self.name!r}'} has a NaN or "
+                f"infinite range {where}; training diverged or the range "
+                "was set from bad data. "
+                "Calibrate it again (sim.compute_encodings) before exporting."
+            )
         # Range learning can cross min and max; calls compute on the grid
         # of the range widened to hold zero (grid_from_range), which is
         # then a valid range.
         return encoding_lib.compute_encoding(
-            np.minimum(self.encoding_min.numpy().astype("float64"), 0.0),
-            np.maximum(self.encoding_max.numpy().astype("float64"), 0.0),
-            *self._grid_settings,
+            np.minimum(low, 0.0), np.maximum(high, 0.0), *self._grid_settings
         )
 
     def get_config(self) -> dict:

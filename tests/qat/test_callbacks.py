@@ -228,6 +228,16 @@ def test_export_best_epoch_restores_and_exports_the_best(data, tmp_path):
     assert best.paths["onnx"].qdq_path.exists()
 
 
+def test_export_best_epoch_never_picks_a_nan_epoch(data, caplog):
+    sim = _sim(data)
+    best = qat.ExportBestEpoch(sim, ".", "x", monitor="val_loss")
+    best.set_model(sim.model)
+    for epoch, value in enumerate([float("nan"), 0.5, float("inf"), 0.7]):
+        best.on_epoch_end(epoch, {"val_loss": value})
+    assert (best.best_epoch, best.best_value) == (1, 0.5)
+    assert "val_loss is nan at epoch 0" in caplog.text
+
+
 def test_bad_arguments_name_the_fix(data):
     with pytest.raises(ValueError, match="after_epoch=-1"):
         qat.FreezeBatchNormStatistics(after_epoch=-1)

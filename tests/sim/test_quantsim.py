@@ -92,10 +92,15 @@ def test_simulated_model_saves_and_reloads(tmp_path, data):
 def test_unused_activation_quantizers_are_disabled():
     inputs = keras.Input((4,))
     used = keras.layers.Dense(3, name="used")(inputs)
-    model = keras.Model(inputs, used)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="unused")(used))
     sim = QuantizationSimModel(model)
-    sim.compute_encodings(lambda m, _: None)
-    assert not sim.model.get_layer("used").output_quantizers[0].enabled
+
+    def first_layer_only(m, _):
+        keras.Model(m.input, m.get_layer("used").output)(np.ones((2, 4)))
+
+    sim.compute_encodings(first_layer_only)
+    assert sim.model.get_layer("used").output_quantizers[0].enabled
+    assert not sim.model.get_layer("unused").output_quantizers[0].enabled
 
 
 def test_bad_input():

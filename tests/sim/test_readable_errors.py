@@ -228,6 +228,103 @@ def test_nan_met_in_a_callback_names_the_layer(sim):
     _assert_same_grids(before, _grids(_activation_quantizers(sim)))
 
 
+def test_a_forward_pass_that_runs_no_data_is_refused(sim):
+    before = _grids(_activation_quantizers(sim))
+    with pytest.raises(ValueError) as error:
+        sim.compute_encodings(lambda model, batches: None, [])
+    assert "forward_pass_callback ran no data" in _short(error)
+    # AIMET would disable every activation quantizer here, silently.
+    _assert_same_grids(before, _grids(_activation_quantizers(sim)))
+
+
+def _compiled_sim(model, data):
+    sim = QuantizationSimModel(model)
+    sim.compute_encodings(data)
+    sim.model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return sim
+
+
+def _data_error(error):
+    """Our line in the message of a check that stopped a traced step
+    (TensorFlow puts it after the node's trace)."""
+    found = re.search(r"Layer '.*? was given NaN or inf.*", error.value.message)
+    assert found, error.value.message
+    return found.group(0)
+
+
+def test_nan_in_training_or_evaluation_data_stops_the_step_naming_the_layer():
+    sim = _compiled_sim(_image_model(), _images())
+    images, labels = _images(8), np.zeros(8, "int32")
+    images[6, 2, 2, 0] = np.inf
+    weights = [w.numpy().copy() for w in sim.model.weights]
+    for run in (
+        lambda: sim.model.fit(images, labels, epochs=1, verbose=0),
+        lambda: sim.model.evaluate(images, labels, verbose=0),
+        lambda: sim.model.predict(images, verbose=0),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            run()
+        message = _data_error(error)
+        assert message.startswith("Layer 'conv' (Conv2D) input 0 was given")
+        assert "np.isfinite" in message
+    # The failed training step changed nothing.
+    for before, after in zip(weights, sim.model.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+
+
+@keras.saving.register_keras_serializable("test_readable_errors")
+class _Log(keras.layers.Layer):
+    def call(self, x):
+        return keras.ops.log(x)
+
+
+def test_a_layer_that_makes_inf_in_evaluation_is_named():
+    inputs = keras.Input((4,), name="features")
+    x = keras.layers.Dense(4, name="fc1")(inputs)
+    x = _Log(name="log")(keras.layers.ReLU(name="relu")(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc2")(x))
+    model.get_layer("fc1").set_weights([np.eye(4), np.ones(4)])
+    calibration = _RNG.uniform(0, 1, (16, 4)).astype("float32")
+    with pytest.warns(UserWarning, match="No quantization rule for 'log'"):
+        sim = _compiled_sim(model, calibration)
+    sim.model.get_layer("fc1").layer.bias.assign(np.zeros(4))
+    zeros = np.zeros((2, 4), "float32")  # finite data, log(0) is -inf
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        sim.model.evaluate(zeros, np.zeros(2, "int32"), verbose=0)
+    assert _data_error(error).startswith(
+        "Layer 'log' (_Log) output 0 was given NaN or inf"
+    )
+
+
+def test_a_weight_gone_nan_in_training_is_named():
+    sim = _compiled_sim(_image_model(), _images())
+    kernel = sim.model.get_layer("fc").layer.kernel
+    broken = kernel.numpy()
+    broken[0, 0] = np.nan
+    kernel.assign(broken)
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        sim.model.fit(_images(4), np.zeros(4, "int32"), verbose=0)
+    assert _data_error(error).startswith(
+        "Layer 'fc' (Dense) weight 'kernel' was given NaN or inf"
+    )
+
+
+def test_check_finite_can_be_turned_off_and_on():
+    sim = _compiled_sim(_image_model(), _images())
+    images = _images(4)
+    images[1] = np.inf
+    sim.check_finite = False
+    assert not sim.check_finite
+    # Quantizing clamps inf onto the grid: finite, wrong outputs.
+    assert np.isfinite(sim.model.predict(images, verbose=0)).all()
+    sim.check_finite = True
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        sim.model.predict(images, verbose=0)
+
+
 # 2. Shape and dtype.
 
 
@@ -500,3 +597,20 @@ def test_not_a_model_is_a_type_error(thing, named):
     message = _short(error)
     assert message.startswith("model must be a keras.Model or the path")
     assert named in message
+
+
+def test_a_nan_range_is_never_exported(tmp_path):
+    sim = QuantizationSimModel(_image_model())
+    sim.compute_encodings(_images())
+    # What range learning on NaN gradients leaves.
+    sim.model.get_layer("relu").output_quantizers[0].encoding_max.assign(
+        np.float32(np.nan)
+    )
+    for version in ("0.6.1", "2.0.0"):
+        with pytest.raises(ValueError) as error:
+            sim.export(tmp_path, "tiny", encoding_version=version)
+        assert _short(error).startswith(
+            "Layer 'relu' (ReLU) output 0 has a NaN or infinite range "
+            "(min 0.0, max nan)"
+        )
+    assert list(tmp_path.iterdir()) == []
