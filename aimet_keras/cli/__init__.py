@@ -323,12 +323,7 @@ def _zoo(values):
             )
             rows.append(made)
     print('Load one with aimet_keras.zoo.load_quantized("resnet", "w4a8").')
-    if values["json"].value:
-        pathlib.Path(values["json"].value).write_text(
-            json.dumps(
-                {"models": list(zoo.MODEL_NAMES), "variants": rows}, indent=1
-            )
-        )
+    _write_summary(values, {"models": list(zoo.MODEL_NAMES), "variants": rows})
     return 0
 
 
@@ -528,11 +523,20 @@ def _quantize(values, demo=False, command="quantize"):
     summary["seconds"] = {s.name: round(s.seconds, 2) for s in steps}
     summary["seconds"]["total"] = round(time.perf_counter() - started, 2)
     _report(summary, say)
-    if values["json"].value:
-        path = pathlib.Path(values["json"].value)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=1, default=_plain))
+    _write_summary(values, summary)
     return 0
+
+
+def _write_summary(values, summary):
+    """Writes ``summary`` as JSON where ``--json`` says, whole or not at
+    all (a failure or a kill leaves the file as it was)."""
+    from aimet_keras.export import staging
+
+    if values["json"].value:
+        staging.write_atomically(
+            values["json"].value,
+            json.dumps(summary, indent=1, default=_plain),
+        )
 
 
 def weight_bytes(sim):
@@ -615,17 +619,16 @@ def _compare(values, sim, inputs, evaluation, out, say):
         f"first layer more than a step apart on over "
         f"{report.tolerance:.0%} of its values: {first or 'none'}"
     )
-    if values["json"].value:
-        summary = {
+    _write_summary(
+        values,
+        {
             "command": "compare",
             "samples": len(images),
             "first_departure": first,
             "layers": [dataclasses.asdict(row) for row in report.rows],
             "tflite": str(exported.path),
-        }
-        pathlib.Path(values["json"].value).write_text(
-            json.dumps(summary, indent=1, default=_plain)
-        )
+        },
+    )
     return 0
 
 
@@ -803,7 +806,9 @@ def _compress(values):
     out = pathlib.Path(values["out"].value)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{model.name}_{values['compression'].value}.keras"
-    compressed.save(path)
+    from aimet_keras.export import staging
+
+    staging.save_model_atomically(compressed, path)
     summary = {
         "command": "compress",
         "model": values["model"].value,
@@ -831,10 +836,7 @@ def _compress(values):
         f"compressed {summary['compressed_top1']:.2%} (fine-tune it with fit)"
     )
     say(f"compressed model: {path}")
-    if values["json"].value:
-        pathlib.Path(values["json"].value).write_text(
-            json.dumps(summary, indent=1, default=_plain)
-        )
+    _write_summary(values, summary)
     return 0
 
 
@@ -898,16 +900,15 @@ def _analyze(values):
         first = analysis.onnx_first_departure
         say(f"ONNX departs from the sim first at {first}")
     say(f"report: {analysis.files['html']}")
-    if values["json"].value:
-        summary = {
+    _write_summary(
+        values,
+        {
             "command": "analyze",
             "model": values["model"].value,
             **analysis.to_json(),
             "seconds": {"total": round(time.perf_counter() - started, 2)},
-        }
-        pathlib.Path(values["json"].value).write_text(
-            json.dumps(summary, indent=1, default=_plain)
-        )
+        },
+    )
     return 0
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from aimet_keras.compress import cost as cost_lib
 from aimet_keras.compress import greedy as greedy_lib
+from aimet_keras.export import staging as staging_lib
 
 if typing.TYPE_CHECKING:
     from collections.abc import Callable
@@ -196,6 +197,11 @@ class CompressAtTrainEnd(keras.callbacks.Callback):
         self.targets = targets
         self.eval_callback = eval_callback
         self.eval_iterations = eval_iterations
+        if save_path is not None and not str(save_path).endswith(".keras"):
+            # Checked now, not after the search has run for an hour.
+            raise ValueError(
+                f"save_path={str(save_path)!r}; use a .keras file name."
+            )
         self.save_path = save_path
         self.plot_path = plot_path
         self.options = options
@@ -224,7 +230,7 @@ class CompressAtTrainEnd(keras.callbacks.Callback):
                 stats.plot(_numbered(self.plot_path, stage, len(self.schemes)))
         self.compressed_model = model
         if self.save_path is not None:
-            _save_atomically(model, self.save_path)
+            staging_lib.save_model_atomically(model, self.save_path)
         final = _cost(model, self.options) / original
         if self.verbose:
             print(
@@ -253,16 +259,3 @@ def _numbered(path, stage, stages):
         return path
     root, extension = os.path.splitext(path)
     return f"{root}.{stage + 1}{extension}"
-
-
-def _save_atomically(model, path):
-    if not str(path).endswith(".keras"):
-        raise ValueError(f"save_path={path!r}; use a .keras file name.")
-    temporary = f"{os.path.splitext(path)[0]}.partial.keras"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

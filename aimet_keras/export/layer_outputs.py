@@ -35,6 +35,7 @@ import warnings
 import keras
 import numpy as np
 
+from aimet_keras.export import staging as staging_lib
 from aimet_keras.graph import prepare as prepare_lib
 
 if typing.TYPE_CHECKING:
@@ -499,10 +500,14 @@ def save_layer_outputs(
     ['fc.npy']
     """
     directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for layer, values in outputs.items():
-        path = directory / f"{layer.replace('/', '_')}.npy"
-        np.save(path, values)
-        paths.append(path)
-    return paths
+    targets = {
+        layer: directory / f"{layer.replace('/', '_')}.npy" for layer in outputs
+    }
+    if not targets:
+        directory.mkdir(parents=True, exist_ok=True)
+        return []
+    # All files or none: a failure midway leaves the folder as it was.
+    with staging_lib.staged_files(targets) as staged:
+        for layer, values in outputs.items():
+            np.save(staged[layer], values)
+    return list(targets.values())
