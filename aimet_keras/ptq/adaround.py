@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import pathlib
 import time
 import typing
@@ -45,11 +46,11 @@ from aimet_keras.export import encodings as encodings_lib
 from aimet_keras.graph import connections as connections_lib
 from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.ptq import mixed_precision as mixed_lib
+from aimet_keras.ptq import sample_cache as cache_lib
 from aimet_keras.quant import encoding as encoding_lib
 from aimet_keras.sim import op_types
 
 if typing.TYPE_CHECKING:
-    import os
     from collections.abc import Sequence
 
 __all__ = ["Adaround", "AdaroundParameters"]
@@ -97,6 +98,13 @@ class AdaroundParameters:
             each step. Defaults to 32.
         learning_rate: Adam's. Defaults to 1e-3.
         seed: for the batch draws. Defaults to 0.
+        cache_limit_bytes: the most memory each cached array takes (the
+            model inputs, and the optimised layer's inputs and targets):
+            a larger one is kept in a memory-mapped file instead, read back
+            a batch at a time. Defaults to 1 GiB; None keeps every array in
+            memory.
+        cache_folder: where such files go (deleted after use). Defaults to
+            the system's temporary folder.
     """
 
     data_set: object
@@ -108,28 +116,65 @@ class AdaroundParameters:
     batch_size: int = 32
     learning_rate: float = 1e-3
     seed: int = 0
+    cache_limit_bytes: int | None = cache_lib.DEFAULT_LIMIT_BYTES
+    cache_folder: str | os.PathLike | None = None
 
     def samples(self) -> np.ndarray:
-        """The cached input samples, as one array."""
+        """The input samples, as one array (memory mapped past the cache
+        limit, for a dataset)."""
         if isinstance(self.data_set, tf.data.Dataset):
-            batches = []
-            for element in self.data_set.take(self.num_batches):
-                if isinstance(element, (tuple, list)):
-                    element = element[0]
-                batches.append(np.asarray(element))
-            if not batches:
+
+            def batches():
+                for element in self.data_set.take(self.num_batches):
+                    if isinstance(element, (tuple, list)):
+                        element = element[0]
+                    yield np.asarray(element)
+
+            samples = cache_lib.collect(
+                batches(), self.cache_limit_bytes, self.cache_folder
+            )
+            if samples is None:
                 raise ValueError("AdaroundParameters.data_set is empty.")
-            return _finite(np.concatenate(batches))
-        data = np.asarray(self.data_set)
-        return _finite(data[: self.num_batches * self.batch_size])
+            return _finite(samples)
+        data = np.asarray(self.data_set)[: self.num_batches * self.batch_size]
+        if not len(data):
+            raise ValueError(
+                f"AdaroundParameters.data_set holds no samples (an array of "
+                f"shape {np.shape(self.data_set)}, num_batches="
+                f"{self.num_batches}); pass calibration samples."
+            )
+        return _finite(data)
+
+    def cache(self, count: int, row_shape: tuple) -> cache_lib.SampleCache:
+        """An empty float32 cache of ``count`` rows, within the limit."""
+        return cache_lib.SampleCache(
+            count,
+            row_shape,
+            "float32",
+            self.cache_limit_bytes,
+            self.cache_folder,
+        )
 
 
 def _finite(samples):
     """``samples``, refused when any holds NaN or inf: AdaRound would
     otherwise optimise on NaN losses and round blindly, silently."""
-    if samples.dtype.kind == "f" and not np.isfinite(samples).all():
-        rows = ~np.isfinite(samples.reshape(len(samples), -1)).all(axis=1)
-        bad = np.flatnonzero(rows)
+    if samples.dtype.kind != "f":
+        return samples
+    # A chunk at a time: a memory-mapped set is never read whole.
+    step = 256
+    bad = np.concatenate(
+        [
+            start
+            + np.flatnonzero(
+                ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+            )
+            for start in range(0, len(samples), step)
+            for chunk in [np.asarray(samples[start : start + step])]
+        ]
+        or [np.zeros(0, int)]
+    )
+    if bad.size:
         raise ValueError(
             f"AdaroundParameters.data_set holds NaN or inf in {bad.size} "
             f"of its {len(samples)} samples (first: sample {bad[0]}). Drop "
@@ -273,15 +318,39 @@ class _LayerRounding:
         return rec
 
     def optimize(self, inputs, targets, rng):
+        """Learns the rounding on random batches of two SampleCaches."""
         n, size = len(inputs), min(self.params.batch_size, len(inputs))
         for beta, reg_weight in annealing_schedule(self.params):
             index = rng.choice(n, size=size, replace=False)
             self.step(
-                tf.constant(inputs[index]),
-                tf.constant(targets[index]),
+                tf.constant(inputs.rows(index)),
+                tf.constant(targets.rows(index)),
                 tf.constant(beta, tf.float32),
                 tf.constant(reg_weight, tf.float32),
             )
+
+    def mean_error(self, inputs, targets, kernel, batch_size=256):
+        """The reconstruction error over every cached sample, computed a
+        batch at a time (a batch's mean, weighted by its size)."""
+        total = 0.0
+        for start, x in inputs.batches(batch_size):
+            y = targets.rows(slice(start, start + len(x)))
+            error = self.reconstruction_error(x, y, kernel)
+            total += float(error) * len(x)
+        return total / len(inputs)
+
+
+def _outputs(model, samples, params, batch_size=256):
+    """``model``'s outputs on ``samples``, in a SampleCache filled a batch
+    at a time (``predict`` would hold them all, twice, in memory)."""
+    cache = None
+    for start in range(0, len(samples), batch_size):
+        batch = np.asarray(samples[start : start + batch_size])
+        out = np.asarray(model.predict_on_batch(batch), np.float32)
+        if cache is None:
+            cache = params.cache(len(samples), out.shape[1:])
+        cache.write(start, out)
+    return cache
 
 
 class Adaround:
@@ -381,22 +450,29 @@ class Adaround:
             ):
                 follower = sites[follower_name].operation
             target_site = reference_sites[follower_name if follower else name]
-            inputs = keras.Model(working.inputs, sites[name].inputs[0]).predict(
-                samples, batch_size=256, verbose=0
-            )
-            targets_out = keras.Model(
-                reference.inputs, target_site.outputs[0]
-            ).predict(samples, batch_size=256, verbose=0)
             quantizer = wrapper.param_quantizers["kernel"]
             rounding = _LayerRounding(
                 layer, follower, quantizer.encoding, quantizer.axis, params
             )
-            x, y = tf.constant(inputs), tf.constant(targets_out)
             soft = rounding.rounding
-            before = float(rounding.reconstruction_error(x, y, soft.nearest()))
-            rounding.optimize(inputs, targets_out, rng)
-            hard = soft.hard().numpy()
-            after = float(rounding.reconstruction_error(x, y, hard))
+            with (
+                _outputs(
+                    keras.Model(working.inputs, sites[name].inputs[0]),
+                    samples,
+                    params,
+                ) as inputs,
+                _outputs(
+                    keras.Model(reference.inputs, target_site.outputs[0]),
+                    samples,
+                    params,
+                ) as targets_out,
+            ):
+                before = rounding.mean_error(
+                    inputs, targets_out, soft.nearest()
+                )
+                rounding.optimize(inputs, targets_out, rng)
+                hard = soft.hard().numpy()
+                after = rounding.mean_error(inputs, targets_out, hard)
             layer.kernel.assign(hard)
             encodings[f"{name}/kernel:0"] = quantizer.encoding
             message = (

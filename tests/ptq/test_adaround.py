@@ -216,3 +216,56 @@ def test_nan_in_the_data_is_refused_before_anything_is_written(
     with pytest.raises(ValueError, match=r"2 of its 16 samples.*sample 5"):
         Adaround.apply_adaround(model, params, tmp_path, "m", verbose=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def _kernels(model):
+    return {w.path: w.numpy() for w in model.weights if "kernel" in w.path}
+
+
+def test_caches_spilled_to_disk_give_the_same_rounding(tmp_path, monkeypatch):
+    """A zero-byte limit puts the samples and every layer's inputs and
+    targets in memory-mapped files: the rounding is the one computed in
+    memory, and the files are gone afterwards."""
+    import tensorflow as tf
+
+    from aimet_keras.ptq import sample_cache
+
+    opened = []
+    real = sample_cache.SampleCache.__init__
+
+    def counting(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        opened.append(self.on_disk)
+
+    monkeypatch.setattr(sample_cache.SampleCache, "__init__", counting)
+    data_set = tf.data.Dataset.from_tensor_slices(DATA[:64]).batch(16)
+    rounded = {}
+    for limit in (None, 0):
+        folder = tmp_path / f"cache_{limit}"
+        folder.mkdir()
+        params = AdaroundParameters(
+            data_set,
+            num_batches=4,
+            default_num_iterations=30,
+            cache_limit_bytes=limit,
+            cache_folder=folder,
+        )
+        model = Adaround.apply_adaround(
+            _model(), params, tmp_path / str(limit), "m", verbose=False
+        )
+        rounded[limit] = _kernels(model)
+        assert list(folder.iterdir()) == []  # every cache file deleted
+    # Two caches (inputs, targets) per layer: conv, dw, fc.
+    assert opened == [False] * 6 + [True] * 6
+    assert rounded[None].keys() == rounded[0].keys()
+    for name, kernel in rounded[None].items():
+        np.testing.assert_array_equal(kernel, rounded[0][name], err_msg=name)
+    assert (tmp_path / "0" / "m.encodings").read_bytes() == (
+        tmp_path / "None" / "m.encodings"
+    ).read_bytes()
+
+
+def test_empty_data_is_refused():
+    params = AdaroundParameters(DATA[:0], num_batches=2)
+    with pytest.raises(ValueError, match="data_set holds no samples"):
+        params.samples()
