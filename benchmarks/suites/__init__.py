@@ -58,6 +58,12 @@ SUITES = {
         "quantize_dequantize vs a plain clip-and-round op (XLA and not), and "
         "observer update/compute_encoding cost vs the FP32 forward passes"
     ),
+    "memory": (
+        "peak resident memory of FP32 inference, calibration (two data "
+        "sizes), sim inference and AdaRound (caches in memory and spilled "
+        "to disk) for ResNet50 at 224x224 and MiniLM; each step a fresh "
+        "process"
+    ),
     "minilm": (
         "all-MiniLM-L6-v2 (keras-hub BERT) at W8A8: per-group ablation of "
         "the embedding cosine by scheme, and recipes up to the residual "

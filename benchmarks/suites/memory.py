@@ -1,0 +1,209 @@
+"""Suite ``memory``: peak memory of quantizing against FP32 inference.
+
+Each step runs in a fresh Python process, whose peak resident memory
+(``VmHWM``, TensorFlow and the model included) is the number reported,
+and the ratio to the FP32 inference process of the same model and data.
+
+Models: ``keras.applications.ResNet50`` at 224x224 (``weights=None``) and
+all-MiniLM-L6-v2 (the keras-hub BertBackbone of the local preset) on
+sequences of 128 tokens. The data are generated batch by batch by a
+``tf.data`` pipeline (random images; random token ids, all unmasked), so no
+step holds the whole set unless the step itself materialises it.
+
+Steps:
+
+- FP32 inference: ``model.predict`` over the data.
+- Calibration at two data sizes: ``QuantizationSimModel`` plus
+  ``compute_encodings``; calibration streams, so more data should cost no
+  more memory.
+- Sim inference: calibration, then ``sim.model.predict`` over the data.
+- AdaRound (ResNet50 only; it takes single-input models), one iteration a
+  layer (its memory does not depend on the count): its caches of each
+  layer's inputs and targets in memory (``cache_limit_bytes=None``) and
+  limited to 64 MiB an array, the rest in memory-mapped files.
+
+``--quick``: ResNet50 at 96x96, fewer samples.
+"""
+
+import json
+import sys
+import tempfile
+import time
+
+from benchmarks import harness
+from benchmarks.suites import real_models
+
+__all__ = ["run"]
+
+SPILL_LIMIT = 64 << 20
+BATCH = 32
+STEPS = (
+    ("fp32", "FP32 inference"),
+    ("calibrate", "calibration"),
+    ("calibrate_more", "calibration, 4x the data"),
+    ("sim", "calibration, then sim inference"),
+    ("adaround_memory", "AdaRound, caches in memory"),
+    ("adaround_spill", "AdaRound, caches limited to 64 MiB"),
+)
+
+
+def _resnet50(size):
+    import keras
+
+    return keras.applications.ResNet50(
+        weights=None, input_shape=(size, size, 3)
+    )
+
+
+def _images(count, size):
+    import tensorflow as tf
+
+    def image(index):
+        return tf.random.stateless_uniform(
+            (size, size, 3), seed=tf.stack([index, 0])
+        )
+
+    return tf.data.Dataset.range(count).map(image).batch(BATCH)
+
+
+def _minilm():
+    from tests.models import test_keras_hub as hub
+
+    backbone, _, _, _ = hub.load_minilm()
+    return backbone
+
+
+def _tokens(count, length=128, vocabulary=30522):
+    import tensorflow as tf
+
+    def sentence(index):
+        ids = tf.random.stateless_uniform(
+            (length,),
+            seed=tf.stack([index, 1]),
+            maxval=vocabulary,
+            dtype=tf.int32,
+        )
+        return {
+            "token_ids": ids,
+            "segment_ids": tf.zeros((length,), tf.int32),
+            "padding_mask": tf.ones((length,), tf.int32),
+        }
+
+    return tf.data.Dataset.range(count).map(sentence).batch(BATCH)
+
+
+def _measure(model_name, step, samples, size):
+    """Runs one step in this process; returns its result as a dict."""
+    import numpy as np
+
+    from aimet_keras.ptq import Adaround
+    from aimet_keras.ptq import AdaroundParameters
+    from aimet_keras.sim import QuantizationSimModel
+
+    if model_name == "resnet50":
+        model = _resnet50(size)
+        data = _images(samples, size)
+    else:
+        model = _minilm()
+        data = _tokens(samples)
+    started = time.perf_counter()
+    if step == "fp32":
+        outputs = model.predict(data, verbose=0)
+    elif step in ("calibrate", "calibrate_more", "sim"):
+        sim = QuantizationSimModel(model)
+        sim.compute_encodings(data)
+        if step == "sim":
+            outputs = sim.model.predict(data, verbose=0)
+    else:
+        limit = None if step == "adaround_memory" else SPILL_LIMIT
+        params = AdaroundParameters(
+            data,
+            num_batches=samples // BATCH,
+            default_num_iterations=1,
+            cache_limit_bytes=limit,
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            Adaround.apply_adaround(model, params, folder, "m", verbose=False)
+    seconds = time.perf_counter() - started
+    if step in ("fp32", "sim"):
+        first = outputs if isinstance(outputs, np.ndarray) else None
+        if first is not None and not np.isfinite(first).all():
+            raise RuntimeError(f"{model_name} {step}: non-finite outputs")
+    return {"peak_mib": real_models.peak_resident_mib(), "seconds": seconds}
+
+
+def run(quick=False):
+    """Runs the suite.
+
+    Args:
+        quick: ResNet50 at 96x96, 64 samples (128 calibrating "more").
+
+    Returns:
+        A :class:`benchmarks.harness.Report`.
+    """
+    from benchmarks.suites import minilm
+
+    size = 96 if quick else 224
+    samples = 64 if quick else 128
+    report = harness.Report(
+        "memory",
+        quick=quick,
+        settings={
+            "resnet50_input": f"{size}x{size}",
+            "samples": samples,
+            "batch": BATCH,
+            "minilm_tokens": 128,
+            "spill_limit_mib": SPILL_LIMIT >> 20,
+        },
+    )
+    models = [("resnet50", f"ResNet50 {size}x{size}")]
+    if minilm.load_or_report_missing(report, "MiniLM") is not None:
+        models.append(("minilm", "MiniLM (all-MiniLM-L6-v2), 128 tokens"))
+    table = harness.Table(
+        "Peak resident memory of each step, against FP32 inference",
+        ["model", "step", "samples", "peak GiB", "x FP32 inference", "s"],
+        formats={
+            "peak GiB": "{:.2f}",
+            "x FP32 inference": "{:.2f}",
+            "s": "{:.0f}",
+        },
+    )
+    for model_name, title in models:
+        baseline = None
+        for step, description in STEPS:
+            if model_name == "minilm" and step.startswith("adaround"):
+                continue
+            count = samples * 4 if step == "calibrate_more" else samples
+            result = real_models.run_child(
+                "benchmarks.suites.memory", model_name, step, count, size
+            )
+            peak = result["peak_mib"] / 1024
+            baseline = baseline or peak
+            table.add_row(
+                title,
+                description,
+                count,
+                peak,
+                peak / baseline,
+                result["seconds"],
+            )
+            report.extra[f"{model_name}/{step}"] = result
+            print(table.rows[-1], flush=True)
+    table.notes.append(
+        "Peak resident memory of a fresh process that imports TensorFlow, "
+        "builds the model and runs the step (VmHWM). AdaRound runs one "
+        "iteration a layer: its memory is that of its caches, not of the "
+        "iteration count. MiniLM has no AdaRound rows: AdaRound takes "
+        "single-input models."
+    )
+    report.tables.append(table)
+    return report
+
+
+if __name__ == "__main__":
+    name, step_name, count, input_size = sys.argv[1:5]
+    print(
+        "RESULT "
+        + json.dumps(_measure(name, step_name, int(count), int(input_size))),
+        flush=True,
+    )
