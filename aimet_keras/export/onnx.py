@@ -591,7 +591,15 @@ def onnx_tensor_names(
             name = site.internals.get(role.key)
         if name is not None:
             found[onnx_name] = name
+    # AIMET's 2.0.0 files repeat an encoding after ops that only move
+    # values (the input's NHWC-to-NCHW Reshape, a Squeeze): the same tensor.
+    for node in fp32.graph.node:
+        if node.op_type in _MOVES_VALUES and node.input[0] in found:
+            found.setdefault(node.output[0], found[node.input[0]])
     return found
+
+
+_MOVES_VALUES = ("Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten")
 
 
 _WEIGHT_DTYPES = ("uint8", "int8")

@@ -468,10 +468,19 @@ def _from_onnx_names(sim, path, param_names, params, activations):
     # 2.0.0 files have one list: sort it by the ONNX copy's param names.
     onnx_params = [n for n, ours in translate.items() if ours in param_names]
     params, activations = encodings_lib.read_encodings(path, onnx_params)
-    return (
-        {translate[n]: e for n, e in params.items()},
-        {translate[n]: e for n, e in activations.items()},
-    )
+    sections = []
+    for section in (params, activations):
+        ours = {}
+        for name, encoding in section.items():
+            other = ours.setdefault(translate[name], encoding)
+            if other is not encoding and not _same_grid(other, encoding):
+                raise ValueError(
+                    f"{path}: tensor {name!r} and another name of the ONNX "
+                    f"copy are both {translate[name]!r} of this sim, with "
+                    "different encodings; keep one of them in the file."
+                )
+        sections.append(ours)
+    return tuple(sections)
 
 
 def _same_grid(a, b):
