@@ -55,7 +55,7 @@ if typing.TYPE_CHECKING:
 
     from aimet_keras.sim.quantsim import QuantizationSimModel
 
-__all__ = ["OnnxExport", "export_onnx"]
+__all__ = ["OnnxExport", "export_onnx", "onnx_tensor_names"]
 
 # ONNX ops whose input 1 is a kernel, and its output-channel axis there.
 _KERNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1, "Gemm": 0}
@@ -235,6 +235,11 @@ def _name_shared_constants(model):
     whichever name and place its iteration meets first, which varies from
     run to run: naming the survivor after the first node that reads it
     (graph order is stable) makes the file's bytes the same on every run.
+    Constants tf2onnx folds (``const_fold_opt__N``: a depthwise kernel in
+    ONNX's layout) are numbered in an order that varies between
+    conversions too, and are named after their reader the same way, so
+    that the names of one model's ONNX copy are the same in every
+    conversion (an encodings file of one copy names the tensors of any).
     """
     import onnx
 
@@ -246,7 +251,10 @@ def _name_shared_constants(model):
     outputs = {o.name for o in graph.output}
     for initializer in graph.initializer:
         found = readers.get(initializer.name, [])
-        if len(found) < 2 or initializer.name in outputs:
+        folded = initializer.name.startswith("const_fold_opt__")
+        if not found or initializer.name in outputs:
+            continue
+        if len(found) < 2 and not folded:
             continue
         first, index = found[0]
         name = f"{first.name}_input{index}"
@@ -460,6 +468,140 @@ def _strip_qdq(model):
     return fp32, rename
 
 
+def _before_unquantized_reshapes(model, activations, config):
+    """Moves an encoding back across ops the config leaves unquantized.
+
+    tf2onnx writes some layers as an op and a reshape (global average
+    pooling as ReduceMean, then Squeeze), and the QDQ pair sits after the
+    reshape. AIMET puts the quantizer on the op's own output when the
+    config says the reshape's output is not quantized (``Squeeze`` in every
+    shipped config), and loads a file strictly only when it names that
+    tensor. The values are the same on both sides of a reshape.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    readers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    moved = {}
+    for name, encoding in activations.items():
+        node = producers.get(name)
+        while node is not None:
+            settings = config.op_types.get(node.op_type)
+            source = node.input[0] if node.input else None
+            if (
+                settings is None
+                or settings.is_output_quantized is not False
+                or source not in producers
+                or source in activations
+                or readers.get(source) != 1
+            ):
+                break
+            name, node = source, producers[source]
+        moved[name] = encoding
+    return moved
+
+
+def _onnx_models(sim, opset, weight_dtype):
+    """The QDQ and FP32 models of a checked sim, and how they were made.
+
+    Returns ``(deployment graph, QDQ model, {kernel initializer: Encoding},
+    changes, FP32 model, {QDQ tensor name: FP32 tensor name})``.
+    """
+    graph = deployment_lib.deployment_graph(
+        sim, activation_bits=8, weight_bits=8, explicit_ties=True
+    )
+    model = _convert(graph, sim, opset)
+    kernels, changes = _quantize_kernels(model, sim, graph, weight_dtype)
+    fp32, rename = _strip_qdq(model)
+    return graph, model, kernels, changes, fp32, rename
+
+
+def onnx_tensor_names(
+    sim: QuantizationSimModel | keras.Model, opset: int = 13
+) -> dict[str, str]:
+    """Which tensor of the sim each quantized tensor of its ONNX copy is.
+
+    The ONNX copy is the FP32 model :func:`export_onnx` writes (tf2onnx's
+    names, as AIMET's ONNX tools name the tensors of their encodings
+    files); the sim's names are those of
+    :func:`aimet_keras.sim.export.tensor_names`. Kernels map to the layer
+    op that reads them, activations to the quantizer the QDQ pair of the
+    QDQ model came from: the same mapping :func:`export_onnx` writes its
+    encodings with.
+
+    Args:
+        sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`,
+            or the model :func:`~aimet_keras.quantize_model` returned.
+        opset: the ONNX opset of the copy. Defaults to 13.
+
+    Returns:
+        ``{ONNX tensor name: the sim's tensor name}``.
+
+    Raises:
+        ValueError: as :func:`export_onnx` does for a sim it cannot export.
+
+    Example:
+
+    >>> import keras
+    >>> from aimet_keras.sim import QuantizationSimModel
+    >>> inputs = keras.Input((4,), name="features")
+    >>> sim = QuantizationSimModel(
+    ...     keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs))
+    ... )
+    >>> sim.compute_encodings(np.ones((2, 4), "float32"))
+    >>> names = onnx_tensor_names(sim)
+    >>> sorted(set(names.values()))
+    ['fc/kernel:0', 'fc:0', 'features:0']
+    """
+    from aimet_keras.sim import export as export_lib
+
+    sim = quantsim_lib.as_simulation(sim)
+    _check_sim(sim)
+    graph, model, kernels, _, fp32, rename = _onnx_models(sim, opset, "uint8")
+    sites = {}
+    for names in export_lib.tensor_names(sim):
+        sites.setdefault(names.layer, names)
+    found = {}
+    for node in fp32.graph.node:
+        if (
+            node.op_type in _KERNEL_AXIS
+            and node.input[1:2]
+            and (node.input[1] in kernels)
+        ):
+            site = sites.get(_kernel_owner(node, graph))
+            keys = [k for k in site.params if k != "bias"] if site else []
+            if len(keys) == 1:
+                found[node.input[1]] = site.params[keys[0]]
+    roles = {
+        rename.get(node.input[0], node.input[0]): role
+        for node, role, _ in _quantize_nodes(model, graph)
+    }
+    roles = _before_unquantized_reshapes(fp32, roles, sim.config)
+    for onnx_name, role in roles.items():
+        site = sites.get(role.layer)
+        if site is None:
+            continue
+        if role.kind in ("input", "output"):
+            names = site.inputs if role.kind == "input" else site.outputs
+            name = names[role.key] if role.key < len(names) else None
+        elif role.kind == "param":
+            name = site.params.get(role.key)
+        else:
+            name = site.internals.get(role.key)
+        if name is not None:
+            found[onnx_name] = name
+    # AIMET's 2.0.0 files repeat an encoding after ops that only move
+    # values (the input's NHWC-to-NCHW Reshape, a Squeeze): the same tensor.
+    for node in fp32.graph.node:
+        if node.op_type in _MOVES_VALUES and node.input[0] in found:
+            found.setdefault(node.output[0], found[node.input[0]])
+    return found
+
+
+_MOVES_VALUES = ("Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten")
+
+
 _WEIGHT_DTYPES = ("uint8", "int8")
 
 _INT8_SATURATION = (
@@ -536,11 +678,9 @@ def export_onnx(
     stem = (
         path.name[: -len(".onnx")] if path.name.endswith(".onnx") else path.name
     )
-    graph = deployment_lib.deployment_graph(
-        sim, activation_bits=8, weight_bits=8, explicit_ties=True
+    graph, model, kernels, changes, fp32, rename = _onnx_models(
+        sim, opset, weight_dtype
     )
-    model = _convert(graph, sim, opset)
-    kernels, changes = _quantize_kernels(model, sim, graph, weight_dtype)
     if weight_dtype == "int8" and any(
         enc.is_symmetric and not enc.unsigned_symmetric
         for enc in kernels.values()
@@ -548,8 +688,8 @@ def export_onnx(
         changes.append(_INT8_SATURATION)
     activations = _activation_encodings(model, graph)
     layer_tensors = _layer_output_tensors(model, graph)
-    fp32, rename = _strip_qdq(model)
     activations = {rename.get(k, k): v for k, v in activations.items()}
+    activations = _before_unquantized_reshapes(fp32, activations, sim.config)
     data = encodings_lib.encodings_to_dict(
         kernels,
         activations,

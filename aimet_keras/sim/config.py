@@ -9,8 +9,17 @@ key (an unknown key or a bad value is an error naming its path, such as
 reads the JSON itself.
 
 Booleans are AIMET's strings ``"True"``/``"False"``; JSON booleans are
-accepted too. Two extensions: a param entry may carry ``"bitwidth"`` (the
-shipped TFLite config gives biases 32 bits), and an op type entry
+accepted too.
+
+Extensions. AIMET checks a config against its JSON schema, which allows no
+key but its own, so the keys below go in a second file beside the config,
+``<stem>.extensions.json`` (the same sections, merged over the config's
+entries key by key), and the config itself stays one AIMET reads: the
+shipped ``tflite_int8.json`` leaves biases unquantized, as AIMET simulates
+them, and ``tflite_int8.extensions.json`` gives them 32 bits. The same keys
+are still accepted inside a config. The keys: a param entry may carry
+``"bitwidth"`` (the shipped TFLite configs give biases 32 bits), and an op
+type entry
 ``"decomposed_quantization": "True"`` quantizes the intermediate tensors of
 an op the target runs as a chain of integer ops (``LayerNormalization``
 in the shipped TFLite configs, see :mod:`aimet_keras.sim.layer_norm`; and
@@ -450,10 +459,29 @@ def load_quantsim_config(
                 f"Quantsim config {path} not found; pass a JSON file or one "
                 f"of the shipped configs {list(CONFIG_NAMES)}."
             )
+    data = _read_json(path)
+    extensions = path.with_name(f"{path.stem}.extensions.json")
+    if not extensions.is_file():
+        return _parse(data, str(path))
+    return _parse(
+        _merged(data, _read_json(extensions)), f"{path} + {extensions.name}"
+    )
+
+
+def _read_json(path):
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(
             f"Quantsim config {path} is not valid JSON: {error}"
         ) from None
-    return _parse(data, str(path))
+
+
+def _merged(base, extra):
+    """``base`` with ``extra``'s entries put over it, objects key by key."""
+    if not isinstance(base, dict) or not isinstance(extra, dict):
+        return extra
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(base[key], value) if key in base else value
+    return out

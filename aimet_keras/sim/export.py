@@ -360,8 +360,12 @@ def load_encodings(
     """Sets a sim's grids from an encodings file; returns what was set.
 
     Quantizers take the file's bitwidth, symmetry and data type. An enabled
-    quantizer the file does not name is disabled, as AIMET does; with
-    ``params_only`` only the params the file names are touched.
+    quantizer the file does not name is disabled, as AIMET does (with a
+    warning naming them); with ``params_only`` only the params the file
+    names are touched. A file that names the tensors of the model's ONNX
+    copy (what :func:`~aimet_keras.export_onnx` writes, and AIMET's ONNX
+    tools for the tf2onnx copy) is read through
+    :func:`~aimet_keras.export.onnx.onnx_tensor_names`.
 
     Args:
         sim: a :class:`~aimet_keras.sim.QuantizationSimModel`.
@@ -377,9 +381,12 @@ def load_encodings(
             that does not fit its quantizer, naming the tensor and file.
     """
     table = _quantizer_table(sim)
-    params, activations = encodings_lib.read_encodings(
-        path, [n for n, (_, kind) in table.items() if kind == "param"]
-    )
+    param_names = [n for n, (_, kind) in table.items() if kind == "param"]
+    params, activations = encodings_lib.read_encodings(path, param_names)
+    if any(name not in table for name in {**params, **activations}):
+        params, activations = _from_onnx_names(
+            sim, path, param_names, params, activations
+        )
     wanted = {"param": params, "activation": activations}
     for kind, section in wanted.items():
         if params_only and kind == "activation":
@@ -437,6 +444,43 @@ def load_encodings(
     return sorted(
         name for name, (quantizer, _) in table.items() if id(quantizer) in done
     )
+
+
+def _from_onnx_names(sim, path, param_names, params, activations):
+    """The file's encodings keyed by the sim's names, where it names the
+    tensors of the sim's ONNX copy; as read where it does not."""
+    named = {**params, **activations}
+    try:
+        from aimet_keras.export import onnx as onnx_lib
+
+        translate = onnx_lib.onnx_tensor_names(sim)
+    except ImportError:
+        return params, activations  # the unknown names are reported later
+    except ValueError as error:
+        unknown = next(n for n in named if n not in _quantizer_table(sim))
+        raise ValueError(
+            f"{path}: tensor {unknown!r} is not a tensor of this sim; to "
+            "read it as a name of the model's ONNX copy the sim must convert "
+            f"to ONNX, and: {error}"
+        ) from None
+    if not all(name in translate for name in named):
+        return params, activations
+    # 2.0.0 files have one list: sort it by the ONNX copy's param names.
+    onnx_params = [n for n, ours in translate.items() if ours in param_names]
+    params, activations = encodings_lib.read_encodings(path, onnx_params)
+    sections = []
+    for section in (params, activations):
+        ours = {}
+        for name, encoding in section.items():
+            other = ours.setdefault(translate[name], encoding)
+            if other is not encoding and not _same_grid(other, encoding):
+                raise ValueError(
+                    f"{path}: tensor {name!r} and another name of the ONNX "
+                    f"copy are both {translate[name]!r} of this sim, with "
+                    "different encodings; keep one of them in the file."
+                )
+        sections.append(ours)
+    return tuple(sections)
 
 
 def _same_grid(a, b):

@@ -27,6 +27,11 @@ SUITES = {
         "AIMET itself (aimet-onnx, own venv): W4A8 and W4A4 per-channel "
         "nearest vs AdaRound on the ONNX-exported reference models"
     ),
+    "aimet_conformance": (
+        "AIMET's own readers (aimet-onnx, own venv) on our encodings files "
+        "(validator, strict load, outputs) and ours on AIMET's, per "
+        "encodings version and quantsim config, ResNet and MobileNetV2"
+    ),
     "compression": (
         "the ResNet at half its MACs: spatial SVD then channel pruning "
         "(greedy ratios), then fine-tuned; full test set accuracy, TFLite "

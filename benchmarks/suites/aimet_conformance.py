@@ -1,0 +1,279 @@
+"""Suite ``aimet_conformance``: our files in AIMET's readers, AIMET's in ours.
+
+For the ResNet- and MobileNetV2-style reference nets (BN folded), four
+quantsim configs (``default``, ``tflite_int8``, ``tflite_16x8`` with 8-bit
+activations, as ``export_onnx`` holds 8-bit grids, and ``per_channel``:
+the default with per-channel weights) and the three encodings versions:
+
+* ours -> AIMET: the Keras sim is calibrated and written with
+  ``sim.export`` (names of the SavedModel) and ``export_onnx`` (the FP32
+  ONNX copy and its encodings). aimet-onnx 2.42 (its own environment, as
+  the ``aimet_onnx`` suite) runs its validator on both files, builds a
+  ``QuantizationSimModel`` on the ONNX copy with the same config, loads the
+  ONNX encodings with ``strict=True`` and runs the test images.
+* AIMET -> ours: aimet-onnx calibrates its own sim (same config, min-max)
+  and exports each version; ``load_encodings`` reads that file (ONNX names)
+  into a Keras sim of the same config, which then runs the test images.
+
+Agreement is top-1 of one sim against the other and the largest absolute
+difference of the softmax outputs. The peer script
+(``benchmarks/peers/aimet_onnx_conformance.py``) documents where aimet-onnx's
+sim is made to quantize what ours does.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import warnings
+
+from benchmarks import harness
+from benchmarks.suites import aimet_onnx as aimet_onnx_suite
+
+__all__ = ["run"]
+
+MODELS = ("resnet", "mobilenet_v2")
+CONFIGS = ("default", "tflite_int8", "tflite_16x8", "per_channel")
+VERSIONS = ("0.6.1", "1.0.0", "2.0.0")
+PEER_SCRIPT = (
+    pathlib.Path(__file__).resolve().parent.parent
+    / "peers"
+    / "aimet_onnx_conformance.py"
+)
+
+
+def _config_file(name, folder):
+    """The AIMET-readable config file of ``name``, and what our sim takes."""
+    from aimet_keras.sim import config as config_lib
+
+    shipped = pathlib.Path(config_lib.__file__).parent / "configs"
+    if name != "per_channel":
+        return shipped / f"{name}.json", name
+    data = json.loads((shipped / "default.json").read_text())
+    data["defaults"]["per_channel_quantization"] = "True"
+    path = folder / "per_channel.json"
+    path.write_text(json.dumps(data, indent=1))
+    return path, str(path)
+
+
+def _agreement(a, b):
+    import numpy as np
+
+    return (
+        float(np.mean(np.argmax(a, -1) == np.argmax(b, -1))),
+        float(np.max(np.abs(a - b))),
+    )
+
+
+def _sim(folded, config, calibration):
+    from aimet_keras.sim import QuantizationSimModel
+
+    sim = QuantizationSimModel(folded, config_file=config)
+    sim.compute_encodings(calibration)
+    return sim
+
+
+def _run_peer(python, job_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    completed = subprocess.run(
+        [python, str(PEER_SCRIPT), str(job_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    if completed.returncode != 0:
+        sys.stderr.write(completed.stdout.decode(errors="replace")[-8000:])
+        raise RuntimeError(
+            f"aimet-onnx conformance run failed ({job_path}), exit status "
+            f"{completed.returncode}; its output's end is above."
+        )
+
+
+def _case(python, name, folded, config, folder, images, calibration):
+    """One model and config: every version both ways; returns rows."""
+    import numpy as np
+
+    from aimet_keras import export_onnx
+    from aimet_keras.sim.export import load_encodings
+
+    aimet_config, ours_config = _config_file(config, folder)
+    sim = _sim(folded, ours_config, calibration)
+    ours = sim.model.predict(images, verbose=0)
+    validate, load = [], {}
+    for version in VERSIONS:
+        result = export_onnx(
+            sim, folder / f"{version}.onnx", encoding_version=version
+        )
+        sim.export(folder, f"keras_{version}", encoding_version=version)
+        validate += [
+            str(result.encodings_path),
+            str(folder / f"keras_{version}.encodings"),
+        ]
+        load[version] = str(result.encodings_path)
+    job = {
+        "model": str(folder / "0.6.1.fp32.onnx"),
+        "config": str(aimet_config),
+        "data": str(folder.parent / "data.npz"),
+        "out": str(folder),
+        "validate": validate,
+        "load": load,
+        "export_versions": list(VERSIONS),
+    }
+    (folder / "job.json").write_text(json.dumps(job))
+    _run_peer(python, folder / "job.json")
+    peer = json.loads((folder / "result.json").read_text())
+    theirs = np.load(folder / "aimet.npy")
+    rows = []
+    for version in VERSIONS:
+        failures = [
+            f"{pathlib.Path(path).name}: {error}"
+            for path, error in peer["validate"].items()
+            if error
+            and f"_{version}." in path
+            or error
+            and f"/{version}." in path
+        ]
+        loaded = peer["load"][version]
+        if "lenient" in loaded:  # aimet-onnx could not load it at all
+            to_aimet = (float("nan"), float("nan"))
+        else:
+            to_aimet = _agreement(np.load(folder / f"{version}.npy"), ours)
+        back = _sim(folded, ours_config, calibration)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            done = load_encodings(back, folder / f"aimet_{version}.encodings")
+        from_aimet = _agreement(back.model.predict(images, verbose=0), theirs)
+        rows.append(
+            dict(
+                model=name,
+                config=config,
+                version=version,
+                validator="pass" if not failures else "; ".join(failures),
+                strict="pass"
+                if loaded["strict"] is None
+                else f"refused ({len(loaded['mismatches'])})",
+                mismatches=loaded["mismatches"],
+                lenient=loaded.get("lenient"),
+                to_aimet=to_aimet,
+                loaded=len(done),
+                disabled=[str(w.message) for w in caught],
+                from_aimet=from_aimet,
+                aligned=peer.get("aligned", {}),
+            )
+        )
+    return rows
+
+
+def run(quick=False):
+    """Runs the suite.
+
+    Args:
+        quick: 500 test images and 256 calibration images (default: the
+            shipped slice's 2,000 and 1,000), the ResNet only.
+
+    Returns:
+        A :class:`benchmarks.harness.Report`.
+    """
+    import numpy as np
+
+    from aimet_keras import ptq
+    from aimet_keras import zoo
+
+    python = aimet_onnx_suite._aimet_python()
+    images = zoo.load_fashion_mnist_slice("test")[0]
+    calibration = zoo.load_fashion_mnist_slice("calibration")[0]
+    if quick:
+        images, calibration = images[:500], calibration[:256]
+    table = harness.Table(
+        "Our encodings in aimet-onnx's readers, and AIMET's in ours "
+        f"({len(images):,} test images)",
+        [
+            "model",
+            "config",
+            "version",
+            "AIMET validator",
+            "AIMET strict load",
+            "ours->AIMET top-1 =",
+            "ours->AIMET max diff",
+            "AIMET->ours loaded",
+            "AIMET->ours top-1 =",
+            "AIMET->ours max diff",
+        ],
+        formats={
+            "ours->AIMET top-1 =": "{:.2%}",
+            "ours->AIMET max diff": "{:.1e}",
+            "AIMET->ours top-1 =": "{:.2%}",
+            "AIMET->ours max diff": "{:.1e}",
+        },
+    )
+    raw = []
+    with tempfile.TemporaryDirectory() as root:
+        root = pathlib.Path(root)
+        np.savez(
+            root / "data.npz",
+            images=images.astype(np.float32),
+            calibration=calibration.astype(np.float32),
+        )
+        for name in MODELS[:1] if quick else MODELS:
+            folded, _ = ptq.fold_all_batch_norms(zoo.load_model(name))
+            for config in CONFIGS:
+                folder = root / f"{name}-{config}"
+                folder.mkdir()
+                print(f"[aimet_conformance] {name} {config}", flush=True)
+                for row in _case(
+                    python, name, folded, config, folder, images, calibration
+                ):
+                    raw.append(row)
+                    table.add_row(
+                        row["model"],
+                        row["config"],
+                        row["version"],
+                        row["validator"],
+                        row["strict"],
+                        row["to_aimet"][0],
+                        row["to_aimet"][1],
+                        row["loaded"],
+                        row["from_aimet"][0],
+                        row["from_aimet"][1],
+                    )
+    aligned = raw[-1]["aligned"] if raw else {}
+    table.notes.extend(
+        [
+            "AIMET validator: aimet-onnx's quantsim._flatten_encodings on both "
+            "files we write per version (sim.export's, naming the "
+            "SavedModel's tensors, and export_onnx's .fp32.encodings).",
+            "AIMET strict load: load_encodings_to_sim(strict=True) of "
+            "export_onnx's encodings into aimet-onnx's QuantizationSimModel "
+            "on export_onnx's FP32 ONNX copy, built with the same config "
+            "file plus a MatMul+Add supergroup (tf2onnx writes a Keras Dense "
+            "as MatMul then Add; the Keras sim quantizes only the sum). "
+            "Also turned off in aimet-onnx's sim before loading: depthwise "
+            "Conv outputs before their Relu/Clip (aimet-onnx keeps depthwise "
+            "convolutions out of supergroups; the Keras sim and TFLite fuse "
+            "them) and constant non-weight inputs (Clip bounds, the Dense "
+            f"bias after the MatMul); on the last net: {aligned}.",
+            "AIMET->ours: aimet-onnx calibrates its own sim (min-max, W8A8, "
+            "same config and alignment) and exports each version with "
+            "export_int32_bias=False; load_encodings reads its ONNX tensor "
+            "names through onnx_tensor_names; 'loaded' counts the Keras "
+            "sim's quantizers set from the file (none were left disabled "
+            "unless the row's JSON lists a warning).",
+            "tflite_16x8 runs with 8-bit activations: export_onnx's QDQ "
+            "model holds 8-bit grids.",
+        ]
+    )
+    return harness.Report(
+        suite="aimet_conformance",
+        tables=[table],
+        settings=dict(
+            test_images=len(images),
+            calibration_images=len(calibration),
+            models=list(MODELS[:1] if quick else MODELS),
+            configs=list(CONFIGS),
+            versions=list(VERSIONS),
+        ),
+        quick=quick,
+        extra={"rows": raw},
+    )
