@@ -287,3 +287,26 @@ def test_weights_folded_into_other_constants_are_named(tmp_path):
     assert "no entry" in change
     data = json.loads(exported.encodings_path.read_text())
     assert len(data["param_encodings"]) == 2  # the two Dense kernels
+
+
+def test_a_kernel_whose_layout_is_ambiguous_is_named(tmp_path):
+    """Quantized, the kernel is its own transpose; its floats are not: the
+    FP32 model cannot know which float kernel it holds, and says so."""
+    inputs = keras.Input((2,), name="x")
+    outputs = keras.layers.Dense(2, use_bias=False, name="fc")(inputs)
+    model = keras.Model(inputs, outputs)
+    kernel = np.array([[1.0, 0.5], [0.502, 1.0]], np.float32)
+    model.get_layer("fc").kernel.assign(kernel)
+    sim = QuantizationSimModel(model, quant_scheme="tf")
+    sim.compute_encodings(
+        np.random.default_rng(0).normal(size=(16, 2)).astype("float32")
+    )
+    quantizer = sim.model.get_layer("fc").param_quantizers["kernel"]
+    quantized = np.asarray(quantizer(kernel))
+    np.testing.assert_array_equal(quantized, quantized.T)  # the premise
+    exported = export_onnx(sim, tmp_path / "m.onnx")
+    (change,) = exported.changes
+    assert change.startswith("fc weight 'kernel': several layouts")
+    fp32 = onnx.load(exported.fp32_path)
+    (held,) = [numpy_helper.to_array(i) for i in fp32.graph.initializer]
+    np.testing.assert_allclose(held, quantized, rtol=1e-6)
