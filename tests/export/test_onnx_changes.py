@@ -73,8 +73,8 @@ def _mixed_model():
 
 @pytest.fixture(scope="module")
 def mixed():
-    """A calibrated per-channel sim of the mixed model, its data, and its
-    export with 2.0.0 encodings."""
+    """A calibrated per-channel sim of the mixed model, its data and the
+    float model."""
     model = _mixed_model()
     data = np.random.default_rng(1).normal(size=(64, 8, 8, 3))
     data = data.astype("float32")
@@ -82,12 +82,12 @@ def mixed():
         model, quant_scheme="tf_enhanced", config_file=_per_channel_config()
     )
     sim.compute_encodings(data)
-    return sim, data
+    return sim, data, model
 
 
 @pytest.fixture(scope="module")
 def mixed_export(mixed, tmp_path_factory):
-    sim, _ = mixed
+    sim, *_ = mixed
     path = tmp_path_factory.mktemp("onnx") / "mixed.onnx"
     return export_onnx(sim, path, encoding_version="2.0.0")
 
@@ -166,7 +166,7 @@ def _which(kernels, values):
 def test_every_kernel_dequantizes_to_the_sims_levels_exactly(
     mixed, mixed_export
 ):
-    sim, _ = mixed
+    sim, *_ = mixed
     kernels = _sim_kernels(sim)
     model = onnx.load(mixed_export.qdq_path)
     inits = {i.name: i for i in model.graph.initializer}
@@ -195,7 +195,7 @@ def test_every_kernel_dequantizes_to_the_sims_levels_exactly(
 
 
 def test_fp32_model_holds_the_float_kernels(mixed, mixed_export):
-    sim, _ = mixed
+    sim, *_ = mixed
     kernels = _sim_kernels(sim)
     qdq = {
         node.name: _which(kernels, values)
@@ -212,6 +212,16 @@ def test_fp32_model_holds_the_float_kernels(mixed, mixed_export):
     assert set(held) == set(kernels)
     for layer, values in held.items():
         np.testing.assert_array_equal(values, kernels[layer][2], layer)
+
+
+def test_fp32_model_computes_the_float_model(mixed, mixed_export):
+    _, data, model = mixed
+    session = ort.InferenceSession(
+        str(mixed_export.fp32_path), providers=["CPUExecutionProvider"]
+    )
+    got = session.run(None, {"image": data})[0]
+    expected = model.predict(data, verbose=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_2_0_0_axis_is_the_onnx_channel_axis(mixed_export):
@@ -236,7 +246,7 @@ def test_2_0_0_axis_is_the_onnx_channel_axis(mixed_export):
 def test_qdq_model_follows_the_sim_and_says_nothing_changed(
     mixed, mixed_export
 ):
-    sim, data = mixed
+    sim, data, _ = mixed
     assert mixed_export.changes == ()
     session = ort.InferenceSession(
         str(mixed_export.qdq_path), providers=["CPUExecutionProvider"]
