@@ -320,3 +320,15 @@ def test_a_kernel_whose_layout_is_ambiguous_is_named(tmp_path):
     fp32 = onnx.load(exported.fp32_path)
     (held,) = [numpy_helper.to_array(i) for i in fp32.graph.initializer]
     np.testing.assert_allclose(held, quantized, rtol=1e-6)
+
+
+def test_int8_kernels_keep_level_minus_128(mixed, tmp_path):
+    sim, *_ = mixed
+    exported = export_onnx(sim, tmp_path / "m.onnx", weight_dtype="int8")
+    found = _qdq_kernels(exported.qdq_path)
+    assert len(found) == 4
+    assert all(ints.dtype == np.int8 for _, _, ints, _ in found)
+    assert min(int(ints.min()) for _, _, ints, _ in found) == -128
+    # The only change is the one int8 kernels always bring.
+    (change,) = exported.changes
+    assert "without VNNI" in change
