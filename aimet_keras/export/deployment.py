@@ -700,6 +700,7 @@ def deployment_graph(
     integer_affine_layers: bool = False,
     input_shapes: dict[str, tuple[int | None, ...]] | None = None,
     explicit_ties: bool = False,
+    narrow_weights: bool = True,
 ) -> DeploymentGraph:
     """Traces the sim's model with TF fake-quant ops carrying its grids.
 
@@ -731,6 +732,11 @@ def deployment_graph(
             integer zero (``ties_away_from_zero``) is moved a thousandth of
             a step that way first, so the target rounds it as the sim does.
             Defaults to False (TFLite's kernels round so themselves).
+        narrow_weights: store signed symmetric weight grids narrow-range
+            (levels -127 to 127, as TFLite's int8 weights): a non-strict
+            grid's level -128 becomes -127. False keeps every level of the
+            sim's grid (ONNX's int8 weights take -128); strict grids are
+            narrow either way. Defaults to True.
 
     Returns:
         A :class:`DeploymentGraph`.
@@ -864,7 +870,11 @@ def deployment_graph(
         own, clip = encoding, None
         if role.kind == "param":
             bits = max(weight_bits, encoding.bitwidth)
-            narrow = encoding.is_symmetric and not encoding.unsigned_symmetric
+            narrow = (
+                encoding.is_symmetric
+                and not encoding.unsigned_symmetric
+                and (narrow_weights or encoding.strict_symmetric)
+            )
         else:
             bits = max(activation_bits, own.bitwidth)
             narrow = own.is_symmetric and own.strict_symmetric

@@ -7,15 +7,24 @@ sim's grids) with tf2onnx and writes three files:
 * ``<name>.onnx``: the QDQ model. Every quantized activation is a
   QuantizeLinear / DequantizeLinear pair with the sim's scale and zero
   point; every quantized kernel is an 8-bit initializer behind a
-  DequantizeLinear (per channel on ONNX's output-channel axis).
+  DequantizeLinear (per channel on ONNX's output-channel axis) holding the
+  sim's levels, -128 of a non-strict symmetric grid included.
   onnxruntime runs it, in integer kernels where it fuses the pairs.
-* ``<name>.fp32.onnx``: the same graph with the pairs removed and float
-  kernels: the sim's kernels on their grids (dequantized), so that the
-  converter applying the encodings gets the sim's integers back exactly,
-  for Qualcomm's ONNX converter.
+* ``<name>.fp32.onnx``: the same graph with the pairs removed, holding the
+  model's float kernels (AdaRound's are on their grids already), for
+  Qualcomm's ONNX converter, which puts them on the encodings' grids.
 * ``<name>.fp32.encodings``: AIMET's encodings file keyed by the FP32
   model's ONNX tensor and initializer names (AIMET's ONNX convention), for
-  ``qnn-onnx-converter --quantization_overrides``.
+  ``qnn-onnx-converter --quantization_overrides``; a per-channel kernel's
+  2.0.0 ``axis`` is its channel axis in the ONNX layout (Conv 0, MatMul and
+  ConvTranspose 1).
+
+Kernels are matched to the sim's weights by value, as tf2onnx names some
+after no layer (a depthwise kernel whose reshape it folds becomes
+``const_fold_opt__<n>``). A quantized weight that no kernel holds (tf2onnx
+folds a PReLU's alpha or a LayerNormalization's gamma into other constants)
+keeps the sim's values as floats, without an encoding: every such departure
+is a sentence of :attr:`OnnxExport.changes`.
 
 Symmetric kernels are stored as uint8 with zero point 128 by default, not
 int8 with zero point 0: the same levels and values, but onnxruntime then
@@ -57,8 +66,9 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["OnnxExport", "export_onnx", "onnx_tensor_names"]
 
-# ONNX ops whose input 1 is a kernel, and its output-channel axis there.
-_KERNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1, "Gemm": 0}
+# ONNX ops whose input 1 is a kernel, and its output-channel axis there
+# (Gemm's depends on transB: see _kernel_axis).
+_KERNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +79,10 @@ class OnnxExport:
         qdq_path: the QDQ model.
         fp32_path: the FP32 model.
         encodings_path: the encodings of the FP32 model's tensors.
-        changes: where the QDQ model departs from the sim (empty when it
-            uses the sim's grids throughout).
+        changes: where the QDQ model, the FP32 model or the encodings
+            depart from the sim, one sentence each (empty when every
+            quantized weight is a kernel on the sim's grid with its
+            encoding).
         layer_tensors: ``{layer name: QDQ model tensor}``, the dequantized
             output of each layer whose output the sim quantizes (see
             :func:`~aimet_keras.export.layer_outputs.onnx_layer_outputs`).
@@ -130,18 +142,87 @@ def _check_sim(sim):
         )
 
 
-def _kernel_encodings(sim):
-    """``{layer: [Encoding of each quantized weight but biases]}``."""
-    found = {}
+@dataclasses.dataclass(frozen=True)
+class _SimWeight:
+    """One weight the sim quantizes to an integer grid (biases aside)."""
+
+    layer: str
+    key: str
+    encoding: object
+    quantized: np.ndarray  # the sim's values on its grid, Keras layout
+    values: np.ndarray  # the model's float values, Keras layout
+
+    def describe(self):
+        return f"{self.layer} weight {self.key!r}"
+
+
+def _sim_weights(sim):
+    """A :class:`_SimWeight` for every enabled integer weight quantizer but
+    biases' (32-bit biases stay float in the QDQ model)."""
+    found = []
     roles = deployment_lib.quantizer_roles(sim)
     for wrapper in sim.quant_wrappers():
-        for quantizer in wrapper.param_quantizers.values():
-            if not quantizer.enabled or roles[id(quantizer)].is_bias:
-                continue
+        tensors = wrapper.weight_values()
+        for key, quantizer in wrapper.param_quantizers.items():
             encoding = quantizer.encoding
-            if encoding is not None and not encoding.is_float:
-                found.setdefault(wrapper.name, []).append(encoding)
+            if (
+                not quantizer.enabled
+                or roles[id(quantizer)].is_bias
+                or encoding is None
+                or encoding.is_float
+            ):
+                continue
+            values = tensors[key]
+            found.append(
+                _SimWeight(
+                    wrapper.name,
+                    key,
+                    encoding,
+                    np.asarray(quantizer(values), np.float32),
+                    np.asarray(values, np.float32),
+                )
+            )
     return found
+
+
+def _layouts(rank):
+    """Axis orders that carry a Keras kernel of ``rank`` towards an ONNX
+    initializer (then reshaped to its shape): as it is (MatMul; EinsumDense
+    flattened); ``(..., in, out)`` to ``(out, in, ...)`` (Conv,
+    ConvTranspose, Conv1D with a unit axis added, Gemm with transB);
+    ``(h, w, channels, multiplier)`` to ``(channels, multiplier, h, w)``
+    (a depthwise kernel, which tf2onnx folds into one constant)."""
+    orders = [tuple(range(rank))]
+    if rank >= 2:
+        orders.append((rank - 1, rank - 2, *range(rank - 2)))
+    if rank == 4:
+        orders.append((2, 3, 0, 1))
+    return list(dict.fromkeys(orders))
+
+
+def _onnx_layout(weight, values):
+    """Whether ``values``, an ONNX initializer, holds ``weight``'s quantized
+    values, and the float values in its layout.
+
+    Returns:
+        ``(False, None)`` when ``values`` is not the weight; ``(True,
+        floats)``; ``(True, None)`` when several layouts put the sim's
+        values there but the float ones apart (a kernel of repeated
+        values), so which float kernel belongs there is unknown.
+    """
+    quantized = weight.quantized
+    if quantized.size != values.size:
+        return False, None
+    step = float(np.min(np.asarray(weight.encoding.delta)))
+    floats = {}
+    for order in _layouts(quantized.ndim):
+        carried = np.transpose(quantized, order).reshape(values.shape)
+        if np.allclose(carried, values, rtol=1e-5, atol=1e-3 * step):
+            moved = np.transpose(weight.values, order).reshape(values.shape)
+            floats[moved.tobytes()] = moved
+    if not floats:
+        return False, None
+    return True, (next(iter(floats.values())) if len(floats) == 1 else None)
 
 
 def _integer_kernel(values, encoding, axis, weight_dtype):
@@ -284,51 +365,105 @@ def _kernel_owner(node, graph):
     return None
 
 
-def _quantize_kernels(model, sim, graph, weight_dtype):
-    """Kernels on the sim's grid become 8-bit initializers + DequantizeLinear.
+def _kernel_axis(node):
+    """The output-channel axis of the kernel ``node`` reads as input 1, or
+    None for an op that reads no kernel."""
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return _KERNEL_AXIS.get(node.op_type)
 
-    Returns ``({initializer name: Encoding}, changes)``.
+
+@dataclasses.dataclass
+class _Kernels:
+    """What :func:`_quantize_kernels` did, by ONNX initializer name.
+
+    Attributes:
+        encodings: the sim's encoding of each kernel it quantized.
+        weights: the ``(layer, weight key)`` of the sim each one holds.
+        axes: the ONNX channel axis of each per-channel one.
+        floats: the model's float kernel, in the ONNX layout, for the FP32
+            model.
+        changes: where the QDQ or FP32 model departs from the sim.
+    """
+
+    encodings: dict = dataclasses.field(default_factory=dict)
+    weights: dict = dataclasses.field(default_factory=dict)
+    axes: dict = dataclasses.field(default_factory=dict)
+    floats: dict = dataclasses.field(default_factory=dict)
+    changes: list = dataclasses.field(default_factory=list)
+
+
+def _quantize_kernels(model, sim, graph, weight_dtype):
+    """Kernels holding the sim's quantized weights become 8-bit initializers
+    behind a DequantizeLinear. Returns a :class:`_Kernels`.
+
+    A kernel is matched to the sim's weight by value (its layer's weights
+    first): tf2onnx folds some kernels' reshapes into constants named
+    ``const_fold_opt__<n>`` after no layer (depthwise kernels).
     """
     from onnx import helper
     from onnx import numpy_helper
 
-    kernels = _kernel_encodings(sim)
+    weights = _sim_weights(sim)
+    by_layer = {}
+    for weight in weights:
+        by_layer.setdefault(weight.layer, []).append(weight)
     initializers = {init.name: init for init in model.graph.initializer}
     quantized_inputs = {
         node.output[0]
         for node in model.graph.node
         if node.op_type == "DequantizeLinear"
     }
-    done, changes, new_nodes = {}, [], []
+    result, placed, new_nodes = _Kernels(), set(), []
     for node in model.graph.node:
-        axis = _KERNEL_AXIS.get(node.op_type)
+        axis = _kernel_axis(node)
         if axis is None or len(node.input) < 2:
             continue
         name = node.input[1]
-        if name in done or name not in initializers:
-            continue
-        layer = _kernel_owner(node, graph)
-        if layer not in kernels:
-            if layer is None and node.input[0] in quantized_inputs:
-                # Left float, onnxruntime would quantize it on its own grid.
-                changes.append(
-                    f"{node.op_type} {node.name!r}: no layer of the sim owns "
-                    f"its kernel {name!r}; left float in the QDQ model."
-                )
+        if name in result.encodings or name not in initializers:
             continue
         values = numpy_helper.to_array(initializers[name])
-        found = None
-        for encoding in kernels[layer]:
-            found = _integer_kernel(values, encoding, axis, weight_dtype)
-            if found is not None:
+        owner = _kernel_owner(node, graph)
+        weight = floats = None
+        for candidate in by_layer.get(owner, []) + [
+            w for w in weights if w.layer != owner
+        ]:
+            matched, floats = _onnx_layout(candidate, values)
+            if matched:
+                weight = candidate
                 break
+        if weight is None:
+            if owner in by_layer or (
+                owner is None and node.input[0] in quantized_inputs
+            ):
+                # Left float, onnxruntime would quantize it on its own grid.
+                result.changes.append(
+                    f"{node.op_type} {node.name!r} (layer "
+                    f"{owner or 'unknown'}): its kernel {name!r} holds no "
+                    "weight the sim quantizes; left float in the QDQ model."
+                )
+            continue
+        found = _integer_kernel(values, weight.encoding, axis, weight_dtype)
         if found is None:
-            changes.append(
-                f"{layer}: kernel {name!r} is not on the sim's grid in the "
-                "ONNX layout; left float in the QDQ model."
+            result.changes.append(
+                f"{weight.describe()}: kernel {name!r} of {node.op_type} "
+                f"{node.name!r} is not on the sim's grid along ONNX axis "
+                f"{axis}; left float in the QDQ model."
             )
             continue
+        placed.add((weight.layer, weight.key))
+        result.weights[name] = (weight.layer, weight.key)
+        if floats is None:
+            result.changes.append(
+                f"{weight.describe()}: several layouts of its repeated values "
+                f"fit kernel {name!r}; the FP32 model holds its quantized "
+                "values, not the float ones."
+            )
+        else:
+            result.floats[name] = floats
         ints, scale, zero = found
+        encoding = weight.encoding
         model.graph.initializer.remove(initializers[name])
         model.graph.initializer.extend(
             [
@@ -353,12 +488,23 @@ def _quantize_kernels(model, sim, graph, weight_dtype):
                 **attributes,
             )
         )
-        done[name] = encoding
+        result.encodings[name] = encoding
+        if encoding.is_per_channel:
+            result.axes[name] = axis
     # Topological order: the new nodes read only initializers, so first.
     nodes = new_nodes + list(model.graph.node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    return done, changes
+    unplaced = [w.describe() for w in weights if (w.layer, w.key) not in placed]
+    if unplaced:
+        result.changes.append(
+            f"{', '.join(unplaced)}: no kernel of a Conv, ConvTranspose, "
+            "MatMul or Gemm holds them (tf2onnx folds such weights into "
+            "other constants): the QDQ and FP32 models hold the sim's "
+            "quantized values as floats, and the encodings have no entry "
+            "for them."
+        )
+    return result
 
 
 def _quantize_nodes(model, graph):
@@ -401,8 +547,11 @@ def _layer_output_tensors(model, graph):
     return found
 
 
-def _strip_qdq(model):
+def _strip_qdq(model, floats):
     """A copy of the QDQ model without its QDQ pairs; returns the renames.
+
+    Each quantized kernel becomes ``floats[its name]`` (the model's float
+    kernel), or its dequantized values where ``floats`` has none.
 
     Returns ``(fp32 model, {QDQ-model tensor name: FP32-model name})`` for
     tensors whose name changes (a pair at a graph output keeps the output's
@@ -430,6 +579,14 @@ def _strip_qdq(model):
                 rename[node.output[0]] = source.input[0]
         elif node.input[0] in initializers:
             # A quantized kernel: back to float under its own name.
+            if node.output[0] in floats:
+                graph.initializer.append(
+                    numpy_helper.from_array(
+                        floats[node.output[0]], node.output[0]
+                    )
+                )
+                remove.append(node)
+                continue
             ints = numpy_helper.to_array(initializers[node.input[0]])
             scale = numpy_helper.to_array(initializers[node.input[1]])
             zero = numpy_helper.to_array(initializers[node.input[2]])
@@ -505,16 +662,21 @@ def _before_unquantized_reshapes(model, activations, config):
 def _onnx_models(sim, opset, weight_dtype):
     """The QDQ and FP32 models of a checked sim, and how they were made.
 
-    Returns ``(deployment graph, QDQ model, {kernel initializer: Encoding},
-    changes, FP32 model, {QDQ tensor name: FP32 tensor name})``.
+    Returns ``(deployment graph, QDQ model, the kernels' _Kernels, FP32
+    model, {QDQ tensor name: FP32 tensor name})``.
     """
+    # ONNX's int8 weights hold level -128: the sim's grids whole.
     graph = deployment_lib.deployment_graph(
-        sim, activation_bits=8, weight_bits=8, explicit_ties=True
+        sim,
+        activation_bits=8,
+        weight_bits=8,
+        explicit_ties=True,
+        narrow_weights=False,
     )
     model = _convert(graph, sim, opset)
-    kernels, changes = _quantize_kernels(model, sim, graph, weight_dtype)
-    fp32, rename = _strip_qdq(model)
-    return graph, model, kernels, changes, fp32, rename
+    kernels = _quantize_kernels(model, sim, graph, weight_dtype)
+    fp32, rename = _strip_qdq(model, kernels.floats)
+    return graph, model, kernels, fp32, rename
 
 
 def onnx_tensor_names(
@@ -558,21 +720,15 @@ def onnx_tensor_names(
 
     sim = quantsim_lib.as_simulation(sim)
     _check_sim(sim)
-    graph, model, kernels, _, fp32, rename = _onnx_models(sim, opset, "uint8")
+    graph, model, kernels, fp32, rename = _onnx_models(sim, opset, "uint8")
     sites = {}
     for names in export_lib.tensor_names(sim):
         sites.setdefault(names.layer, names)
     found = {}
-    for node in fp32.graph.node:
-        if (
-            node.op_type in _KERNEL_AXIS
-            and node.input[1:2]
-            and (node.input[1] in kernels)
-        ):
-            site = sites.get(_kernel_owner(node, graph))
-            keys = [k for k in site.params if k != "bias"] if site else []
-            if len(keys) == 1:
-                found[node.input[1]] = site.params[keys[0]]
+    for kernel, (layer, key) in kernels.weights.items():
+        name = sites[layer].params.get(key) if layer in sites else None
+        if name is not None:
+            found[kernel] = name
     roles = {
         rename.get(node.input[0], node.input[0]): role
         for node, role, _ in _quantize_nodes(model, graph)
@@ -678,12 +834,11 @@ def export_onnx(
     stem = (
         path.name[: -len(".onnx")] if path.name.endswith(".onnx") else path.name
     )
-    graph, model, kernels, changes, fp32, rename = _onnx_models(
-        sim, opset, weight_dtype
-    )
+    graph, model, kernels, fp32, rename = _onnx_models(sim, opset, weight_dtype)
+    changes = kernels.changes
     if weight_dtype == "int8" and any(
         enc.is_symmetric and not enc.unsigned_symmetric
-        for enc in kernels.values()
+        for enc in kernels.encodings.values()
     ):
         changes.append(_INT8_SATURATION)
     activations = _activation_encodings(model, graph)
@@ -691,11 +846,12 @@ def export_onnx(
     activations = {rename.get(k, k): v for k, v in activations.items()}
     activations = _before_unquantized_reshapes(fp32, activations, sim.config)
     data = encodings_lib.encodings_to_dict(
-        kernels,
+        kernels.encodings,
         activations,
         version=encoding_version,
         quantizer_args=sim.quantizer_args(),
-        axes={name: 0 for name, enc in kernels.items() if enc.is_per_channel},
+        # The channel axis in the ONNX kernel's layout (MatMul's is 1).
+        axes=kernels.axes,
     )
     for kind, checked in (("QDQ", model), ("FP32", fp32)):
         try:

@@ -8,6 +8,7 @@ from aimet_keras.sim.config import OpTypeSettings
 from aimet_keras.sim.config import ParamSettings
 from aimet_keras.sim.config import QuantSimConfig
 from aimet_keras.sim.config import load_quantsim_config
+from aimet_keras.sim.config import read_quantsim_config
 from aimet_keras.sim.op_types import onnx_op_type
 from aimet_keras.sim.quantizer import TensorQuantizer
 from aimet_keras.sim.quantsim import QuantizationSimModel
@@ -35,6 +36,7 @@ __all__ = [
     "QuantizerSpec",
     "TensorQuantizer",
     "load_quantsim_config",
+    "read_quantsim_config",
     "onnx_op_type",
     "quantize_model",
     "register_quantization_rule",

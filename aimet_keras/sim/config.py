@@ -74,6 +74,7 @@ __all__ = [
     "ParamSettings",
     "QuantSimConfig",
     "load_quantsim_config",
+    "read_quantsim_config",
 ]
 
 _CONFIG_DIR = pathlib.Path(__file__).parent / "configs"
@@ -450,6 +451,37 @@ def load_quantsim_config(
         config = "default"
     if isinstance(config, dict):
         return _parse(config, "<dict>")
+    data, source = _config_json(config)
+    return _parse(data, source)
+
+
+def read_quantsim_config(config: str | os.PathLike) -> dict:
+    """A config's JSON as the simulation reads it: a dict to edit.
+
+    The file's ``<stem>.extensions.json``, if there is one, is merged in,
+    so a shipped config edited and passed back as ``config_file`` keeps
+    its behaviour.
+
+    Args:
+        config: a shipped config's name or a path to a JSON file.
+
+    Returns:
+        The JSON as a dict.
+
+    Example:
+
+    >>> data = read_quantsim_config("tflite_int8")
+    >>> data["params"]["bias"]["bitwidth"]  # from the extensions file
+    32
+    >>> data["defaults"]["params"]["is_symmetric"] = "False"
+    >>> load_quantsim_config(data).params["bias"].bitwidth
+    32
+    """
+    return _config_json(config)[0]
+
+
+def _config_json(config):
+    """``(the JSON merged with its extensions, a name for messages)``."""
     if isinstance(config, str) and config in CONFIG_NAMES:
         path = _CONFIG_DIR / f"{config}.json"
     else:
@@ -462,9 +494,10 @@ def load_quantsim_config(
     data = _read_json(path)
     extensions = path.with_name(f"{path.stem}.extensions.json")
     if not extensions.is_file():
-        return _parse(data, str(path))
-    return _parse(
-        _merged(data, _read_json(extensions)), f"{path} + {extensions.name}"
+        return data, str(path)
+    return (
+        _merged(data, _read_json(extensions)),
+        f"{path} + {extensions.name}",
     )
 
 
