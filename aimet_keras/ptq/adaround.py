@@ -49,6 +49,7 @@ from aimet_keras.graph import prepare as prepare_lib
 from aimet_keras.ptq import mixed_precision as mixed_lib
 from aimet_keras.ptq import sample_cache as cache_lib
 from aimet_keras.quant import encoding as encoding_lib
+from aimet_keras.sim import inputs as inputs_lib
 from aimet_keras.sim import op_types
 
 if typing.TYPE_CHECKING:
@@ -412,6 +413,8 @@ class Adaround:
         from aimet_keras.sim import QuantizationSimModel
 
         samples = params.samples()
+        # Shape and dtype checked as calibration data is, before any work.
+        inputs_lib.CalibrationData(model, np.asarray(samples[:1]))
         reference = prepare_lib.prepare_model(model)
         working = prepare_lib.prepare_model(model)
         sim = QuantizationSimModel(

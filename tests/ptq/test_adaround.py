@@ -269,3 +269,12 @@ def test_empty_data_is_refused():
     params = AdaroundParameters(DATA[:0], num_batches=2)
     with pytest.raises(ValueError, match="data_set holds no samples"):
         params.samples()
+
+
+def test_data_of_the_wrong_shape_is_refused_naming_the_input(tmp_path):
+    params = AdaroundParameters(DATA[:, :6], num_batches=2)
+    with pytest.raises(
+        ValueError, match=r"shape \(1, 6, 8, 3\).*\(None, 8, 8, 3\)"
+    ):
+        Adaround.apply_adaround(_model(), params, tmp_path, "m", verbose=False)
+    assert list(tmp_path.iterdir()) == []
