@@ -14,12 +14,16 @@ AIMET read, and back:
   offset: [..]}``, plus ``excluded_layers``.
 * 2.0.0: one list, ``"encodings"``, of ``{name, output_dtype, y_scale,
   y_zero_point, axis}`` for params and activations alike (as AIMET writes
-  and validates it), aligned with ONNX ``QuantizeLinear``: signed
-  symmetric grids are ``int<bw>`` with zero point 0, everything else
-  ``uint<bw>`` with ``y_zero_point = -offset``. 2.0.0 has no word for
-  strict or unsigned symmetric grids: they read back as the full signed
-  symmetric grid and as an asymmetric grid with offset 0, the same
-  values. The
+  and validates it), aligned with ONNX ``QuantizeLinear``. As aimet-onnx
+  2.42 writes and reads them: symmetric grids are ``int<bw>`` with zero
+  point 0 (full), -1 (strict: the 0.6.1 offset ``-(2**(b-1) - 1)``) or
+  ``-2**(b-1)`` (unsigned symmetric: offset 0); asymmetric grids are
+  ``uint<bw>`` with ``y_zero_point = -offset``; a zero point of 0 is left
+  out. Every level of each grid is a level of the ONNX grid those fields
+  describe. ``int<bw>`` with zero point 0 does not say whether the grid
+  drops its lowest level (ONNX tools write strict grids that way too):
+  it reads back with strictness left to the quantizer; any other signed
+  zero point reads as the asymmetric grid it describes. The
   ``axis`` of a per-channel entry is the Keras axis of the tensor (for
   example 3 for a Conv2D kernel ``(H, W, I, O)``), written only when given.
   Float tensors are ``float16``, ``bfloat16``, or ``float8e4m3fn`` /
@@ -206,22 +210,25 @@ def _to_2_0_0(name, enc, axis):
             "Use version 0.6.1 or 1.0.0."
         )
     _, _, delta, offset = _channels(enc)
-    signed = enc.is_symmetric and not enc.unsigned_symmetric
-    # A signed symmetric grid (strict or not) is the signed type with zero
-    # point 0; a strict grid just never uses the lowest level.
-    zero_point = [0] * len(offset) if signed else [int(-o) for o in offset]
+    # AIMET's convention: the signed type marks a symmetric grid and its
+    # zero point which one (0 full, -1 strict, -2**(b-1) unsigned), the
+    # 0.6.1 offset moved onto the signed levels.
+    shift = 2 ** (enc.bitwidth - 1) if enc.is_symmetric else 0
+    zero_point = [int(-(o + shift)) for o in offset]
     entry = {
         "name": name,
-        "output_dtype": f"{'int' if signed else 'uint'}{enc.bitwidth}",
+        "output_dtype": f"{'int' if enc.is_symmetric else 'uint'}"
+        f"{enc.bitwidth}",
     }
     if enc.is_per_channel:
         entry["y_scale"] = [float(d) for d in delta]
-        entry["y_zero_point"] = zero_point
         if axis is not None:
             entry["axis"] = int(axis)
     else:
         entry["y_scale"] = float(delta[0])
-        entry["y_zero_point"] = zero_point[0]
+        zero_point = zero_point[0]
+    if np.any(zero_point):  # AIMET leaves a zero point of 0 out
+        entry["y_zero_point"] = zero_point
     return entry
 
 
@@ -252,13 +259,17 @@ def _from_2_0_0(entry, where):
         raise ValueError(f"{where}: bad 2.0.0 entry ({error}).") from None
     shift = 2 ** (bitwidth - 1) if signed else 0
     offset = (-(zero_point + shift)).tolist()
-    symmetric = signed and bool(np.all(zero_point == 0))
+    # AIMET's symmetric zero points: full, strict, unsigned (see the module
+    # docstring); other signed zero points are the affine grid they say.
+    symmetric = signed and any(
+        bool(np.all(zero_point == z)) for z in (0, -1, -shift)
+    )
     if len(offset) == 1 and len(scale) > 1:
         offset = offset * len(scale)
     encoding = _from_scale_offset(scale, offset, bitwidth, symmetric, where)
-    if symmetric:
-        # 2.0.0 cannot tell a strict symmetric grid from a full one (the
-        # same type, scale and zero point): None leaves it to the reader.
+    if symmetric and not np.any(zero_point):
+        # int<bw> with zero point 0 does not say whether the lowest level
+        # is used: None leaves it to the quantizer it is loaded into.
         encoding = dataclasses.replace(encoding, strict_symmetric=None)
     return encoding
 

@@ -690,7 +690,9 @@ def onnx_tensor_names(
     :func:`aimet_keras.sim.export.tensor_names`. Kernels map to the layer
     op that reads them, activations to the quantizer the QDQ pair of the
     QDQ model came from: the same mapping :func:`export_onnx` writes its
-    encodings with.
+    encodings with. A convolution's or Gemm's bias maps to the layer's
+    ``bias`` tensor, whether or not the sim quantizes it (AIMET writes
+    32-bit encodings of biases).
 
     Args:
         sim: a calibrated :class:`~aimet_keras.sim.QuantizationSimModel`,
@@ -747,6 +749,19 @@ def onnx_tensor_names(
             name = site.internals.get(role.key)
         if name is not None:
             found[onnx_name] = name
+    # A bias (input 2): AIMET's 2.0.0 files hold 32-bit encodings of them
+    # (export_int32_bias), whether or not the sim quantizes biases.
+    biases = {
+        w.name: f"{w.name}/{key}:0"
+        for w in sim.quant_wrappers()
+        for key in w.param_quantizers
+        if key == "bias"
+    }
+    for node in fp32.graph.node:
+        if node.op_type in _KERNEL_AXIS and node.input[2:3]:
+            bias = biases.get(_kernel_owner(node, graph))
+            if bias is not None and node.input[2]:
+                found.setdefault(node.input[2], bias)
     # AIMET's 2.0.0 files repeat an encoding after ops that only move
     # values (the input's NHWC-to-NCHW Reshape, a Squeeze): the same tensor.
     for node in fp32.graph.node:

@@ -365,7 +365,12 @@ def load_encodings(
     names are touched. A file that names the tensors of the model's ONNX
     copy (what :func:`~aimet_keras.export_onnx` writes, and AIMET's ONNX
     tools for the tf2onnx copy) is read through
-    :func:`~aimet_keras.export.onnx.onnx_tensor_names`.
+    :func:`~aimet_keras.export.onnx.onnx_tensor_names`. 32-bit bias
+    encodings (AIMET's 2.0.0 files hold them) are skipped where the sim
+    keeps that bias float or derives its 32-bit step from the input's and
+    kernel's, as AIMET does not simulate them either; they are not counted
+    as set. Such a derived bias stays enabled where the file has no
+    encoding for it.
 
     Args:
         sim: a :class:`~aimet_keras.sim.QuantizationSimModel`.
@@ -381,12 +386,15 @@ def load_encodings(
             that does not fit its quantizer, naming the tensor and file.
     """
     table = _quantizer_table(sim)
+    biases = _bias_quantizers(sim)
     param_names = [n for n, (_, kind) in table.items() if kind == "param"]
+    param_names += [n for n in biases if n not in table]
     params, activations = encodings_lib.read_encodings(path, param_names)
     if any(name not in table for name in {**params, **activations}):
         params, activations = _from_onnx_names(
             sim, path, param_names, params, activations
         )
+    params = _without_32_bit_biases(params, biases)
     wanted = {"param": params, "activation": activations}
     for kind, section in wanted.items():
         if params_only and kind == "activation":
@@ -414,8 +422,10 @@ def load_encodings(
             continue
         encoding = wanted[kind].get(name)
         if encoding is None:
-            if params_only:
-                continue  # set_and_freeze leaves the other weights alone
+            if params_only or quantizer.tied_to_product:
+                # set_and_freeze leaves the other weights alone; a 32-bit
+                # bias takes its step from the input and kernel loaded.
+                continue
             if quantizer.enabled and id(quantizer) not in done:
                 quantizer.enabled = False
                 disabled.append(name)
@@ -463,8 +473,17 @@ def _from_onnx_names(sim, path, param_names, params, activations):
             "read it as a name of the model's ONNX copy the sim must convert "
             f"to ONNX, and: {error}"
         ) from None
-    if not all(name in translate for name in named):
-        return params, activations
+    missing = [name for name in named if name not in translate]
+    if len(missing) == len(named):
+        return params, activations  # not ONNX names: reported later
+    if missing:
+        raise ValueError(
+            f"{path}: tensor {missing[0]!r} is a tensor of neither this sim "
+            f"nor its ONNX copy, whose names {len(named) - len(missing)} of "
+            f"the file's {len(named)} entries use ({len(missing)} unknown: "
+            f"{missing[:5]}). Export the encodings from a sim of the same "
+            "model, or from AIMET's sim of its ONNX copy."
+        )
     # 2.0.0 files have one list: sort it by the ONNX copy's param names.
     onnx_params = [n for n, ours in translate.items() if ours in param_names]
     params, activations = encodings_lib.read_encodings(path, onnx_params)
@@ -481,6 +500,38 @@ def _from_onnx_names(sim, path, param_names, params, activations):
                 )
         sections.append(ours)
     return tuple(sections)
+
+
+def _bias_quantizers(sim):
+    """``{tensor name: quantizer}`` of every bias, quantized or not."""
+    return {
+        f"{wrapper.name}/{key}:0": quantizer
+        for wrapper in sim.quant_wrappers()
+        for key, quantizer in wrapper.param_quantizers.items()
+        if key == "bias"
+    }
+
+
+def _without_32_bit_biases(params, biases):
+    """``params`` less the 32-bit bias grids left to the sim.
+
+    AIMET writes 32-bit bias encodings (export_int32_bias) and does not
+    simulate them; a sim that keeps its biases float, or takes a 32-bit
+    bias step from its input's and kernel's steps (``tie_to_product``),
+    keeps doing so: no quantizer is set or disabled by them.
+    """
+    kept = {}
+    for name, encoding in params.items():
+        quantizer = biases.get(name)
+        if (
+            quantizer is not None
+            and not encoding.is_float
+            and encoding.bitwidth >= 32
+            and (not quantizer.enabled or quantizer.tied_to_product)
+        ):
+            continue
+        kept[name] = encoding
+    return kept
 
 
 def _same_grid(a, b):

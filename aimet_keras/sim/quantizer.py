@@ -440,6 +440,23 @@ class TensorQuantizer(keras.layers.Layer):
         self._tie = None
 
     @property
+    def tied_to_product(self) -> bool:
+        """Whether :meth:`tie_to_product` derives this quantizer's step.
+
+        True from the call on (until :meth:`untie`), even while the tie
+        does not hold yet (see :attr:`tied`).
+
+        Example:
+
+        >>> x, kernel = TensorQuantizer(), TensorQuantizer(is_symmetric=True)
+        >>> bias = TensorQuantizer(32, is_symmetric=True)
+        >>> bias.tie_to_product(x, kernel)
+        >>> bias.tied_to_product, bias.tied
+        (True, False)
+        """
+        return self._tie is not None and self._tie.derived
+
+    @property
     def tied(self) -> bool:
         """Whether a tie (:meth:`tie_to`) sets this quantizer's grid now."""
         return self._tie is not None and self._tie.holds()

@@ -10,12 +10,14 @@ file and reads the result. One job is one model (the FP32 ONNX copy
 2. A ``QuantizationSimModel`` on the ONNX copy with the config, W8A8, made
    to quantize what the Keras sim quantizes (see ``_align``), then each
    ``.fp32.encodings`` file loaded with ``load_encodings_to_sim(...,
-   strict=True)``; on a refusal, the mismatches a lenient load lists. The
-   sim's outputs on the test images go to ``<out>/<tag>.npy``.
+   strict=True)``; on a refusal, the mismatches a lenient load lists (and
+   what differs in each). The sim's outputs on the test images go to
+   ``<out>/<tag>.npy``.
 3. Its own encodings: ``compute_encodings`` on the calibration images, then
-   ``sim.export`` in each version (``export_int32_bias=False``: the Keras
-   sims of these configs keep biases float) to ``<out>/aimet_<v>.encodings``
-   and its outputs to ``<out>/aimet.npy``.
+   ``sim.export`` in each version with AIMET's default ``export_int32_bias``
+   (32-bit bias encodings in 2.0.0 only) to ``<out>/aimet_<v>.encodings``
+   and its outputs to ``<out>/aimet.npy``. The control: each of these files
+   loaded with ``strict=True`` into a new sim built as in 2.
 
 Usage::
 
@@ -26,6 +28,7 @@ with ``{"model", "config", "data", "out", "validate": [files], "load":
 """
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -76,6 +79,13 @@ def _align(sim, model, config):
     * Constant inputs other than weights (a Clip's bounds, the bias a Keras
       Dense becomes in tf2onnx's MatMul + Add): aimet-onnx quantizes them as
       activations; the Keras layers have no such tensor.
+
+    Cleared, not turned off: the strict-symmetric flag of asymmetric
+    quantizers. aimet-onnx sets a config's ``strict_symmetric`` on every
+    quantizer; it changes no asymmetric grid (``create_encoding_from_min_max``
+    drops a level only for symmetric ones), but its strict load compares it
+    with the file's grid, which is never strict for an asymmetric one, and
+    so refuses its own files of such a config.
     """
     constants = {init.name for init in model.graph.initializer}
     readers = {}
@@ -99,7 +109,46 @@ def _align(sim, model, config):
             quantizer = sim.qc_quantize_op_dict.get(name)
             if quantizer is not None:
                 quantizer.enabled = False
+    off["strict_flag_on_asymmetric"] = []
+    for name, quantizer in sim.qc_quantize_op_dict.items():
+        if (
+            quantizer is not None
+            and quantizer.enabled
+            and quantizer.use_strict_symmetric
+            and not quantizer.use_symmetric_encodings
+        ):
+            quantizer.use_strict_symmetric = False
+            off["strict_flag_on_asymmetric"].append(name)
     return off
+
+
+def _mismatches(found):
+    """``[{quantizer, what differs: (sim, file)}]`` of a lenient load."""
+    return [
+        {
+            key: value
+            for key, value in dataclasses.asdict(m).items()
+            if value is not None
+        }
+        for m in found
+    ]
+
+
+def _strict_load(sim, model, config_path, config, path):
+    """``(sim with the file, entry)``: strict load, lenient on a refusal."""
+    entry = {"strict": None, "mismatches": []}
+    try:
+        load_encodings_to_sim(sim, path, strict=True)
+    except Exception as error:  # noqa: BLE001 - AssertionError/RuntimeError
+        entry["strict"] = f"{type(error).__name__}: {str(error)[:300]}"
+        sim, _ = _new_sim(model, config_path, config)
+        try:
+            found = load_encodings_to_sim(sim, path, strict=False)
+        except Exception as error:  # noqa: BLE001 - reported
+            entry["lenient"] = f"{type(error).__name__}: {error}"[:300]
+            return None, entry
+        entry["mismatches"] = _mismatches(found)
+    return sim, entry
 
 
 def _outputs(sim, name, images):
@@ -147,21 +196,13 @@ def main(argv=None):
     for tag, path in job["load"].items():
         sim, off = _new_sim(model, config_path, config)
         result["aligned"] = {k: len(v) for k, v in off.items()}
-        entry = {"strict": None, "mismatches": []}
-        try:
-            load_encodings_to_sim(sim, path, strict=True)
-        except Exception as error:  # noqa: BLE001 - AssertionError/RuntimeError
-            entry["strict"] = f"{type(error).__name__}: {str(error)[:300]}"
-            sim, _ = _new_sim(model, config_path, config)
-            try:
-                found = load_encodings_to_sim(sim, path, strict=False)
-            except Exception as error:  # noqa: BLE001 - reported
-                entry["lenient"] = f"{type(error).__name__}: {error}"[:300]
-                result["load"][tag] = entry
-                continue
-            entry["mismatches"] = [m.quantizer_name for m in found]
-        np.save(os.path.join(out, f"{tag}.npy"), _outputs(sim, name, images))
-        result["load"][tag] = entry
+        sim, result["load"][tag] = _strict_load(
+            sim, model, config_path, config, path
+        )
+        if sim is not None:
+            np.save(
+                os.path.join(out, f"{tag}.npy"), _outputs(sim, name, images)
+            )
     sim, _ = _new_sim(model, config_path, config)
     sim.compute_encodings(
         [
@@ -170,14 +211,19 @@ def main(argv=None):
         ]
     )
     np.save(os.path.join(out, "aimet.npy"), _outputs(sim, name, images))
+    result["own"] = {}
     for version in job["export_versions"]:
         sim.export(
             out,
             f"aimet_{version}",
             export_model=False,
-            export_int32_bias=False,
             encoding_version=version,
         )
+        path = os.path.join(out, f"aimet_{version}.encodings")
+        fresh, _ = _new_sim(model, config_path, config)
+        result["own"][version] = _strict_load(
+            fresh, model, config_path, config, path
+        )[1]
     with open(os.path.join(out, "result.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     return 0

@@ -84,26 +84,14 @@ def test_round_trip_through_a_file(version, tmp_path):
     got_params, got_activations = enc_io.read_encodings(path, list(params))
     assert set(got_params) == set(params)
     assert set(got_activations) == set(activations)
-    if version == "2.0.0":
-        # 2.0.0 has no word for strict: the grid reads back as the full
-        # symmetric one, with the same step and maximum.
-        strict = got_params.pop("dense/kernel:0")
-        want = params.pop("dense/kernel:0")
-        assert strict.is_symmetric and not strict.strict_symmetric
-        assert int(strict.offset) == -8
-        np.testing.assert_allclose(strict.delta, want.delta, rtol=1e-15)
-        np.testing.assert_allclose(strict.max, want.max, rtol=1e-12)
-        # Nor for unsigned symmetric: uint8 with zero point 0, the same grid.
-        unsigned = got_activations.pop("dense/BiasAdd:0")
-        want = activations.pop("dense/BiasAdd:0")
-        assert int(unsigned.offset) == 0 and not unsigned.is_symmetric
-        np.testing.assert_allclose(unsigned.delta, want.delta, rtol=1e-15)
     for name, want in {**params, **activations}.items():
         got = {**got_params, **got_activations}[name]
         if got.strict_symmetric is None:
-            # Only 2.0.0 leaves strictness open, for signed symmetric grids
-            # (the reader keeps the quantizer's own setting).
+            # Only 2.0.0 leaves strictness open, for int<bw> grids with zero
+            # point 0 (the reader keeps the quantizer's own setting); its
+            # strict and unsigned symmetric grids come back as written.
             assert version == "2.0.0" and got.is_symmetric
+            assert not want.strict_symmetric and not want.unsigned_symmetric
             got = dataclasses.replace(got, strict_symmetric=False)
         _assert_same_grid(got, want)
 
@@ -133,13 +121,69 @@ def test_2_0_0_zero_points_follow_onnx():
     assert set(entries) == set(params) | set(activations)
     kernel = entries["conv2d/kernel:0"]
     assert kernel["output_dtype"] == "int8" and kernel["axis"] == 3
-    assert kernel["y_zero_point"] == [0, 0, 0]
+    assert "y_zero_point" not in kernel  # AIMET leaves zero points of 0 out
     asym = entries["input_1:0"]
     assert asym["output_dtype"] == "uint8" and asym["y_zero_point"] == 71
+    # aimet-onnx 2.42's symmetric zero points: -1 strict, -2**(b-1)
+    # unsigned, on the signed type (what it writes for these grids).
     unsigned = entries["dense/BiasAdd:0"]
-    assert unsigned["output_dtype"] == "uint8" and unsigned["y_zero_point"] == 0
-    assert entries["dense/kernel:0"]["output_dtype"] == "int4"
+    assert unsigned["output_dtype"] == "int8"
+    assert unsigned["y_zero_point"] == -128
+    strict = entries["dense/kernel:0"]
+    assert strict["output_dtype"] == "int4" and strict["y_zero_point"] == -1
     assert entries["dense/bias:0"]["output_dtype"] == "float16"
+
+
+@pytest.mark.parametrize(
+    ("entry", "symmetric", "strict", "unsigned", "offset"),
+    [
+        # As aimet-onnx 2.42 writes them (sim.export, encoding_version 2.0.0)
+        ({"output_dtype": "int8", "y_scale": 0.1}, True, None, False, -128),
+        (
+            {"output_dtype": "int8", "y_scale": 0.1, "y_zero_point": -1},
+            True,
+            True,
+            False,
+            -127,
+        ),
+        (
+            {"output_dtype": "int8", "y_scale": 0.1, "y_zero_point": -128},
+            True,
+            False,
+            True,
+            0,
+        ),
+        (
+            {"output_dtype": "uint8", "y_scale": 0.1, "y_zero_point": 122},
+            False,
+            False,
+            False,
+            -122,
+        ),
+        # Another signed zero point is the affine grid it describes.
+        (
+            {"output_dtype": "int8", "y_scale": 0.1, "y_zero_point": 5},
+            False,
+            False,
+            False,
+            -133,
+        ),
+    ],
+)
+def test_2_0_0_zero_points_read_as_aimet_writes_them(
+    entry, symmetric, strict, unsigned, offset
+):
+    data = {"version": "2.0.0", "encodings": [{"name": "t", **entry}]}
+    (got,) = enc_io.encodings_from_dict(data, param_names=["t"])[0].values()
+    assert got.is_symmetric is symmetric
+    assert got.strict_symmetric is strict
+    assert got.unsigned_symmetric is unsigned
+    assert int(got.offset) == offset
+    # Every level of the grid read is a level of the file's ONNX grid.
+    zero_point = entry.get("y_zero_point", 0)
+    low = -128 if entry["output_dtype"] == "int8" else 0
+    assert float(got.min) >= 0.1 * (low - zero_point) - 1e-12
+    assert float(got.max) <= 0.1 * (low + 255 - zero_point) + 1e-12
 
 
 def test_2_0_0_entries_are_sorted_by_the_models_param_names():

@@ -13,9 +13,11 @@ from aimet_keras.sim import QuantizationSimModel
 from aimet_keras.sim.export import load_encodings
 
 
-def _model():
+def _model(bias="zeros"):
     inputs = keras.Input((8, 8, 1), name="image")
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Conv2D(
+        4, 3, activation="relu", name="conv", bias_initializer=bias
+    )(inputs)
     x = keras.layers.DepthwiseConv2D(3, activation="relu", name="dw")(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
@@ -27,6 +29,19 @@ def _sim(model, data, scale=1.0):
     return sim
 
 
+def _load_and_compare(target, source, path, data):
+    """Loads ``path`` into ``target`` (no quantizer may be left disabled)
+    and checks it computes ``source``; returns what was set."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        done = load_encodings(target, path)
+    np.testing.assert_array_equal(
+        target.model.predict(data, verbose=0),
+        source.model.predict(data, verbose=0),
+    )
+    return done
+
+
 @pytest.mark.parametrize("version", ["0.6.1", "1.0.0", "2.0.0"])
 def test_export_onnx_encodings_load_back_by_onnx_names(tmp_path, version):
     model = _model()
@@ -36,9 +51,7 @@ def test_export_onnx_encodings_load_back_by_onnx_names(tmp_path, version):
     result = export_onnx(source, tmp_path / "m.onnx", encoding_version=version)
     # Another calibration: loading must replace every grid with the file's.
     target = _sim(model, data, scale=3.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no quantizer left disabled
-        done = load_encodings(target, result.encodings_path)
+    done = _load_and_compare(target, source, result.encodings_path, data)
     assert len(done) == len(
         json.loads(result.encodings_path.read_text())[
             "encodings" if version == "2.0.0" else "param_encodings"
@@ -51,10 +64,6 @@ def test_export_onnx_encodings_load_back_by_onnx_names(tmp_path, version):
                 "activation_encodings"
             ]
         )
-    )
-    np.testing.assert_array_equal(
-        target.model.predict(data, verbose=0),
-        source.model.predict(data, verbose=0),
     )
 
 
@@ -99,4 +108,54 @@ def test_a_file_naming_unknown_tensors_is_refused(tmp_path):
         )
     )
     with pytest.raises(ValueError, match="not_in_this_model"):
+        load_encodings(sim, path)
+
+
+@pytest.mark.parametrize("config", ["default", "tflite_int8"])
+def test_32_bit_bias_encodings_of_the_onnx_copy_are_left_to_the_sim(
+    tmp_path, config
+):
+    # AIMET's 2.0.0 files (export_int32_bias, its default) hold int32
+    # encodings of the convolutions' biases, named as the ONNX copy's
+    # (tf2onnx drops a bias of zeros).
+    model = _model(keras.initializers.RandomUniform(0.1, 0.3, seed=0))
+    data = np.random.default_rng(3).uniform(size=(16, 8, 8, 1))
+    data = data.astype("float32")
+    source = QuantizationSimModel(model, config_file=config)
+    source.compute_encodings(data)
+    result = export_onnx(source, tmp_path / "m.onnx", encoding_version="2.0.0")
+    names = onnx_lib.onnx_tensor_names(source)
+    bias = next(n for n, ours in names.items() if ours == "conv/bias:0")
+    written = json.loads(result.encodings_path.read_text())
+    written["encodings"].append(
+        {
+            "name": bias,
+            "output_dtype": "int32",
+            "y_scale": [1e-5] * 4,
+            "axis": 0,
+        }
+    )
+    path = tmp_path / "aimet.encodings"
+    path.write_text(json.dumps(written))
+    target = QuantizationSimModel(model, config_file=config)
+    target.compute_encodings(data * 3.0)
+    done = _load_and_compare(target, source, path, data)
+    assert "conv/bias:0" not in done
+    quantizer = target.quant_wrappers()[0].param_quantizers["bias"]
+    # Float biases stay float; a 32-bit one keeps input step x kernel step.
+    assert quantizer.enabled == (config == "tflite_int8")
+    assert quantizer.tied_to_product == (config == "tflite_int8")
+
+
+def test_an_unknown_name_among_onnx_names_is_the_one_named(tmp_path):
+    model = _model()
+    data = np.random.default_rng(4).uniform(size=(8, 8, 8, 1))
+    sim = _sim(model, data.astype("float32"))
+    result = export_onnx(sim, tmp_path / "m.onnx")
+    written = json.loads(result.encodings_path.read_text())
+    entry = next(iter(written["activation_encodings"].values()))
+    written["activation_encodings"]["Conv__999:0"] = entry
+    path = tmp_path / "other.encodings"
+    path.write_text(json.dumps(written))
+    with pytest.raises(ValueError, match=r"'Conv__999:0' is a tensor of nei"):
         load_encodings(sim, path)
