@@ -331,7 +331,7 @@ class _LayerRounding:
                 tf.constant(reg_weight, tf.float32),
             )
 
-    def mean_error(self, inputs, targets, kernel, batch_size=256):
+    def mean_error(self, inputs, targets, kernel, batch_size=32):
         """The reconstruction error over every cached sample, computed a
         batch at a time (a batch's mean, weighted by its size)."""
         total = 0.0
@@ -342,9 +342,11 @@ class _LayerRounding:
         return total / len(inputs)
 
 
-def _outputs(model, samples, params, batch_size=256):
+def _outputs(model, samples, params, batch_size=32):
     """``model``'s outputs on ``samples``, in a SampleCache filled a batch
-    at a time (``predict`` would hold them all, twice, in memory)."""
+    at a time (``predict`` would hold them all, twice, in memory). Batches
+    of 32, as ``predict``'s: a batch's tensors are what is held beside the
+    caches (0.4 GB a tensor for 64 channels at 224x224)."""
     cache = None
     for start in range(0, len(samples), batch_size):
         batch = np.asarray(samples[start : start + batch_size])
