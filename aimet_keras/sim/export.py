@@ -401,26 +401,39 @@ def load_encodings(
             + "; loading it would disable every quantizer. Check that it "
             "is the encodings file of this model."
         )
-    done, loaded, disabled = set(), [], []
-    for name, (quantizer, kind) in table.items():
-        if params_only and kind == "activation":
-            continue
-        encoding = wanted[kind].get(name)
-        if encoding is None:
-            if params_only:
-                continue  # set_and_freeze leaves the other weights alone
-            if quantizer.enabled and id(quantizer) not in done:
-                quantizer.enabled = False
-                disabled.append(name)
-            continue
-        if id(quantizer) in done:
-            continue
+    for name, encoding in named.items():
         try:
-            _set_from_file(quantizer, encoding)
+            _check_holdable(encoding)
         except ValueError as error:
             raise ValueError(f"{path}: tensor {name!r}: {error}") from None
-        done.add(id(quantizer))
-        loaded.append((quantizer, encoding))
+    done, loaded, disabled = set(), [], []
+    # All or nothing: a tensor the sim refuses halfway through the file
+    # puts back the quantizers set before it.
+    saved = [_saved_settings(quantizer) for quantizer, _ in table.values()]
+    try:
+        for name, (quantizer, kind) in table.items():
+            if params_only and kind == "activation":
+                continue
+            encoding = wanted[kind].get(name)
+            if encoding is None:
+                if params_only:
+                    continue  # set_and_freeze leaves the other weights alone
+                if quantizer.enabled and id(quantizer) not in done:
+                    quantizer.enabled = False
+                    disabled.append(name)
+                continue
+            if id(quantizer) in done:
+                continue
+            try:
+                _set_from_file(quantizer, encoding)
+            except ValueError as error:
+                raise ValueError(f"{path}: tensor {name!r}: {error}") from None
+            done.add(id(quantizer))
+            loaded.append((quantizer, encoding))
+    except ValueError:
+        for settings in saved:
+            _restore_settings(settings)
+        raise
     # A tied grid the file gives another value is the file's from now on.
     for quantizer, encoding in loaded:
         if quantizer.tied and not _same_grid(quantizer.encoding, encoding):
@@ -437,6 +450,79 @@ def load_encodings(
     return sorted(
         name for name, (quantizer, _) in table.items() if id(quantizer) in done
     )
+
+
+# What loading a file may change on a quantizer.
+_LOADED_SETTINGS = (
+    "enabled",
+    "data_type",
+    "bitwidth",
+    "exponent_bits",
+    "is_symmetric",
+    "strict_symmetric",
+    "unsigned_symmetric",
+    "_initialized",
+)
+
+
+def _saved_settings(quantizer):
+    values = {key: getattr(quantizer, key) for key in _LOADED_SETTINGS}
+    variables = []
+    if quantizer.built:
+        variables = [
+            (v, v.numpy())
+            for v in (
+                quantizer.encoding_min,
+                quantizer.encoding_max,
+                quantizer.has_encoding,
+            )
+        ]
+    return quantizer, values, variables
+
+
+def _restore_settings(saved):
+    quantizer, values, variables = saved
+    for key, value in values.items():
+        setattr(quantizer, key, value)
+    for variable, value in variables:
+        variable.assign(value)
+
+
+_FLOAT32 = np.finfo(np.float32)
+
+
+def _check_holdable(encoding):
+    """A file's grid must be one the sim can hold: in float32, at least
+    MIN_RANGE wide."""
+    if encoding.delta is None:
+        return
+    values = [np.abs(np.asarray(encoding.delta, np.float64))]
+    if encoding.min is not None:
+        values += [
+            np.abs(np.asarray(v, np.float64))
+            for v in (encoding.min, encoding.max)
+        ]
+    if any(np.any(v > _FLOAT32.max) for v in values) or np.any(
+        values[0] < _FLOAT32.tiny
+    ):
+        raise ValueError(
+            f"the grid (scale {encoding.delta!r}, range {encoding.min!r} to "
+            f"{encoding.max!r}) does not fit float32, which the sim keeps "
+            f"grids in (scales from {_FLOAT32.tiny:.3g}, ranges up to "
+            f"{_FLOAT32.max:.3g})."
+        )
+    if encoding.is_float:
+        return
+    width = np.asarray(encoding.max, np.float64) - np.asarray(
+        encoding.min, np.float64
+    )
+    if np.any(width < encoding_lib.MIN_RANGE * (1 - 1e-6)):
+        raise ValueError(
+            f"the grid spans {float(np.min(width)):.3g}, less than the "
+            f"{encoding_lib.MIN_RANGE} every grid of the sim spans (AIMET's "
+            "minimum range); the sim would compute on a wider grid than "
+            "the file's."
+        )
 
 
 def _same_grid(a, b):
