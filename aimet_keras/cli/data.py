@@ -123,8 +123,13 @@ def _labels(path, labels, count):
         labels = labels[:, 0]
     if labels.ndim != 1 or len(labels) != count:
         raise ValueError(
-            f"Data {path} has {count} inputs but labels of shape "
-            f"{labels.shape}; give one integer label per input."
+            f"Data {path} has {count} inputs but "
+            + (
+                f"{len(labels)} labels"
+                if labels.ndim == 1
+                else f"labels of shape {labels.shape}"
+            )
+            + "; give one integer label per input."
         )
     whole = np.issubdtype(labels.dtype, np.integer)
     if np.issubdtype(labels.dtype, np.floating):

@@ -69,7 +69,13 @@ def _as_bool(value, where):
         return value
     if value in ("True", "False"):
         return value == "True"
-    raise ValueError(f"{where}: expected True/False, got {value!r}.")
+    raise ValueError(f"{where}: expected True/False, got {_shown(value)}.")
+
+
+def _shown(value, limit=60):
+    """``repr(value)``, cut short: a wrong value may be a whole file."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _channels(enc):
@@ -117,12 +123,14 @@ def _from_0_6_1(entries, where):
     for channel, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ValueError(
-                f"{where}: channel {channel} is {entry!r}, not an object "
+                f"{where}: channel {channel} is {_shown(entry)}, not an object "
                 "with bitwidth, scale and offset."
             )
     dtype = _one_value(entries, "dtype", where, default="int")
     if dtype not in ("int", "float"):
-        raise ValueError(f"{where}: dtype {dtype!r}; use 'int' or 'float'.")
+        raise ValueError(
+            f"{where}: dtype {_shown(dtype)}; use 'int' or 'float'."
+        )
     bitwidth = _whole(_one_value(entries, "bitwidth", where), "bitwidth", where)
     if dtype == "float":
         return _float_encoding(bitwidth, None, None, where)
@@ -151,7 +159,7 @@ def _one_value(entries, key, where, default=None):
         raise ValueError(f"{where}: missing key {key!r}.")
     if len({repr(v) for v in values}) > 1:
         raise ValueError(
-            f"{where}: the channels disagree on {key!r} ({values[:4]}...); "
+            f"{where}: the channels disagree on {key!r} ({_shown(values)}); "
             "one tensor has one grid kind."
         )
     return values[0]
@@ -160,15 +168,17 @@ def _one_value(entries, key, where, default=None):
 def _real(value, what, where):
     """A finite JSON number (not a bool, not a string)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: {what} must be a number; got {value!r}.")
+        raise ValueError(
+            f"{where}: {what} must be a number; got {_shown(value)}."
+        )
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
         raise ValueError(
-            f"{where}: {what} must be finite; got {value!r} (a NaN or inf "
-            "grid comes from a tensor that held NaN or inf)."
+            f"{where}: {what} must be finite; got {_shown(value)} (a NaN or "
+            "inf grid comes from a tensor that held NaN or inf)."
         )
     return number
 
@@ -178,7 +188,7 @@ def _whole(value, what, where):
     number = _real(value, what, where)
     if number != int(number):
         raise ValueError(
-            f"{where}: {what} must be a whole number; got {value!r}."
+            f"{where}: {what} must be a whole number; got {_shown(value)}."
         )
     return int(value)
 
@@ -190,7 +200,7 @@ def _reals(value, what, where, scalar_ok):
     if not isinstance(value, list) or not value:
         raise ValueError(
             f"{where}: {what} must be a non-empty list of numbers; got "
-            f"{value!r}."
+            f"{_shown(value)}."
         )
     return [_real(v, what, where) for v in value]
 
@@ -281,14 +291,16 @@ def _to_1_0_0(name, enc):
 def _from_1_0_0(entry, where):
     dtype = _key(entry, "dtype", where)
     if dtype not in ("INT", "FLOAT"):
-        raise ValueError(f"{where}: dtype {dtype!r}; use 'INT' or 'FLOAT'.")
+        raise ValueError(
+            f"{where}: dtype {_shown(dtype)}; use 'INT' or 'FLOAT'."
+        )
     bitwidth = _whole(_key(entry, "bw", where), "bw", where)
     if dtype == "FLOAT":
         return _float_encoding(bitwidth, None, None, where)
     enc_type = _key(entry, "enc_type", where)
     if enc_type not in ("PER_TENSOR", "PER_CHANNEL"):
         raise ValueError(
-            f"{where}: enc_type {enc_type!r} is not supported; "
+            f"{where}: enc_type {_shown(enc_type)} is not supported; "
             "aimet_keras reads PER_TENSOR and PER_CHANNEL encodings."
         )
     scale = _reals(_key(entry, "scale", where), "scale", where, False)
@@ -382,7 +394,7 @@ def _from_2_0_0(entry, where):
     )
     if match is None:
         raise ValueError(
-            f"{where}: output_dtype {dtype!r} is not an ONNX type 2.0.0 "
+            f"{where}: output_dtype {_shown(dtype)} is not an ONNX type 2.0.0 "
             f"files use (int8, uint8, ..., or one of {sorted(_FLOAT_TYPES)})."
         )
     signed = match.group(1) == "int"
@@ -529,8 +541,8 @@ def encodings_from_dict(
         return params, {}
     if version not in ENCODING_VERSIONS:
         raise ValueError(
-            f"{source}: version {version!r} is not supported; aimet_keras "
-            f"reads {ENCODING_VERSIONS} and AdaRound's flat files."
+            f"{source}: version {_shown(version)} is not supported; "
+            f"aimet_keras reads {ENCODING_VERSIONS} and AdaRound's flat files."
         )
     sections = ("param_encodings", "activation_encodings")
     if version == "2.0.0":
@@ -583,8 +595,8 @@ def _named_entries(section, key, source):
         name = entry["name"]
         if not isinstance(name, str) or not name:
             raise ValueError(
-                f"{source}: entry {position} of {key!r} has name {name!r}; "
-                "tensor names are non-empty strings."
+                f"{source}: entry {position} of {key!r} has name "
+                f"{_shown(name)}; tensor names are non-empty strings."
             )
         if name in seen:
             raise ValueError(

@@ -762,7 +762,13 @@ def message_kind(message):
     "<file>: tensor '_': scale must be > _; got _"
     """
     message = re.sub(r"'[^']*'|\"[^\"]*\"", "'_'", message)
-    message = re.sub(r"\[[^\]]*\]|\([^)]*\)", "_", message)
+    # Values shown in brackets, nested or cut short by "...", count once.
+    message = re.sub(r"[\[{(][^\n]*?\.\.\.", "_", message)
+    while True:
+        inner = re.sub(r"[\[{(][^\[\]{}()]*[\]})]", "_", message)
+        if inner == message:
+            break
+        message = inner
     return re.sub(r"-?\b\d[\w.+-]*|-?inf|nan", "_", message)
 
 
@@ -819,21 +825,23 @@ def _nasty(rng, value):
     if isinstance(value, bool):
         return rng.choice([not value, int(value), str(value), None])
     if isinstance(value, (int, float)) and rng.random() < 0.6:
-        return rng.choice(
-            [
-                -value,
-                value + 0.5,
-                value * 2**40,
-                value + 1,
-                value - 1,
-                float(value),
-                int(value) if math.isfinite(value) else 0,
-                str(value),
-                [value],
-                bool(value),
-                value * float("nan") if value else float("nan"),
-            ]
+        near_misses = (
+            lambda: -value,
+            lambda: value + 0.5,
+            lambda: value * 2**40,
+            lambda: value + 1,
+            lambda: value - 1,
+            lambda: float(value),
+            lambda: int(value),
+            lambda: str(value),
+            lambda: [value],
+            lambda: bool(value),
+            lambda: value * float("nan") if value else float("nan"),
         )
+        try:
+            return rng.choice(near_misses)()
+        except (OverflowError, ValueError):  # an int beyond float, or inf
+            return float("inf")
     if isinstance(value, str) and rng.random() < 0.5:
         return rng.choice([value + "x", value[:-1], value.upper(), [value]])
     if isinstance(value, list) and value and rng.random() < 0.5:
