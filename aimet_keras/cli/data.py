@@ -53,8 +53,10 @@ def load_data(
 
     Raises:
         FileNotFoundError: when nothing exists at ``path``.
-        ValueError: for an unknown kind of file, a file with no inputs, or
-            inputs whose shape does not fit ``input_shape``.
+        ValueError: for an unknown kind of file, a corrupt one, a file
+            with no inputs, inputs that are not real numbers, hold NaN or
+            inf or do not fit ``input_shape``, or labels that are not one
+            whole number per input; naming the file.
 
     Example:
 

@@ -519,7 +519,12 @@ def encodings_from_dict(
         ``{name: Encoding}`` dicts.
 
     Raises:
-        ValueError: naming the file and the tensor or key that is wrong.
+        ValueError: naming the file and the tensor or key that is wrong:
+            a value of the wrong JSON type (``"8"``, ``true`` or ``8.5``
+            for a bit width), NaN or inf, a scale that is not positive, an
+            offset off the grid or contradicting the symmetric flag, a
+            0.6.1 min or max that its scale and offset do not give,
+            per-channel lists of different lengths, a tensor named twice.
 
     Example:
 
@@ -660,7 +665,8 @@ def read_encodings(
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: for invalid JSON or entries, naming the file.
+        ValueError: for invalid JSON (see :func:`read_json`) or entries
+            (see :func:`encodings_from_dict`), naming the file.
     """
     path = pathlib.Path(path)
     data = read_json(path, "Encodings file")

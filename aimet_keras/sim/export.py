@@ -373,8 +373,11 @@ def load_encodings(
         The names of the quantizers set.
 
     Raises:
-        ValueError: for a tensor name the sim does not have, or an encoding
-            that does not fit its quantizer, naming the tensor and file.
+        ValueError: for a tensor name the sim does not have, an encoding
+            that does not fit its quantizer, or a grid the sim cannot hold
+            (beyond float32, or narrower than AIMET's minimum range of
+            0.01, which the sim would widen), naming the tensor and file.
+            A refused file leaves the sim as it was.
     """
     table = _quantizer_table(sim)
     params, activations = encodings_lib.read_encodings(
