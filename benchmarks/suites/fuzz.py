@@ -126,7 +126,7 @@ def run(quick=False):
         ],
         formats={"seconds": "{:.0f}"},
     )
-    messages, failures = {}, []
+    messages, failures, mutator_errors = {}, [], 0
     for loader, fuzzer, _ in jobs:
         stats_path = out / f"{loader}-{fuzzer}.json"
         stats = {}
@@ -136,6 +136,7 @@ def run(quick=False):
         if (loader, fuzzer) in notes:
             found.append({"message": notes[(loader, fuzzer)], "input": None})
         messages[f"{loader}-{fuzzer}"] = stats.get("messages", [])
+        mutator_errors += len(stats.get("mutator_errors", []))
         failures += [{"loader": loader, "fuzzer": fuzzer, **f} for f in found]
         table.add_row(
             loader,
@@ -160,6 +161,10 @@ def run(quick=False):
         "Distinct error messages: refusals with numbers, names and values "
         "blanked (tests.fuzz.kit.message_kind), a rough measure of how "
         "many checks the inputs reached."
+    )
+    table.notes.append(
+        f"Mutations the mutator itself could not make (skipped, not loader "
+        f"failures): {mutator_errors}."
     )
     from tests.fuzz import kit
 

@@ -157,11 +157,12 @@ def _json_seed(name, doc):
 
 
 def _number(value):
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float
+        return False
 
 
 def _file_grids(doc, param_names=()):
@@ -601,6 +602,8 @@ class _DataTarget(_Target):
                 want_y = raw[label_key] if label_key else None
             else:
                 want_x, want_y = raw, None
+            with np.errstate(all="ignore"):
+                want_x = np.asarray(want_x).astype(np.float32)
             if not np.array_equal(inputs, want_x):
                 raise SilentWrongLoad("inputs differ from the file's values")
             if want_y is not None and not np.array_equal(
@@ -761,9 +764,10 @@ def message_kind(message):
     >>> message_kind("<file>: tensor 'fc:0': scale must be > 0; got -1.0.")
     "<file>: tensor '_': scale must be > _; got _"
     """
+    # Values cut short by "..." first: their quotes may not be closed.
+    message = re.sub(r"[\[{('\"][^\n]*?\.\.\.", "_", message)
     message = re.sub(r"'[^']*'|\"[^\"]*\"", "'_'", message)
-    # Values shown in brackets, nested or cut short by "...", count once.
-    message = re.sub(r"[\[{(][^\n]*?\.\.\.", "_", message)
+    # Values shown in brackets, nested, count once.
     while True:
         inner = re.sub(r"[\[{(][^\[\]{}()]*[\]})]", "_", message)
         if inner == message:
@@ -964,10 +968,13 @@ def structured_mutate(target, seed, rng, count=None):
             try:
                 with np.errstate(all="ignore"):
                     doc = _mutate_arrays(doc, rng)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, RuntimeError):
                 pass  # a mutation that does not apply to this dtype
         else:
-            doc = _mutate_once(doc, rng)
+            try:
+                doc = _mutate_once(doc, rng)
+            except (OverflowError, RecursionError):
+                pass  # a mutation the value does not allow (an int past float)
     if seed.suffix == ".npy":
         doc = {"": doc.get("", next(iter(doc.values()), np.zeros(0)))}
     try:

@@ -50,6 +50,7 @@ class _Stats:
             "refused": 0,
             "messages": [],
             "failures": [],
+            "mutator_errors": [],
             "started": time.time(),
             "seconds": 0.0,
         }
@@ -98,7 +99,11 @@ def _guided(target, stats, seconds, mutate, rng):
     deadline = time.time() + seconds
     while time.time() < deadline:
         seed, data, suffix = rng.choice(pool)
-        data, suffix = mutate(target, seed, data, suffix, rng)
+        try:
+            data, suffix = mutate(target, seed, data, suffix, rng)
+        except Exception as error:  # noqa: BLE001 - the mutator's, not a loader's
+            stats.data["mutator_errors"].append(repr(error)[:200])
+            continue
         outcome = kit.run_one(target, data, suffix)
         if stats.add(outcome, data, suffix) and len(pool) < 5000:
             pool.append((_with_data(seed, data, target), data, suffix))
@@ -119,9 +124,12 @@ def _with_data(seed, data, target):
 
 
 def _structured(target, seed, data, suffix, rng):
-    if seed.doc is None:
-        return kit.byte_mutate(data, rng), suffix
-    return kit.structured_mutate(target, seed, rng)
+    if seed.doc is not None:
+        try:
+            return kit.structured_mutate(target, seed, rng)
+        except RecursionError:
+            pass  # a document nested too deep to copy: mutate its bytes
+    return kit.byte_mutate(data, rng), suffix
 
 
 def _bytes(target, seed, data, suffix, rng):
