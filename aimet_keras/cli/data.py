@@ -178,7 +178,8 @@ _ARRAY_FILE_ERRORS = (
     tokenize.TokenError,
     zipfile.BadZipFile,
     zlib.error,
-    NotImplementedError,
+    NotImplementedError,  # a compression method zipfile lacks
+    RuntimeError,  # zipfile: an entry flagged encrypted
 )
 
 

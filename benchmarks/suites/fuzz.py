@@ -43,12 +43,18 @@ FUZZERS = ("structured", "bytes")
 STARTUP_S = 240
 
 
-def _jobs(budget):
+def _jobs(budget, names):
     from tests.fuzz import kit
 
+    unknown = sorted(set(names or ()) - set(kit.LOADERS))
+    if unknown:
+        raise ValueError(
+            f"--only {unknown}: the fuzz suite's loaders are {kit.LOADERS}."
+        )
     return [
         (loader, fuzzer, budget / len(FUZZERS))
         for loader in kit.LOADERS
+        if not names or loader in names
         for fuzzer in FUZZERS
     ]
 
@@ -105,10 +111,10 @@ def _run_all(jobs, out):
     return notes
 
 
-def run(quick=False):
-    """Fuzzes every loader; returns the report."""
+def run(quick=False, names=None):
+    """Fuzzes every loader (or those in ``names``); returns the report."""
     budget = QUICK_BUDGET_S if quick else BUDGET_S
-    jobs = _jobs(budget)
+    jobs = _jobs(budget, names)
     out = pathlib.Path(tempfile.mkdtemp(prefix="fuzz-bench-"))
     notes = _run_all(jobs, out)
     table = harness.Table(

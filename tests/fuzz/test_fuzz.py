@@ -138,6 +138,23 @@ def test_the_property_catches_failures(targets):
         assert expected in outcome.message, outcome.message
 
 
+def test_a_refusal_that_changed_the_sim_is_a_failure(targets):
+    class Partial(type(targets["sim_load"])):
+        def load(self, path):
+            wrapper = kit._sim().quant_wrappers()[0]
+            wrapper.input_quantizers[0].enabled = False
+            raise ValueError(f"{path}: refused after a change")
+
+    seed = targets["sim_load"].seeds()[0]
+    outcome = kit.run_one(Partial(), seed.data, seed.suffix)
+    assert outcome.status == "failure"
+    assert "the sim changed" in outcome.message
+    # The next input starts from the sim's own grids again.
+    assert kit.run_one(targets["sim_load"], seed.data, ".json").status == (
+        "loaded"
+    )
+
+
 # ---------------------------------------------- what the messages say
 
 
