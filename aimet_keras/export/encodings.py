@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
+import re
 import typing
 
 import numpy as np
@@ -71,7 +73,13 @@ def _as_bool(value, where):
         return value
     if value in ("True", "False"):
         return value == "True"
-    raise ValueError(f"{where}: expected True/False, got {value!r}.")
+    raise ValueError(f"{where}: expected True/False, got {_shown(value)}.")
+
+
+def _shown(value, limit=60):
+    """``repr(value)``, cut short: a wrong value may be a whole file."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _channels(enc):
@@ -116,29 +124,148 @@ def _to_0_6_1(name, enc):
 def _from_0_6_1(entries, where):
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{where}: expected a non-empty list of encodings.")
-    first = entries[0]
+    for channel, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f"{where}: channel {channel} is {_shown(entry)}, not an object "
+                "with bitwidth, scale and offset."
+            )
+    dtype = _one_value(entries, "dtype", where, default="int")
+    if dtype not in ("int", "float"):
+        raise ValueError(
+            f"{where}: dtype {_shown(dtype)}; use 'int' or 'float'."
+        )
+    bitwidth = _whole(_one_value(entries, "bitwidth", where), "bitwidth", where)
+    if dtype == "float":
+        return _float_encoding(bitwidth, None, None, where)
+    symmetric = _as_bool(
+        _one_value(entries, "is_symmetric", where, "False"), where
+    )
+    scale = [_real(_key(e, "scale", where), "scale", where) for e in entries]
+    offset = [
+        _whole(_key(e, "offset", where), "offset", where) for e in entries
+    ]
+    encoding = _from_scale_offset(scale, offset, bitwidth, symmetric, where)
+    _check_stated_range(entries, encoding, where)
+    return encoding
+
+
+def _key(entry, key, where):
+    if key not in entry:
+        raise ValueError(f"{where}: missing key {key!r}.")
+    return entry[key]
+
+
+def _one_value(entries, key, where, default=None):
+    """The value every channel's entry gives ``key`` (they must agree)."""
+    values = [e.get(key, default) for e in entries]
+    if values[0] is None:
+        raise ValueError(f"{where}: missing key {key!r}.")
+    if len({repr(v) for v in values}) > 1:
+        raise ValueError(
+            f"{where}: the channels disagree on {key!r} ({_shown(values)}); "
+            "one tensor has one grid kind."
+        )
+    return values[0]
+
+
+def _real(value, what, where):
+    """A finite JSON number (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"{where}: {what} must be a number; got {_shown(value)}."
+        )
     try:
-        if first.get("dtype", "int") == "float":
-            return encoding_lib.float_encoding(int(first["bitwidth"]))
-        bitwidth = int(first["bitwidth"])
-        symmetric = _as_bool(first.get("is_symmetric", "False"), where)
-        scale = [float(e["scale"]) for e in entries]
-        offset = [int(e["offset"]) for e in entries]
-    except KeyError as error:
-        raise ValueError(f"{where}: missing key {error}.") from None
-    return _from_scale_offset(scale, offset, bitwidth, symmetric, where)
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(
+            f"{where}: {what} must be finite; got {_shown(value)} (a NaN or "
+            "inf grid comes from a tensor that held NaN or inf)."
+        )
+    return number
+
+
+def _whole(value, what, where):
+    """A whole JSON number: 8 or 8.0, never 8.5, "8" or true."""
+    number = _real(value, what, where)
+    if number != int(number):
+        raise ValueError(
+            f"{where}: {what} must be a whole number; got {_shown(value)}."
+        )
+    return int(value)
+
+
+def _reals(value, what, where, scalar_ok):
+    """A non-empty list of finite numbers (or one number when allowed)."""
+    if scalar_ok and not isinstance(value, list):
+        return [_real(value, what, where)]
+    if not isinstance(value, list) or not value:
+        raise ValueError(
+            f"{where}: {what} must be a non-empty list of numbers; got "
+            f"{_shown(value)}."
+        )
+    return [_real(v, what, where) for v in value]
+
+
+def _check_stated_range(entries, encoding, where):
+    """A 0.6.1 entry's min and max, when given, must be its grid's."""
+    lows = np.atleast_1d(encoding.min)
+    highs = np.atleast_1d(encoding.max)
+    steps = np.atleast_1d(encoding.delta)
+    for channel, entry in enumerate(entries):
+        for key, grid in (("min", lows), ("max", highs)):
+            if key not in entry:
+                continue
+            stated = _real(entry[key], key, where)
+            # A step of slack: writers round min and max to float32.
+            if abs(stated - grid[channel]) > steps[channel]:
+                raise ValueError(
+                    f"{where}: channel {channel}'s {key} is {stated!r}, but "
+                    f"its scale and offset put it at {grid[channel]!r} "
+                    "(min above max, or a range that does not match the "
+                    "grid); fix or drop min and max."
+                )
+
+
+def _float_encoding(bitwidth, exponent_bits, scale, where):
+    try:
+        return encoding_lib.float_encoding(bitwidth, exponent_bits, scale)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 def _from_scale_offset(scale, offset, bitwidth, symmetric, where):
+    if symmetric and isinstance(bitwidth, int) and 1 < bitwidth < 64:
+        # A symmetric grid centres on zero (signed, strict) or starts at
+        # it (unsigned); any other offset contradicts the flag, and the sim
+        # would keep the symmetric grid, not the file's.
+        half = 2 ** (bitwidth - 1)
+        allowed = (-half, 1 - half, 0)
+        if offset[0] not in allowed or any(o != offset[0] for o in offset):
+            raise ValueError(
+                f"{where}: a symmetric {bitwidth}-bit grid has offset "
+                f"{-half} (or {1 - half} strict, 0 unsigned) on every "
+                f"channel; got offset {offset[:4]}. Mark the grid "
+                "asymmetric or fix the offset."
+            )
     try:
-        return encoding_lib.encoding_from_scale_offset(
-            scale if len(scale) > 1 else scale[0],
-            offset if len(offset) > 1 else offset[0],
-            bitwidth,
-            symmetric,
-        )
+        with np.errstate(over="ignore"):
+            encoding = encoding_lib.encoding_from_scale_offset(
+                scale if len(scale) > 1 else scale[0],
+                offset if len(offset) > 1 else offset[0],
+                bitwidth,
+                symmetric,
+            )
     except ValueError as error:
         raise ValueError(f"{where}: {error}") from None
+    if not np.all(np.isfinite([encoding.min, encoding.max])):
+        raise ValueError(
+            f"{where}: scale {scale[:4]} times the {bitwidth}-bit grid's "
+            "levels overflows a float64 range; the scale is wrong."
+        )
+    return encoding
 
 
 # ----------------------------------------------------------------- 1.0.0
@@ -166,23 +293,37 @@ def _to_1_0_0(name, enc):
 
 
 def _from_1_0_0(entry, where):
-    try:
-        if entry["dtype"] == "FLOAT":
-            return encoding_lib.float_encoding(int(entry["bw"]))
-        if entry["enc_type"] not in ("PER_TENSOR", "PER_CHANNEL"):
-            raise ValueError(
-                f"{where}: enc_type {entry['enc_type']!r} is not supported; "
-                "aimet_keras reads PER_TENSOR and PER_CHANNEL encodings."
-            )
-        return _from_scale_offset(
-            [float(s) for s in entry["scale"]],
-            [int(o) for o in entry["offset"]],
-            int(entry["bw"]),
-            _as_bool(entry["is_sym"], where),
-            where,
+    dtype = _key(entry, "dtype", where)
+    if dtype not in ("INT", "FLOAT"):
+        raise ValueError(
+            f"{where}: dtype {_shown(dtype)}; use 'INT' or 'FLOAT'."
         )
-    except KeyError as error:
-        raise ValueError(f"{where}: missing key {error}.") from None
+    bitwidth = _whole(_key(entry, "bw", where), "bw", where)
+    if dtype == "FLOAT":
+        return _float_encoding(bitwidth, None, None, where)
+    enc_type = _key(entry, "enc_type", where)
+    if enc_type not in ("PER_TENSOR", "PER_CHANNEL"):
+        raise ValueError(
+            f"{where}: enc_type {_shown(enc_type)} is not supported; "
+            "aimet_keras reads PER_TENSOR and PER_CHANNEL encodings."
+        )
+    scale = _reals(_key(entry, "scale", where), "scale", where, False)
+    offset = [
+        _whole(o, "offset", where)
+        for o in _reals(_key(entry, "offset", where), "offset", where, False)
+    ]
+    if enc_type == "PER_TENSOR" and len(scale) != 1:
+        raise ValueError(
+            f"{where}: a PER_TENSOR entry has one scale; this one has "
+            f"{len(scale)}. Mark it PER_CHANNEL or give one scale."
+        )
+    if len(offset) != len(scale):
+        raise ValueError(
+            f"{where}: {len(scale)} scales but {len(offset)} offsets; give "
+            "one offset per scale."
+        )
+    symmetric = _as_bool(_key(entry, "is_sym", where), where)
+    return _from_scale_offset(scale, offset, bitwidth, symmetric, where)
 
 
 # ----------------------------------------------------------------- 2.0.0
@@ -243,29 +384,51 @@ _FLOAT_TYPES = {
 
 
 def _from_2_0_0(entry, where):
-    try:
-        dtype = entry["output_dtype"]
-        if dtype in _FLOAT_TYPES:
-            bitwidth, exponent_bits = _FLOAT_TYPES[dtype]
-            scale = None
-            if bitwidth == 8:
-                scale = np.asarray(entry["y_scale"], np.float64)
-            return encoding_lib.float_encoding(bitwidth, exponent_bits, scale)
-        signed = dtype.startswith("int")
-        bitwidth = int(dtype[3:] if signed else dtype[4:])
-        scale = np.atleast_1d(entry["y_scale"]).astype(np.float64).tolist()
-        zero_point = np.atleast_1d(entry.get("y_zero_point", 0)).astype(int)
-    except (KeyError, ValueError) as error:
-        raise ValueError(f"{where}: bad 2.0.0 entry ({error}).") from None
+    dtype = _key(entry, "output_dtype", where)
+    if isinstance(dtype, str) and dtype in _FLOAT_TYPES:
+        bitwidth, exponent_bits = _FLOAT_TYPES[dtype]
+        scale = None
+        if bitwidth == 8:
+            scale = _reals(
+                _key(entry, "y_scale", where), "y_scale", where, True
+            )
+            scale = np.asarray(scale if len(scale) > 1 else scale[0])
+        return _float_encoding(bitwidth, exponent_bits, scale, where)
+    match = (
+        re.fullmatch(r"(u?int)([0-9]{1,2})", dtype)
+        if isinstance(dtype, str)
+        else None
+    )
+    if match is None:
+        raise ValueError(
+            f"{where}: output_dtype {_shown(dtype)} is not an ONNX type 2.0.0 "
+            f"files use (int8, uint8, ..., or one of {sorted(_FLOAT_TYPES)})."
+        )
+    signed = match.group(1) == "int"
+    bitwidth = int(match.group(2))
+    scale = _reals(_key(entry, "y_scale", where), "y_scale", where, True)
+    zero_point = [
+        _whole(z, "y_zero_point", where)
+        for z in _reals(
+            entry.get("y_zero_point", 0), "y_zero_point", where, True
+        )
+    ]
+    if "axis" in entry:
+        _whole(entry["axis"], "axis", where)
+    if len(zero_point) == 1:
+        zero_point = zero_point * len(scale)
+    if len(zero_point) != len(scale):
+        raise ValueError(
+            f"{where}: {len(scale)} scales but {len(zero_point)} zero points; "
+            "give one zero point, or one per scale."
+        )
     shift = 2 ** (bitwidth - 1) if signed else 0
-    offset = (-(zero_point + shift)).tolist()
+    offset = [-(z + shift) for z in zero_point]
     # AIMET's symmetric zero points: full, strict, unsigned (see the module
     # docstring); other signed zero points are the affine grid they say.
     symmetric = signed and any(
-        bool(np.all(zero_point == z)) for z in (0, -1, -shift)
+        all(z == level for z in zero_point) for level in (0, -1, -shift)
     )
-    if len(offset) == 1 and len(scale) > 1:
-        offset = offset * len(scale)
     encoding = _from_scale_offset(scale, offset, bitwidth, symmetric, where)
     if symmetric and not np.any(zero_point):
         # int<bw> with zero point 0 does not say whether the lowest level
@@ -367,7 +530,12 @@ def encodings_from_dict(
         ``{name: Encoding}`` dicts.
 
     Raises:
-        ValueError: naming the file and the tensor or key that is wrong.
+        ValueError: naming the file and the tensor or key that is wrong:
+            a value of the wrong JSON type (``"8"``, ``true`` or ``8.5``
+            for a bit width), NaN or inf, a scale that is not positive, an
+            offset off the grid or contradicting the symmetric flag, a
+            0.6.1 min or max that its scale and offset do not give,
+            per-channel lists of different lengths, a tensor named twice.
 
     Example:
 
@@ -389,8 +557,8 @@ def encodings_from_dict(
         return params, {}
     if version not in ENCODING_VERSIONS:
         raise ValueError(
-            f"{source}: version {version!r} is not supported; aimet_keras "
-            f"reads {ENCODING_VERSIONS} and AdaRound's flat files."
+            f"{source}: version {_shown(version)} is not supported; "
+            f"aimet_keras reads {ENCODING_VERSIONS} and AdaRound's flat files."
         )
     sections = ("param_encodings", "activation_encodings")
     if version == "2.0.0":
@@ -420,6 +588,12 @@ def encodings_from_dict(
                 for n, e in items
             }
         )
+    both = sorted(set(result[0]) & set(result[1]))
+    if both:
+        raise ValueError(
+            f"{source}: tensor {both[0]!r} is in both 'param_encodings' and "
+            "'activation_encodings'; a tensor is one or the other."
+        )
     return tuple(result)
 
 
@@ -435,6 +609,11 @@ def _named_entries(section, key, source):
                 "with a 'name'."
             )
         name = entry["name"]
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"{source}: entry {position} of {key!r} has name "
+                f"{_shown(name)}; tensor names are non-empty strings."
+            )
         if name in seen:
             raise ValueError(
                 f"{source}: tensor {name!r} appears twice in {key!r}; "
@@ -497,11 +676,75 @@ def read_encodings(
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: for invalid JSON or entries, naming the file.
+        ValueError: for invalid JSON (see :func:`read_json`) or entries
+            (see :func:`encodings_from_dict`), naming the file.
     """
     path = pathlib.Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    data = read_json(path, "Encodings file")
     return encodings_from_dict(data, str(path), param_names)
+
+
+def read_json(path: str | os.PathLike, what: str) -> object:
+    """Parses a JSON file strictly, every problem a ValueError naming it.
+
+    Refuses bytes that are not UTF-8, nesting deeper than Python's
+    recursion allows, and an object that gives one key twice (the JSON
+    module would keep the last value silently).
+
+    Args:
+        path: the file.
+        what: what the file is, for messages (``"Encodings file"``).
+
+    Returns:
+        The parsed JSON.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: for anything that is not valid JSON, naming the file.
+
+    Example:
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "twice.json"
+    >>> _ = path.write_text('{"a": 1, "a": 2}')
+    >>> read_json(path, "Config")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Config ... gives key 'a' twice in one object; ...
+    """
+    raw = pathlib.Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{what} {path} is not UTF-8 text (byte {error.start}): "
+            "a JSON file is expected."
+        ) from None
+
+    def unique_keys(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=unique_keys)
+    except _DuplicateKey as error:
+        raise ValueError(
+            f"{what} {path} gives key {error.key!r} twice in one object; "
+            "which value is meant is unclear."
+        ) from None
+    except RecursionError:
+        raise ValueError(
+            f"{what} {path} nests JSON deeper than Python can read."
+        ) from None
+    except ValueError as error:  # JSONDecodeError, or an int too long
+        raise ValueError(f"{what} {path} is not valid JSON: {error}") from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key

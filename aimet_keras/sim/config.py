@@ -59,9 +59,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import typing
 
+from aimet_keras.export import encodings as encodings_lib
 from aimet_keras.sim import op_types
 
 if typing.TYPE_CHECKING:
@@ -176,6 +178,12 @@ class _Reader:
             return value == "True"
         self.fail(path, f'expected "True" or "False", got {value!r}.')
 
+    def text(self, obj, key, path):
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str):
+            self.fail(f"{path}.{key}", f"expected a string, got {value!r}.")
+        return value
+
     def optional_bool(self, obj, key, path):
         return self.boolean(obj[key], f"{path}.{key}") if key in obj else None
 
@@ -184,19 +192,34 @@ class _Reader:
             value, path, ("is_quantized", "is_symmetric", "bitwidth")
         )
         bitwidth = obj.get("bitwidth")
-        if bitwidth is not None and (
-            not isinstance(bitwidth, int) or not 2 <= bitwidth <= 32
-        ):
-            self.fail(
-                f"{path}.bitwidth", f"expected an int 2..32, got {bitwidth!r}."
-            )
+        if bitwidth is not None:
+            self.bitwidth(bitwidth, f"{path}.bitwidth", range(2, 33))
         return ParamSettings(
             self.optional_bool(obj, "is_quantized", path),
             self.optional_bool(obj, "is_symmetric", path),
             bitwidth,
         )
 
+    def bitwidth(self, value, path, allowed):
+        if type(value) is not int or value not in allowed:
+            self.fail(
+                path,
+                f"expected an int {allowed[0]}..{allowed[-1]}, got {value!r}.",
+            )
+        return value
+
+    def number(self, value, path):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            self.fail(path, f"expected a finite number, got {value!r}.")
+        return float(value)
+
     def op_type_name(self, name, path):
+        if not isinstance(name, str):
+            self.fail(path, f"expected an op type name, got {name!r}.")
         if name not in op_types.ONNX_OP_TYPES:
             hint = op_types.did_you_mean(name, op_types.ONNX_OP_TYPES)
             self.fail(
@@ -222,6 +245,12 @@ class _Reader:
                 if spec.get("dtype", "int") not in ("int", "float"):
                     self.fail(
                         f"{where}.{side}.dtype", "expected 'int' or 'float'."
+                    )
+                if "bitwidth" in spec:
+                    self.bitwidth(
+                        spec["bitwidth"],
+                        f"{where}.{side}.bitwidth",
+                        range(2, 33),
                     )
         return tuple(json.dumps(k, sort_keys=True) for k in value)
 
@@ -256,10 +285,12 @@ class _Reader:
             bounds = self.object(
                 obj["encoding_constraints"], where, ("min", "max")
             )
-            try:
-                constraints = (float(bounds["min"]), float(bounds["max"]))
-            except (KeyError, TypeError, ValueError):
+            if "min" not in bounds or "max" not in bounds:
                 self.fail(where, "expected numbers 'min' and 'max'.")
+            constraints = tuple(
+                self.number(bounds[key], f"{where}.{key}")
+                for key in ("min", "max")
+            )
             if constraints[0] > constraints[1]:
                 self.fail(where, "min must not exceed max.")
         return OpTypeSettings(
@@ -385,7 +416,7 @@ def _parse(data, source):
         per_channel_quantization=bool(
             read.optional_bool(defaults, "per_channel_quantization", "defaults")
         ),
-        hw_version=defaults.get("hw_version"),
+        hw_version=read.text(defaults, "hw_version", "defaults"),
         supported_kernels=read.kernels(
             defaults.get("supported_kernels", []), "defaults.supported_kernels"
         ),
@@ -502,12 +533,7 @@ def _config_json(config):
 
 
 def _read_json(path):
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"Quantsim config {path} is not valid JSON: {error}"
-        ) from None
+    return encodings_lib.read_json(path, "Quantsim config")
 
 
 def _merged(base, extra):

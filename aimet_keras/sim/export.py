@@ -382,8 +382,11 @@ def load_encodings(
         The names of the quantizers set.
 
     Raises:
-        ValueError: for a tensor name the sim does not have, or an encoding
-            that does not fit its quantizer, naming the tensor and file.
+        ValueError: for a tensor name the sim does not have, an encoding
+            that does not fit its quantizer, or a grid the sim cannot hold
+            (beyond float32, or narrower than AIMET's minimum range of
+            0.01, which the sim would widen), naming the tensor and file.
+            A refused file leaves the sim as it was.
     """
     table = _quantizer_table(sim)
     biases = _bias_quantizers(sim)
@@ -416,28 +419,41 @@ def load_encodings(
             + "; loading it would disable every quantizer. Check that it "
             "is the encodings file of this model."
         )
-    done, loaded, disabled = set(), [], []
-    for name, (quantizer, kind) in table.items():
-        if params_only and kind == "activation":
-            continue
-        encoding = wanted[kind].get(name)
-        if encoding is None:
-            if params_only or quantizer.tied_to_product:
-                # set_and_freeze leaves the other weights alone; a 32-bit
-                # bias takes its step from the input and kernel loaded.
-                continue
-            if quantizer.enabled and id(quantizer) not in done:
-                quantizer.enabled = False
-                disabled.append(name)
-            continue
-        if id(quantizer) in done:
-            continue
+    for name, encoding in named.items():
         try:
-            _set_from_file(quantizer, encoding)
+            _check_holdable(encoding)
         except ValueError as error:
             raise ValueError(f"{path}: tensor {name!r}: {error}") from None
-        done.add(id(quantizer))
-        loaded.append((quantizer, encoding))
+    done, loaded, disabled = set(), [], []
+    # All or nothing: a tensor the sim refuses halfway through the file
+    # puts back the quantizers set before it.
+    saved = [_saved_settings(quantizer) for quantizer, _ in table.values()]
+    try:
+        for name, (quantizer, kind) in table.items():
+            if params_only and kind == "activation":
+                continue
+            encoding = wanted[kind].get(name)
+            if encoding is None:
+                if params_only or quantizer.tied_to_product:
+                    # set_and_freeze leaves the other weights alone; a 32-bit
+                    # bias takes its step from the input and kernel loaded.
+                    continue
+                if quantizer.enabled and id(quantizer) not in done:
+                    quantizer.enabled = False
+                    disabled.append(name)
+                continue
+            if id(quantizer) in done:
+                continue
+            try:
+                _set_from_file(quantizer, encoding)
+            except ValueError as error:
+                raise ValueError(f"{path}: tensor {name!r}: {error}") from None
+            done.add(id(quantizer))
+            loaded.append((quantizer, encoding))
+    except ValueError:
+        for settings in saved:
+            _restore_settings(settings)
+        raise
     # A tied grid the file gives another value is the file's from now on.
     for quantizer, encoding in loaded:
         if quantizer.tied and not _same_grid(quantizer.encoding, encoding):
@@ -513,12 +529,14 @@ def _bias_quantizers(sim):
 
 
 def _without_32_bit_biases(params, biases):
-    """``params`` less the 32-bit bias grids left to the sim.
+    """``params`` less the 32-bit bias grids of biases the sim keeps float.
 
     AIMET writes 32-bit bias encodings (export_int32_bias) and does not
-    simulate them; a sim that keeps its biases float, or takes a 32-bit
-    bias step from its input's and kernel's steps (``tie_to_product``),
-    keeps doing so: no quantizer is set or disabled by them.
+    simulate them; a sim that keeps its biases float keeps doing so. A bias
+    whose 32-bit step the sim takes from its input's and kernel's
+    (``tie_to_product``) is loaded as any tied grid is: it stays tied where
+    the file's grid is that product (as AIMET writes it), and takes the
+    file's grid where not.
     """
     kept = {}
     for name, encoding in params.items():
@@ -527,21 +545,101 @@ def _without_32_bit_biases(params, biases):
             quantizer is not None
             and not encoding.is_float
             and encoding.bitwidth >= 32
-            and (not quantizer.enabled or quantizer.tied_to_product)
+            and not quantizer.enabled
         ):
             continue
         kept[name] = encoding
     return kept
 
 
+# What loading a file may change on a quantizer.
+_LOADED_SETTINGS = (
+    "enabled",
+    "data_type",
+    "bitwidth",
+    "exponent_bits",
+    "is_symmetric",
+    "strict_symmetric",
+    "unsigned_symmetric",
+    "_initialized",
+)
+
+
+def _saved_settings(quantizer):
+    values = {key: getattr(quantizer, key) for key in _LOADED_SETTINGS}
+    variables = []
+    if quantizer.built:
+        variables = [
+            (v, v.numpy())
+            for v in (
+                quantizer.encoding_min,
+                quantizer.encoding_max,
+                quantizer.has_encoding,
+            )
+        ]
+    return quantizer, values, variables
+
+
+def _restore_settings(saved):
+    quantizer, values, variables = saved
+    for key, value in values.items():
+        setattr(quantizer, key, value)
+    for variable, value in variables:
+        variable.assign(value)
+
+
+_FLOAT32 = np.finfo(np.float32)
+
+
+def _check_holdable(encoding):
+    """A file's grid must be one the sim can hold: in float32, at least
+    MIN_RANGE wide."""
+    if encoding.delta is None:
+        return
+    values = [np.abs(np.asarray(encoding.delta, np.float64))]
+    if encoding.min is not None:
+        values += [
+            np.abs(np.asarray(v, np.float64))
+            for v in (encoding.min, encoding.max)
+        ]
+    if any(np.any(v > _FLOAT32.max) for v in values) or np.any(
+        values[0] < _FLOAT32.tiny
+    ):
+        raise ValueError(
+            f"the grid (scale {encoding.delta!r}, range {encoding.min!r} to "
+            f"{encoding.max!r}) does not fit float32, which the sim keeps "
+            f"grids in (scales from {_FLOAT32.tiny:.3g}, ranges up to "
+            f"{_FLOAT32.max:.3g})."
+        )
+    if encoding.is_float:
+        return
+    width = np.asarray(encoding.max, np.float64) - np.asarray(
+        encoding.min, np.float64
+    )
+    if np.any(width < encoding_lib.MIN_RANGE * (1 - 1e-6)):
+        raise ValueError(
+            f"the grid spans {float(np.min(width)):.3g}, less than the "
+            f"{encoding_lib.MIN_RANGE} every grid of the sim spans (AIMET's "
+            "minimum range); the sim would compute on a wider grid than "
+            "the file's."
+        )
+
+
 def _same_grid(a, b):
-    """Whether two integer encodings describe one grid."""
+    """Whether integer encoding ``a`` is the grid file encoding ``b`` says
+    (a symmetric ``b`` that cannot say whether its lowest level is used,
+    a 2.0.0 int<b> with zero point 0, fits either)."""
     return (
         a is not None
         and not a.is_float
         and not b.is_float
         and a.bitwidth == b.bitwidth
-        and np.array_equal(np.asarray(a.offset), np.asarray(b.offset))
+        and (
+            np.array_equal(np.asarray(a.offset), np.asarray(b.offset))
+            or (
+                a.is_symmetric and b.is_symmetric and b.strict_symmetric is None
+            )
+        )
         and np.allclose(a.delta, b.delta, rtol=1e-6, atol=0.0)
     )
 

@@ -59,6 +59,12 @@ SUITES = {
         "with the sim (full test set, fer on faces), TFLite latency and size "
         "vs FP32 and vs the TFLite converter's own PTQ"
     ),
+    "fuzz": (
+        "every loader (encodings 0.6.1/1.0.0/2.0.0, load into a sim, "
+        "AdaRound's param file, quantsim configs, the CLI's data) fuzzed "
+        "10 minutes, structured and byte-level (atheris): inputs tried, "
+        "distinct errors, failures; failing inputs go to tests/fuzz/corpus"
+    ),
     "grid": (
         "quantize_dequantize vs a plain clip-and-round op (XLA and not), and "
         "observer update/compute_encoding cost vs the FP32 forward passes"

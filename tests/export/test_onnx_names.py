@@ -111,13 +111,14 @@ def test_a_file_naming_unknown_tensors_is_refused(tmp_path):
         load_encodings(sim, path)
 
 
-@pytest.mark.parametrize("config", ["default", "tflite_int8"])
-def test_32_bit_bias_encodings_of_the_onnx_copy_are_left_to_the_sim(
-    tmp_path, config
-):
+@pytest.mark.parametrize(
+    "config, scale",
+    [("default", "any"), ("tflite_int8", "product"), ("tflite_int8", "any")],
+)
+def test_32_bit_bias_encodings_of_the_onnx_copy(tmp_path, config, scale):
     # AIMET's 2.0.0 files (export_int32_bias, its default) hold int32
     # encodings of the convolutions' biases, named as the ONNX copy's
-    # (tf2onnx drops a bias of zeros).
+    # (tf2onnx drops a bias of zeros), on input step x kernel step.
     model = _model(keras.initializers.RandomUniform(0.1, 0.3, seed=0))
     data = np.random.default_rng(3).uniform(size=(16, 8, 8, 1))
     data = data.astype("float32")
@@ -126,25 +127,31 @@ def test_32_bit_bias_encodings_of_the_onnx_copy_are_left_to_the_sim(
     result = export_onnx(source, tmp_path / "m.onnx", encoding_version="2.0.0")
     names = onnx_lib.onnx_tensor_names(source)
     bias = next(n for n, ours in names.items() if ours == "conv/bias:0")
+    steps = [1e-5] * 4
+    if scale == "product":
+        own = source.quant_wrappers()[0].param_quantizers["bias"].encoding
+        steps = np.asarray(own.delta, np.float64).tolist()
     written = json.loads(result.encodings_path.read_text())
     written["encodings"].append(
-        {
-            "name": bias,
-            "output_dtype": "int32",
-            "y_scale": [1e-5] * 4,
-            "axis": 0,
-        }
+        {"name": bias, "output_dtype": "int32", "y_scale": steps, "axis": 0}
     )
     path = tmp_path / "aimet.encodings"
     path.write_text(json.dumps(written))
     target = QuantizationSimModel(model, config_file=config)
     target.compute_encodings(data * 3.0)
-    done = _load_and_compare(target, source, path, data)
-    assert "conv/bias:0" not in done
     quantizer = target.quant_wrappers()[0].param_quantizers["bias"]
-    # Float biases stay float; a 32-bit one keeps input step x kernel step.
-    assert quantizer.enabled == (config == "tflite_int8")
-    assert quantizer.tied_to_product == (config == "tflite_int8")
+    if config == "default" or scale == "product":
+        done = _load_and_compare(target, source, path, data)
+        # Float biases stay float; a 32-bit one keeps input step x kernel
+        # step (which the file's grid is).
+        assert quantizer.enabled == (config == "tflite_int8")
+        assert quantizer.tied_to_product == (config == "tflite_int8")
+        assert ("conv/bias:0" in done) == (config == "tflite_int8")
+        return
+    # Another grid: the file's, as for any tied grid a file sets.
+    load_encodings(target, path)
+    assert not quantizer.tied_to_product
+    np.testing.assert_allclose(quantizer.encoding.delta, steps, rtol=1e-6)
 
 
 def test_an_unknown_name_among_onnx_names_is_the_one_named(tmp_path):
