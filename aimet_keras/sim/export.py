@@ -199,11 +199,15 @@ def sim_encodings(sim, version="0.6.1"):
     axes = {}
     for wrapper in sim.quant_wrappers():
         for weight, quantizer in wrapper.quantized_weights():
-            if isinstance(quantizer.axis, int):
+            axis = quantizer.axis
+            if isinstance(axis, tuple):
+                # A depthwise kernel's channels span (in, multiplier); with
+                # a multiplier of 1 they lie on one axis, which 2.0.0 needs.
+                spread = [a for a in axis if weight.shape[a] != 1]
+                axis = spread[0] if len(spread) == 1 else None
+            if isinstance(axis, int):
                 key = wrapper_lib.weight_key(wrapper.layer, weight)
-                axes[f"{wrapper.name}/{key}:0"] = quantizer.axis % len(
-                    weight.shape
-                )
+                axes[f"{wrapper.name}/{key}:0"] = axis % len(weight.shape)
     return encodings_lib.encodings_to_dict(
         params,
         activations,

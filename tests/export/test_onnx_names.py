@@ -223,3 +223,22 @@ def test_a_file_naming_only_tensors_the_sim_does_not_quantize_is_refused(
     path.write_text(json.dumps(written))
     with pytest.raises(ValueError, match="not a tensor of this sim"):
         load_encodings(sim, path)
+
+
+def test_2_0_0_files_give_a_depthwise_kernels_channel_axis(tmp_path):
+    # aimet-onnx refused sim.export's 2.0.0 file of the TFLite configs:
+    # the per-channel depthwise kernel had no axis ("channel_axis must be
+    # specified for 1-dimensional scale").
+    inputs = keras.Input((8, 8, 3), name="image")
+    model = keras.Model(
+        inputs, keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    )
+    sim = QuantizationSimModel(model, config_file="tflite_int8")
+    sim.compute_encodings(
+        np.random.default_rng(7).uniform(size=(4, 8, 8, 3)).astype("float32")
+    )
+    sim.export(tmp_path, "m", encoding_version="2.0.0")
+    entries = json.loads((tmp_path / "m.encodings").read_text())["encodings"]
+    (kernel,) = [e for e in entries if e["name"] == "dw/kernel:0"]
+    assert len(kernel["y_scale"]) == 3
+    assert kernel["axis"] == 2  # (height, width, channels, multiplier)
