@@ -718,6 +718,11 @@ def onnx_tensor_names(
     >>> sorted(set(names.values()))
     ['fc/kernel:0', 'fc:0', 'features:0']
     """
+    return _onnx_copy(sim, opset)[0]
+
+
+def _onnx_copy(sim, opset=13):
+    """``(onnx_tensor_names(sim), the FP32 ONNX copy)``."""
     from aimet_keras.sim import export as export_lib
 
     sim = quantsim_lib.as_simulation(sim)
@@ -767,10 +772,69 @@ def onnx_tensor_names(
     for node in fp32.graph.node:
         if node.op_type in _MOVES_VALUES and node.input[0] in found:
             found.setdefault(node.output[0], found[node.input[0]])
-    return found
+    return found, fp32
 
 
 _MOVES_VALUES = ("Reshape", "Squeeze", "Unsqueeze", "Transpose", "Flatten")
+
+# Ops across which AIMET's 2.0.0 export copies a grid to a tensor its sim
+# does not quantize (_derive_data_movement_op_encodings): value movers,
+# and clipping ops backwards (a Clip's input takes its output's grid).
+_COPIES_GRIDS = _MOVES_VALUES + ("Clip", "Relu", "MaxPool", "Pad", "Gather")
+
+
+def unquantized_onnx_tensors(fp32, found, names):
+    """Sorts names of the ONNX copy that the sim does not quantize.
+
+    Args:
+        fp32: the FP32 ONNX copy (``ModelProto``).
+        found: :func:`onnx_tensor_names` of the sim.
+        names: tensor names not in ``found``.
+
+    Returns:
+        ``(near, other, foreign)``: ``near`` maps each tensor of the copy
+        reached from a mapped one across ops of ``_COPIES_GRIDS`` (where
+        AIMET's 2.0.0 export copies grids) to ``(op type, mapped name)``;
+        ``other`` lists the copy's other tensors; ``foreign`` the names
+        that are no tensor of the copy.
+
+    Example:
+
+    >>> import onnx
+    >>> node = onnx.helper.make_node("Clip", ["conv:0"], ["relu6:0"])
+    >>> graph = onnx.helper.make_graph([node], "g", [], [])
+    >>> unquantized_onnx_tensors(
+    ...     onnx.helper.make_model(graph), {"relu6:0": "relu6:0"},
+    ...     ["conv:0", "x:0"],
+    ... )
+    ({'conv:0': ('Clip', 'relu6:0')}, [], ['x:0'])
+    """
+    tensors = {i.name for i in fp32.graph.input}
+    tensors |= {i.name for i in fp32.graph.initializer}
+    neighbours = {}
+    for node in fp32.graph.node:
+        tensors.update(node.input)
+        tensors.update(node.output)
+        if node.op_type in _COPIES_GRIDS and node.input and node.output:
+            a, b = node.input[0], node.output[0]
+            neighbours.setdefault(a, []).append((node.op_type, b))
+            neighbours.setdefault(b, []).append((node.op_type, a))
+    near, other = {}, []
+    for name in names:
+        if name not in tensors:
+            continue
+        # Breadth first: the nearest mapped tensor across grid-copying ops.
+        seen, queue = {name}, [(op, n) for op, n in neighbours.get(name, ())]
+        while queue and queue[0][1] not in found:
+            op, tensor = queue.pop(0)
+            seen.add(tensor)
+            queue += [(op, n) for _, n in neighbours.get(tensor, ())]
+            queue = [(o, n) for o, n in queue if n not in seen or n in found]
+        if queue:
+            near[name] = queue[0]
+        else:
+            other.append(name)
+    return near, other, [name for name in names if name not in tensors]
 
 
 _WEIGHT_DTYPES = ("uint8", "int8")

@@ -199,11 +199,15 @@ def sim_encodings(sim, version="0.6.1"):
     axes = {}
     for wrapper in sim.quant_wrappers():
         for weight, quantizer in wrapper.quantized_weights():
-            if isinstance(quantizer.axis, int):
+            axis = quantizer.axis
+            if isinstance(axis, tuple):
+                # A depthwise kernel's channels span (in, multiplier); with
+                # a multiplier of 1 they lie on one axis, which 2.0.0 needs.
+                spread = [a for a in axis if weight.shape[a] != 1]
+                axis = spread[0] if len(spread) == 1 else None
+            if isinstance(axis, int):
                 key = wrapper_lib.weight_key(wrapper.layer, weight)
-                axes[f"{wrapper.name}/{key}:0"] = quantizer.axis % len(
-                    weight.shape
-                )
+                axes[f"{wrapper.name}/{key}:0"] = axis % len(weight.shape)
     return encodings_lib.encodings_to_dict(
         params,
         activations,
@@ -479,7 +483,7 @@ def _from_onnx_names(sim, path, param_names, params, activations):
     try:
         from aimet_keras.export import onnx as onnx_lib
 
-        translate = onnx_lib.onnx_tensor_names(sim)
+        translate, fp32 = onnx_lib._onnx_copy(sim)
     except ImportError:
         return params, activations  # the unknown names are reported later
     except ValueError as error:
@@ -492,23 +496,32 @@ def _from_onnx_names(sim, path, param_names, params, activations):
     missing = [name for name in named if name not in translate]
     if len(missing) == len(named):
         return params, activations  # not ONNX names: reported later
-    if missing:
+    near, other, foreign = onnx_lib.unquantized_onnx_tensors(
+        fp32, translate, missing
+    )
+    if foreign:
         raise ValueError(
-            f"{path}: tensor {missing[0]!r} is a tensor of neither this sim "
+            f"{path}: tensor {foreign[0]!r} is a tensor of neither this sim "
             f"nor its ONNX copy, whose names {len(named) - len(missing)} of "
-            f"the file's {len(named)} entries use ({len(missing)} unknown: "
-            f"{missing[:5]}). Export the encodings from a sim of the same "
+            f"the file's {len(named)} entries use ({len(foreign)} unknown: "
+            f"{foreign[:5]}). Export the encodings from a sim of the same "
             "model, or from AIMET's sim of its ONNX copy."
         )
     # 2.0.0 files have one list: sort it by the ONNX copy's param names.
     onnx_params = [n for n, ours in translate.items() if ours in param_names]
     params, activations = encodings_lib.read_encodings(path, onnx_params)
+    everything = {**params, **activations}
+    _warn_unquantized(path, near, other, everything)
     sections = []
     for section in (params, activations):
         ours = {}
         for name, encoding in section.items():
-            other = ours.setdefault(translate[name], encoding)
-            if other is not encoding and not _same_grid(other, encoding):
+            if name not in translate:
+                continue  # a tensor this sim does not quantize: warned
+            other_encoding = ours.setdefault(translate[name], encoding)
+            if other_encoding is not encoding and not _same_grid(
+                other_encoding, encoding
+            ):
                 raise ValueError(
                     f"{path}: tensor {name!r} and another name of the ONNX "
                     f"copy are both {translate[name]!r} of this sim, with "
@@ -516,6 +529,47 @@ def _from_onnx_names(sim, path, param_names, params, activations):
                 )
         sections.append(ours)
     return tuple(sections)
+
+
+def _warn_unquantized(path, near, other, encodings):
+    """Says which entries of an ONNX-named file the sim has no quantizer
+    for, and why they are left out.
+
+    ``near`` and ``other`` are :func:`unquantized_onnx_tensors`' sorting.
+    An entry with the grid of a mapped tensor one clipping or value-moving
+    op away is AIMET's 2.0.0 export copying that grid; one with a grid of
+    its own is a quantizer AIMET's sim has and this sim does not.
+    """
+    copies, extra = [], list(other)
+    for name, (op, mapped) in near.items():
+        if _same_grid(encodings.get(mapped), encodings[name]):
+            copies.append(f"{name} (= {mapped} across {op})")
+        else:
+            extra.append(name)
+    lines = []
+    if copies:
+        lines.append(
+            f"{len(copies)} repeat the grid of a tensor the sim quantizes, "
+            "across an op that only clips or moves values (AIMET's 2.0.0 "
+            f"export writes such copies): {copies[:3]}"
+            f"{' ...' if len(copies) > 3 else ''}"
+        )
+    if extra:
+        lines.append(
+            f"{len(extra)} are quantizers of AIMET's sim that this sim "
+            "lacks (e.g. a convolution's output the sim fuses with the "
+            "activation after it, or a constant input), so their grids are "
+            f"not simulated: {sorted(extra)[:5]}"
+            f"{' ...' if len(extra) > 5 else ''}"
+        )
+    if lines:
+        warnings.warn(
+            f"{path}: {len(copies) + len(extra)} entries name tensors of the "
+            "model's ONNX copy that this sim does not quantize, left out; "
+            + "; ".join(lines)
+            + ".",
+            stacklevel=4,
+        )
 
 
 def _bias_quantizers(sim):

@@ -112,6 +112,7 @@ def _case(python, name, folded, config, folder, images, calibration):
             str(folder / f"keras_{version}.encodings"),
         ]
         load[version] = str(result.encodings_path)
+    load["keras_2.0.0"] = str(_onnx_named(sim, folder, load["2.0.0"]))
     job = {
         "model": str(folder / "0.6.1.fp32.onnx"),
         "config": str(aimet_config),
@@ -146,6 +147,8 @@ def _case(python, name, folded, config, folder, images, calibration):
             warnings.simplefilter("always")
             done = load_encodings(back, folder / f"aimet_{version}.encodings")
         from_aimet = _agreement(back.model.predict(images, verbose=0), theirs)
+        said = [str(w.message) for w in caught]
+        left_out = [m for m in said if "does not quantize, left out" in m]
         rows.append(
             dict(
                 model=name,
@@ -159,12 +162,83 @@ def _case(python, name, folded, config, folder, images, calibration):
                 own_mismatches=own["mismatches"],
                 to_aimet=to_aimet,
                 loaded=len(done),
-                disabled=[str(w.message) for w in caught],
+                left_out=_left_out(left_out),
+                left_out_said=left_out,
+                disabled=[m for m in said if m not in left_out],
+                keras_strict=(
+                    _keras_verdict(peer["load"]["keras_2.0.0"], folder, ours)
+                    if version == "2.0.0"
+                    else ""
+                ),
+                keras_load=peer["load"]["keras_2.0.0"],
                 from_aimet=from_aimet,
                 aligned=peer.get("aligned", {}),
             )
         )
     return rows
+
+
+def _onnx_named(sim, folder, onnx_file):
+    """``sim.export``'s 2.0.0 file as entries of the ONNX copy.
+
+    It names the SavedModel's tensors and holds the 32-bit biases of
+    configs that quantize them; moved onto the ONNX copy, aimet-onnx's
+    strict load checks its entries. A tensor takes the name (and a
+    per-channel kernel the channel axis, in ONNX's layout) that
+    ``export_onnx``'s file gives it; a Conv's bias, the ONNX copy's bias
+    input. A Dense's bias is left out: tf2onnx makes it the constant of an
+    Add, which aimet-onnx treats as an activation, not a bias (its own
+    export writes no encoding for it).
+    """
+    from aimet_keras.export.onnx import onnx_tensor_names
+
+    written = json.loads(pathlib.Path(onnx_file).read_text())["encodings"]
+    written = {e["name"]: e for e in written}
+    onnx_name = {}
+    for name, ours in onnx_tensor_names(sim).items():
+        if name in written or ours.endswith("/bias:0"):
+            onnx_name.setdefault(ours, name)
+    data = json.loads((folder / "keras_2.0.0.encodings").read_text())
+    kept = []
+    for entry in data["encodings"]:
+        if entry["name"] not in onnx_name and entry["name"].endswith("/bias:0"):
+            continue
+        entry["name"] = onnx_name.get(entry["name"], entry["name"])
+        if "axis" in entry and "axis" in written.get(entry["name"], {}):
+            entry["axis"] = written[entry["name"]]["axis"]
+        kept.append(entry)
+    data["encodings"] = kept
+    path = folder / "keras_2.0.0.onnx_names.encodings"
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def _keras_verdict(entry, folder, ours):
+    """The strict load's verdict on sim.export's file, and the top-1
+    agreement of the sim it gave (leniently loaded where refused)."""
+    import numpy as np
+
+    verdict = _verdict(entry)
+    if "lenient" not in entry:
+        top1 = _agreement(np.load(folder / "keras_2.0.0.npy"), ours)[0]
+        verdict += f"; top-1 = {top1:.2%}"
+    return verdict
+
+
+def _left_out(messages):
+    """'N copies, M extra' of load_encodings' warning on AIMET's entries
+    for tensors the Keras sim does not quantize."""
+    import re
+
+    found = {"copies": 0, "extra": 0}
+    for message in messages:
+        for count, kind in re.findall(
+            r"(\d+) (repeat the grid|are quantizers of AIMET)", message
+        ):
+            found["copies" if kind.startswith("repeat") else "extra"] += int(
+                count
+            )
+    return ", ".join(f"{n} {k}" for k, n in found.items() if n) or "0"
 
 
 def _verdict(entry):
@@ -215,7 +289,9 @@ def run(quick=False):
             "AIMET's own file, strict",
             "ours->AIMET top-1 =",
             "ours->AIMET max diff",
+            "sim.export 2.0.0, strict",
             "AIMET->ours loaded",
+            "AIMET->ours left out",
             "AIMET->ours top-1 =",
             "AIMET->ours max diff",
         ],
@@ -253,7 +329,9 @@ def run(quick=False):
                         row["own"],
                         row["to_aimet"][0],
                         row["to_aimet"][1],
+                        row["keras_strict"],
                         row["loaded"],
+                        row["left_out"],
                         row["from_aimet"][0],
                         row["from_aimet"][1],
                     )
@@ -284,19 +362,41 @@ def run(quick=False):
             "2.0.0 export holds 32-bit bias encodings (export_int32_bias, "
             "default for 2.0.0) for biases the config does not quantize, "
             "which its own strict load refuses ('enabled' mismatches).",
+            "sim.export 2.0.0, strict: sim.export's 2.0.0 file (with the "
+            "32-bit biases of configs that quantize biases), its tensors "
+            "renamed to the ONNX copy's as export_onnx names them, in the "
+            "same strict load (a Dense's 32-bit bias is left out: tf2onnx "
+            "makes it an Add's constant, which aimet-onnx quantizes as an "
+            "activation, and its own export writes none); top-1 = is its "
+            "sim's agreement with ours, leniently loaded where refused. The "
+            "TFLite configs' 32-bit biases meet aimet-onnx's disabled bias "
+            "quantizers ('enabled' mismatches), as its own 2.0.0 files do.",
             "AIMET->ours: aimet-onnx calibrates its own sim (min-max, W8A8, "
             "same config and alignment) and exports each version with its "
             "default export_int32_bias (2.0.0 files hold 32-bit biases); "
             "load_encodings reads its ONNX tensor names through "
             "onnx_tensor_names; 'loaded' counts the Keras sim's quantizers "
             "set from the file (32-bit biases are skipped, as aimet-onnx "
-            "does not simulate them; no quantizer was left disabled unless "
-            "the row's JSON lists a warning).",
+            "does not simulate them). 'left out': entries naming tensors of "
+            "the ONNX copy that the Keras sim does not quantize, which "
+            "load_encodings leaves out with a warning listing them: "
+            "'copies' repeat the grid of a tensor next to them across a "
+            "Clip/Relu or value-moving op (aimet-onnx's 2.0.0 export "
+            "derives them, _derive_data_movement_op_encodings: a Clip's "
+            "output grid on its input, the Conv output the Keras sim fuses "
+            "with the Relu6), 'extra' are quantizers only aimet-onnx's sim "
+            "has. No quantizer of the Keras sim was left disabled unless "
+            "the row's JSON lists a warning under 'disabled'.",
             "tflite_16x8 runs with 8-bit activations: export_onnx's QDQ "
             "model holds 8-bit grids.",
         ]
     )
     for row in raw:
+        if row["version"] == "2.0.0" and "lenient" in row["keras_load"]:
+            table.notes.append(
+                f"{row['model']} {row['config']}: aimet-onnx could not load "
+                f"sim.export's 2.0.0 file: {row['keras_load']['lenient']}"
+            )
         if row["lenient"]:
             table.notes.append(
                 f"{row['model']} {row['config']} {row['version']}: "

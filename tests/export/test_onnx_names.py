@@ -166,3 +166,86 @@ def test_an_unknown_name_among_onnx_names_is_the_one_named(tmp_path):
     path.write_text(json.dumps(written))
     with pytest.raises(ValueError, match=r"'Conv__999:0' is a tensor of nei"):
         load_encodings(sim, path)
+
+
+def _aimet_style_file(tmp_path, sim, extra_scale):
+    """export_onnx's 2.0.0 file plus what AIMET's 2.0.0 files add for the
+    Conv outputs the Keras sim fuses with their Relu: the last Relu's
+    output grid copied to its input (AIMET's export does this), and the
+    first Relu's input with a grid of its own, ``extra_scale`` (a quantizer
+    AIMET's sim has, as it has for depthwise Conv outputs)."""
+    import onnx
+
+    result = export_onnx(sim, tmp_path / "m.onnx", encoding_version="2.0.0")
+    written = json.loads(result.encodings_path.read_text())
+    by_name = {entry["name"]: entry for entry in written["encodings"]}
+    fp32 = onnx.load(result.fp32_path)
+    relus = [n for n in fp32.graph.node if n.op_type == "Relu"]
+    assert len(relus) == 2 and all(n.output[0] in by_name for n in relus)
+    copied, extra = relus[1].input[0], relus[0].input[0]
+    written["encodings"] += [
+        dict(by_name[relus[1].output[0]], name=copied),
+        {"name": extra, "output_dtype": "uint8", "y_scale": extra_scale},
+    ]
+    path = tmp_path / "aimet.encodings"
+    path.write_text(json.dumps(written))
+    return path, copied, extra
+
+
+def test_aimet_entries_for_tensors_the_sim_does_not_quantize_are_named(
+    tmp_path,
+):
+    model = _model()
+    data = np.random.default_rng(5).uniform(size=(16, 8, 8, 1))
+    data = data.astype("float32")
+    source = _sim(model, data)
+    path, copied, extra = _aimet_style_file(tmp_path, source, 0.5)
+    target = _sim(model, data, scale=3.0)
+    with pytest.warns(UserWarning) as caught:
+        load_encodings(target, path)
+    (message,) = [str(w.message) for w in caught]
+    assert "2 entries name tensors of the model's ONNX copy" in message
+    assert "1 repeat the grid of a tensor the sim quantizes" in message
+    assert f"{copied} (= " in message and "across Relu)" in message
+    assert "1 are quantizers of AIMET's sim that this sim lacks" in message
+    assert repr(extra) in message
+    # Every quantizer of the sim took the file's grid: none was disabled.
+    np.testing.assert_array_equal(
+        target.model.predict(data, verbose=0),
+        source.model.predict(data, verbose=0),
+    )
+
+
+def test_a_file_naming_only_tensors_the_sim_does_not_quantize_is_refused(
+    tmp_path,
+):
+    model = _model()
+    data = np.random.default_rng(6).uniform(size=(8, 8, 8, 1))
+    sim = _sim(model, data.astype("float32"))
+    path, copied, extra = _aimet_style_file(tmp_path, sim, 0.5)
+    written = json.loads(path.read_text())
+    written["encodings"] = [
+        e for e in written["encodings"] if e["name"] in (copied, extra)
+    ]
+    path.write_text(json.dumps(written))
+    with pytest.raises(ValueError, match="not a tensor of this sim"):
+        load_encodings(sim, path)
+
+
+def test_2_0_0_files_give_a_depthwise_kernels_channel_axis(tmp_path):
+    # aimet-onnx refused sim.export's 2.0.0 file of the TFLite configs:
+    # the per-channel depthwise kernel had no axis ("channel_axis must be
+    # specified for 1-dimensional scale").
+    inputs = keras.Input((8, 8, 3), name="image")
+    model = keras.Model(
+        inputs, keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    )
+    sim = QuantizationSimModel(model, config_file="tflite_int8")
+    sim.compute_encodings(
+        np.random.default_rng(7).uniform(size=(4, 8, 8, 3)).astype("float32")
+    )
+    sim.export(tmp_path, "m", encoding_version="2.0.0")
+    entries = json.loads((tmp_path / "m.encodings").read_text())["encodings"]
+    (kernel,) = [e for e in entries if e["name"] == "dw/kernel:0"]
+    assert len(kernel["y_scale"]) == 3
+    assert kernel["axis"] == 2  # (height, width, channels, multiplier)
