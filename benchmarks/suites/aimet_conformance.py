@@ -257,12 +257,13 @@ def _verdict(entry):
     return f"refused ({said})"
 
 
-def run(quick=False):
+def run(quick=False, names=MODELS):
     """Runs the suite.
 
     Args:
         quick: 500 test images and 256 calibration images (default: the
             shipped slice's 2,000 and 1,000), the ResNet only.
+        names: the models to run (``--only``). Defaults to both.
 
     Returns:
         A :class:`benchmarks.harness.Report`.
@@ -310,7 +311,7 @@ def run(quick=False):
             images=images.astype(np.float32),
             calibration=calibration.astype(np.float32),
         )
-        for name in MODELS[:1] if quick else MODELS:
+        for name in names[:1] if quick else names:
             folded, _ = ptq.fold_all_batch_norms(zoo.load_model(name))
             for config in CONFIGS:
                 folder = root / f"{name}-{config}"
@@ -408,7 +409,7 @@ def run(quick=False):
         settings=dict(
             test_images=len(images),
             calibration_images=len(calibration),
-            models=list(MODELS[:1] if quick else MODELS),
+            models=list(names[:1] if quick else names),
             configs=list(CONFIGS),
             versions=list(VERSIONS),
         ),
