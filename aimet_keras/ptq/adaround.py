@@ -164,21 +164,14 @@ def _finite(samples):
     if samples.dtype.kind != "f":
         return samples
     # A chunk at a time: a memory-mapped set is never read whole.
-    step = 256
-    bad = np.concatenate(
-        [
-            start
-            + np.flatnonzero(
-                ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
-            )
-            for start in range(0, len(samples), step)
-            for chunk in [np.asarray(samples[start : start + step])]
-        ]
-        or [np.zeros(0, int)]
-    )
-    if bad.size:
+    bad = []
+    for start in range(0, len(samples), 256):
+        chunk = np.asarray(samples[start : start + 256])
+        rows = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        bad.extend(start + np.flatnonzero(rows))
+    if bad:
         raise ValueError(
-            f"AdaroundParameters.data_set holds NaN or inf in {bad.size} "
+            f"AdaroundParameters.data_set holds NaN or inf in {len(bad)} "
             f"of its {len(samples)} samples (first: sample {bad[0]}). Drop "
             "or fix them (np.isfinite finds them); nothing was rounded or "
             "written."
